@@ -1,0 +1,60 @@
+// CUDA driver API reached through cudaGetDriverEntryPoint, so the host module links and imports on machines
+// without a driver (libcuda is resolved on the first GPU call, not at load time).
+#pragma once
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace deepgemm_ops {
+
+struct DriverApi {
+  decltype(&cuGetErrorString) GetErrorString;
+  decltype(&cuTensorMapEncodeTiled) TensorMapEncodeTiled;
+  decltype(&cuLaunchKernelEx) LaunchKernelEx;
+  decltype(&cuFuncSetAttribute) FuncSetAttribute;
+  decltype(&cuModuleLoadData) ModuleLoadData;
+  decltype(&cuModuleGetFunction) ModuleGetFunction;
+  decltype(&cuModuleUnload) ModuleUnload;
+};
+
+namespace detail {
+template <typename Fn>
+inline void load_symbol(Fn& fn, const char* name) {
+  cudaDriverEntryPointQueryResult status{};
+  void* ptr = nullptr;
+  cudaError_t err = cudaGetDriverEntryPoint(name, &ptr, cudaEnableDefault, &status);
+  if (err != cudaSuccess || status != cudaDriverEntryPointSuccess || ptr == nullptr) {
+    throw std::runtime_error(std::string("deepgemm_ops: CUDA driver symbol ") + name +
+                             " is unavailable (is an NVIDIA driver installed?)");
+  }
+  fn = reinterpret_cast<Fn>(ptr);
+}
+}  // namespace detail
+
+// Resolved once, on first use (thread-safe static initialisation).
+inline const DriverApi& driver() {
+  static const DriverApi api = [] {
+    DriverApi a{};
+    detail::load_symbol(a.GetErrorString, "cuGetErrorString");
+    detail::load_symbol(a.TensorMapEncodeTiled, "cuTensorMapEncodeTiled");
+    detail::load_symbol(a.LaunchKernelEx, "cuLaunchKernelEx");
+    detail::load_symbol(a.FuncSetAttribute, "cuFuncSetAttribute");
+    detail::load_symbol(a.ModuleLoadData, "cuModuleLoadData");
+    detail::load_symbol(a.ModuleGetFunction, "cuModuleGetFunction");
+    detail::load_symbol(a.ModuleUnload, "cuModuleUnload");
+    return a;
+  }();
+  return api;
+}
+
+inline void check_cu(CUresult res, const char* what) {
+  if (res == CUDA_SUCCESS) return;
+  const char* msg = nullptr;
+  driver().GetErrorString(res, &msg);
+  throw std::runtime_error(std::string("deepgemm_ops: ") + what + " failed: " + (msg ? msg : "unknown CUDA error") +
+                           " (CUresult " + std::to_string(static_cast<int>(res)) + ")");
+}
+
+}  // namespace deepgemm_ops
