@@ -1,0 +1,17 @@
+"""deepgemm_ops: DeepGEMM-style FP8 GEMMs with fine-grained scaling as ``torch.ops.deepgemm`` operators.
+
+Importing registers the ops (schemas, fakes, CPU reference kernels) without initialising CUDA or compiling anything.
+"""
+
+from . import _ops  # noqa: F401  (registers torch.ops.deepgemm.*)
+from ._layout import get_tma_aligned_size
+from ._ops import get_mk_alignment_for_contiguous_layout
+from ._sms import get_num_sms, set_num_sms
+
+__all__ = [
+    "get_tma_aligned_size",
+    "get_mk_alignment_for_contiguous_layout",
+    "get_num_sms",
+    "set_num_sms",
+]
+__version__ = "0.1.0"

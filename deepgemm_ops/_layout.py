@@ -1,0 +1,91 @@
+"""Scale-factor layouts and the FP8 casts (pure torch: they run on any device)."""
+
+from __future__ import annotations
+
+import torch
+
+from ._validate import FP8, SCALE_BLOCK, ceil_div
+
+# TMA needs every non-innermost global stride to be a multiple of 16 bytes.
+TMA_ALIGNMENT_BYTES = 16
+FP8_MAX = torch.finfo(FP8).max  # 448
+# Keeps an all-zero group from producing a zero scale (and 0/0 when quantizing).
+AMAX_FLOOR = 1e-4
+# Each group's rows in the contiguous grouped layout start at a multiple of this: one BLOCK_M tile never spans two
+# groups, so the kernel picks a tile's weights from its first row.
+MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
+
+
+def get_tma_aligned_size(mn: int, element_size: int) -> int:
+    """``mn`` rounded up so that ``mn * element_size`` bytes is a multiple of the TMA alignment (16 bytes)."""
+    if not isinstance(element_size, int) or element_size < 1 or TMA_ALIGNMENT_BYTES % element_size:
+        raise ValueError(f"element_size must be 1, 2, 4, 8 or 16 bytes, got {element_size!r}")
+    return ceil_div(mn, TMA_ALIGNMENT_BYTES // element_size) * (TMA_ALIGNMENT_BYTES // element_size)
+
+
+def mn_major_strides(shape) -> tuple:
+    """Strides of an MN-major [.., MN, KB] fp32 scale tensor whose MN stride is padded to the TMA alignment."""
+    *batch, mn, kb = shape
+    aligned = get_tma_aligned_size(mn, 4)
+    strides = (1, aligned)
+    if batch:
+        strides = (kb * aligned, *strides)
+    return strides
+
+
+def is_mn_major_tma_aligned(sf: torch.Tensor) -> bool:
+    if sf.numel() == 0:
+        return True
+    want = mn_major_strides(sf.shape)
+    # Size-1 dims may carry any stride.
+    return all(s == w or n == 1 for s, w, n in zip(sf.stride(), want, sf.shape))
+
+
+def empty_mn_major(shape, device) -> torch.Tensor:
+    return torch.empty_strided(tuple(shape), mn_major_strides(shape), dtype=torch.float32, device=device)
+
+
+def to_mn_major_tma_aligned(sf: torch.Tensor) -> torch.Tensor:
+    """Same values as ``sf``; MN-major storage with the TMA-aligned MN stride (no copy when already so)."""
+    if is_mn_major_tma_aligned(sf):
+        return sf
+    return empty_mn_major(sf.shape, sf.device).copy_(sf)
+
+
+def _amax_blocks(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """amax of |x| over [rows, cols] blocks (edge blocks partial), as fp32 [ceil(M/rows), ceil(K/cols)]."""
+    m, k = x.shape
+    pm, pk = ceil_div(m, rows) * rows, ceil_div(k, cols) * cols
+    padded = torch.nn.functional.pad(x.float().abs(), (0, pk - k, 0, pm - m))
+    return padded.view(pm // rows, rows, pk // cols, cols).amax(dim=(1, 3)).clamp(min=AMAX_FLOOR)
+
+
+def _quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    m, k = x.shape
+    expanded = sf.repeat_interleave(rows, dim=0)[:m].repeat_interleave(cols, dim=1)[:, :k]
+    return (x.float() / expanded).to(FP8)
+
+
+def per_token_cast(x: torch.Tensor, group_size: int):
+    """Each row's groups of ``group_size`` K-elements share one scale: (e4m3 [M, K], fp32 [M, ceil(K/group_size)])."""
+    sf = _amax_blocks(x, 1, group_size) / FP8_MAX
+    return _quantize(x, sf, 1, group_size), sf
+
+
+def per_block_cast(x: torch.Tensor, block_size: int):
+    """Square ``block_size`` blocks share one scale: (e4m3 [N, K], fp32 [ceil(N/bs), ceil(K/bs)])."""
+    sf = _amax_blocks(x, block_size, block_size) / FP8_MAX
+    return _quantize(x, sf, block_size, block_size), sf
+
+
+def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
+    """fp32 values of an FP8 [R, K] tensor whose rows carry 1x128 scales sf [R, ceil(K/128)]."""
+    k = x.shape[-1]
+    return x.float() * sf.repeat_interleave(SCALE_BLOCK, dim=-1)[..., :k]
+
+
+def dequantize_b(b: torch.Tensor, sfb: torch.Tensor, recipe: str) -> torch.Tensor:
+    """fp32 values of B [N, K] under either weight recipe (128x128 blocks or 1x128 rows)."""
+    if recipe == "128x128":
+        sfb = sfb.repeat_interleave(SCALE_BLOCK, dim=0)[: b.shape[0]]
+    return dequantize_rows(b, sfb)

@@ -1,0 +1,257 @@
+"""The ``torch.ops.deepgemm`` operators: one schema table, then a fake and a CPU reference per op.
+
+The CPU kernels are the reference the GPU kernels are tested against: dequantize with the given scales, accumulate
+in fp32, cast to the output dtype. The CUDA kernels are registered by ``_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _layout
+from . import _validate as V
+
+NAMESPACE = "deepgemm"
+_GEMM_TAGS = (torch.Tag.needs_fixed_stride_order,)
+
+# name -> (schema, tags). The only place the op signatures are written.
+SCHEMAS = {
+    "fp8_gemm_nt": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor",
+        _GEMM_TAGS,
+    ),
+    "fp8_gemm_nt_out": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor(a!) out, Tensor? c=None) -> ()",
+        _GEMM_TAGS,
+    ),
+    "m_grouped_fp8_gemm_nt_contiguous": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor m_indices) -> Tensor",
+        _GEMM_TAGS,
+    ),
+    "m_grouped_fp8_gemm_nt_contiguous_out": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor m_indices, Tensor(a!) out) -> ()",
+        _GEMM_TAGS,
+    ),
+    "m_grouped_fp8_gemm_nt_masked": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, int expected_m) -> Tensor",
+        _GEMM_TAGS,
+    ),
+    "m_grouped_fp8_gemm_nt_masked_out": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, int expected_m, Tensor(a!) out) -> ()",
+        _GEMM_TAGS,
+    ),
+    "per_token_cast_to_fp8": ("(Tensor x, int group_size=128) -> (Tensor, Tensor)", ()),
+    "per_block_cast_to_fp8": ("(Tensor x, int block_size=128) -> (Tensor, Tensor)", ()),
+    "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
+}
+
+_lib = torch.library.Library(NAMESPACE, "DEF")
+for _name, (_schema, _tags) in SCHEMAS.items():
+    _lib.define(_name + _schema, tags=_tags)
+
+
+def qualname(name: str) -> str:
+    return f"{NAMESPACE}::{name}"
+
+
+def _fake(name):
+    return torch.library.register_fake(qualname(name), lib=_lib)
+
+
+def _impl(name, key):
+    def register(fn):
+        _lib.impl(name, fn, key)
+        return fn
+
+    return register
+
+
+# --- output allocation, shared by the fakes and the real kernels --------------------------------------------------
+
+
+def gemm_output(a, p: V.GemmProblem) -> torch.Tensor:
+    return a.new_empty((p.m, p.n), dtype=p.out_dtype)
+
+
+def masked_output(a, p: V.GemmProblem) -> torch.Tensor:
+    return a.new_empty((p.num_groups, p.m, p.n), dtype=torch.bfloat16)
+
+
+def check_gemm_out(a, sfa, b, sfb, out, c):
+    p = V.check_gemm_nt(a, sfa, b, sfb, c)
+    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, c is not None)
+    return p
+
+
+def check_contiguous_out(a, sfa, b, sfb, m_indices, out):
+    p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
+    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, has_c=False)
+    return p
+
+
+def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
+    p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
+    V.check_out(out, ("G", "Mmax", "N"), (p.num_groups, p.m, p.n), a.device, has_c=False)
+    return p
+
+
+# --- fakes ---------------------------------------------------------------------------------------------------------
+
+
+@_fake("fp8_gemm_nt")
+def _(a, sfa, b, sfb, c=None, out_dtype=None):
+    return gemm_output(a, V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype))
+
+
+@_fake("fp8_gemm_nt_out")
+def _(a, sfa, b, sfb, out, c=None):
+    check_gemm_out(a, sfa, b, sfb, out, c)
+
+
+@_fake("m_grouped_fp8_gemm_nt_contiguous")
+def _(a, sfa, b, sfb, m_indices):
+    return gemm_output(a, V.check_grouped_contiguous(a, sfa, b, sfb, m_indices))
+
+
+@_fake("m_grouped_fp8_gemm_nt_contiguous_out")
+def _(a, sfa, b, sfb, m_indices, out):
+    check_contiguous_out(a, sfa, b, sfb, m_indices, out)
+
+
+@_fake("m_grouped_fp8_gemm_nt_masked")
+def _(a, sfa, b, sfb, masked_m, expected_m):
+    return masked_output(a, V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m))
+
+
+@_fake("m_grouped_fp8_gemm_nt_masked_out")
+def _(a, sfa, b, sfb, masked_m, expected_m, out):
+    check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
+
+
+def _cast_outputs(x, sf_shape):
+    return x.new_empty(x.shape, dtype=V.FP8), x.new_empty(sf_shape, dtype=torch.float32)
+
+
+@_fake("per_token_cast_to_fp8")
+def _(x, group_size=128):
+    V.check_cast_input("x", x, "group_size", group_size)
+    return _cast_outputs(x, (x.shape[0], V.ceil_div(x.shape[1], group_size)))
+
+
+@_fake("per_block_cast_to_fp8")
+def _(x, block_size=128):
+    V.check_cast_input("x", x, "block_size", block_size)
+    return _cast_outputs(x, (V.ceil_div(x.shape[0], block_size), V.ceil_div(x.shape[1], block_size)))
+
+
+@_fake("get_mn_major_tma_aligned_tensor")
+def _(sf):
+    V.check_scale_factor(sf)
+    return _layout.empty_mn_major(sf.shape, sf.device)
+
+
+# --- CPU reference kernels -----------------------------------------------------------------------------------------
+
+
+def reference_gemm(a, sfa, b, sfb, recipe: str, c=None) -> torch.Tensor:
+    """fp32 D = C + dequant(A) @ dequant(B)^T for one group."""
+    d = _layout.dequantize_rows(a, sfa) @ _layout.dequantize_b(b, sfb, recipe).t()
+    return d if c is None else d + c
+
+
+@_impl("fp8_gemm_nt", "CPU")
+def _(a, sfa, b, sfb, c=None, out_dtype=None):
+    p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
+    return reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c).to(p.out_dtype)
+
+
+@_impl("fp8_gemm_nt_out", "CPU")
+def _(a, sfa, b, sfb, out, c=None):
+    p = check_gemm_out(a, sfa, b, sfb, out, c)
+    out.copy_(reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c))
+
+
+def _check_m_indices(m_indices, num_groups: int) -> None:
+    bad = (m_indices < -1) | (m_indices >= num_groups)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"m_indices must hold group ids in [0, {num_groups}) or -1 (padding), "
+                         f"got {int(m_indices[row])} at row {row}")
+    align = get_mk_alignment_for_contiguous_layout()
+    starts = (m_indices[1:] != m_indices[:-1]).nonzero().flatten() + 1
+    for s in starts.tolist():
+        if int(m_indices[s]) >= 0 and s % align:
+            raise ValueError(f"m_indices: the rows of group {int(m_indices[s])} start at row {s}, which is not a "
+                             f"multiple of get_mk_alignment_for_contiguous_layout() = {align}")
+
+
+def _contiguous_reference(a, sfa, b, sfb, m_indices, p: V.GemmProblem, out: torch.Tensor) -> None:
+    _check_m_indices(m_indices, p.num_groups)
+    out.zero_()  # padding rows (-1): unspecified by contract, zeros here
+    for g in range(p.num_groups):
+        rows = (m_indices == g).nonzero().flatten()
+        if rows.numel():
+            out[rows] = reference_gemm(a[rows], sfa[rows], b[g], sfb[g], p.sfb_recipe).to(out.dtype)
+
+
+@_impl("m_grouped_fp8_gemm_nt_contiguous", "CPU")
+def _(a, sfa, b, sfb, m_indices):
+    p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
+    out = gemm_output(a, p)
+    _contiguous_reference(a, sfa, b, sfb, m_indices, p, out)
+    return out
+
+
+@_impl("m_grouped_fp8_gemm_nt_contiguous_out", "CPU")
+def _(a, sfa, b, sfb, m_indices, out):
+    _contiguous_reference(a, sfa, b, sfb, m_indices, check_contiguous_out(a, sfa, b, sfb, m_indices, out), out)
+
+
+def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Tensor) -> None:
+    counts = masked_m.tolist()
+    for g, rows in enumerate(counts):
+        if not 0 <= rows <= p.m:
+            raise ValueError(f"masked_m[{g}] must be in [0, Mmax = {p.m}], got {rows}")
+    out.zero_()  # rows >= masked_m[g]: unspecified by contract, zeros here
+    for g, rows in enumerate(counts):
+        if rows:
+            out[g, :rows] = reference_gemm(a[g, :rows], sfa[g, :rows], b[g], sfb[g], p.sfb_recipe).to(out.dtype)
+
+
+@_impl("m_grouped_fp8_gemm_nt_masked", "CPU")
+def _(a, sfa, b, sfb, masked_m, expected_m):
+    p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
+    out = masked_output(a, p)
+    _masked_reference(a, sfa, b, sfb, masked_m, p, out)
+    return out
+
+
+@_impl("m_grouped_fp8_gemm_nt_masked_out", "CPU")
+def _(a, sfa, b, sfb, masked_m, expected_m, out):
+    p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
+    _masked_reference(a, sfa, b, sfb, masked_m, p, out)
+
+
+# The casts and the layout change are plain torch code: one kernel serves every device.
+@_impl("per_token_cast_to_fp8", "CompositeExplicitAutograd")
+def _(x, group_size=128):
+    V.check_cast_input("x", x, "group_size", group_size)
+    return _layout.per_token_cast(x, group_size)
+
+
+@_impl("per_block_cast_to_fp8", "CompositeExplicitAutograd")
+def _(x, block_size=128):
+    V.check_cast_input("x", x, "block_size", block_size)
+    return _layout.per_block_cast(x, block_size)
+
+
+@_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")
+def _(sf):
+    V.check_scale_factor(sf)
+    # A functional op must not alias its input: always a fresh tensor.
+    return _layout.empty_mn_major(sf.shape, sf.device).copy_(sf)
+
+
+def get_mk_alignment_for_contiguous_layout() -> int:
+    """Rows of each group in the contiguous layout must start at a multiple of this (one BLOCK_M tile)."""
+    return _layout.MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT

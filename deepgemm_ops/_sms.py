@@ -1,0 +1,30 @@
+"""How many SMs the persistent GPU kernels may occupy (DeepGEMM's set_num_sms / get_num_sms)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+_num_sms: Optional[int] = None
+
+
+def set_num_sms(num_sms: int) -> None:
+    """Limit the GPU kernels to ``num_sms`` SMs (e.g. to leave SMs to a concurrent communication kernel)."""
+    global _num_sms
+    if not isinstance(num_sms, int) or isinstance(num_sms, bool) or num_sms < 1:
+        raise ValueError(f"num_sms must be an int >= 1, got {num_sms!r}")
+    if torch.cuda.is_available():
+        available = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+        if num_sms > available:
+            raise ValueError(f"num_sms must be <= the {available} SMs of the current device, got {num_sms}")
+    _num_sms = num_sms
+
+
+def get_num_sms() -> int:
+    """The value given to ``set_num_sms``, else the SM count of the current CUDA device."""
+    if _num_sms is not None:
+        return _num_sms
+    if not torch.cuda.is_available():
+        raise RuntimeError("get_num_sms: no CUDA device is available and set_num_sms(n) was not called")
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count

@@ -1,0 +1,184 @@
+"""Argument checks shared by the fake, CPU and CUDA implementations of every op.
+
+Each check names the argument, what was expected and what was given, e.g.
+``sfa must be float32 [M, ceil(K/128)] = [64, 56], got bfloat16 [64, 57]``.
+Checks that need tensor *values* (m_indices, masked_m contents) cannot run on fake tensors; they live in the CPU
+reference and are the caller's duty on the GPU (documented in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+# Every scale covers 128 elements of K (and 128 of N for 128x128 weight blocks).
+SCALE_BLOCK = 128
+
+FP8 = torch.float8_e4m3fn
+OUT_DTYPES = (torch.bfloat16, torch.float32)
+
+Dim = Union[int, torch.SymInt, None]
+
+
+def ceil_div(x, y):
+    return (x + y - 1) // y
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def describe(t: torch.Tensor) -> str:
+    return f"{dtype_name(t.dtype)} [{', '.join(str(s) for s in t.shape)}]"
+
+
+def _layout(names: Sequence[str], values: Sequence[Dim]) -> str:
+    text = f"[{', '.join(names)}]"
+    if any(v is not None for v in values):
+        text += " = [" + ", ".join(n if v is None else str(v) for n, v in zip(names, values)) + "]"
+    return text
+
+
+def _fits(t: torch.Tensor, dtype: torch.dtype, values: Sequence[Dim]) -> bool:
+    return (
+        t.dtype == dtype
+        and t.dim() == len(values)
+        and all(v is None or s == v for s, v in zip(t.shape, values))
+    )
+
+
+def check_tensor(name: str, t, dtype: torch.dtype, names: Sequence[str], values: Sequence[Dim]) -> None:
+    """``t`` must have ``dtype`` and one dim per name; a dim whose value is None is free."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(t).__name__}")
+    if not _fits(t, dtype, values):
+        raise ValueError(f"{name} must be {dtype_name(dtype)} {_layout(names, values)}, got {describe(t)}")
+
+
+def check_k_major(name: str, t: torch.Tensor) -> None:
+    # "NT": both operands are K-major; rows may be padded (a slice of a wider buffer) but K must be contiguous.
+    if t.numel() > 0 and t.stride(-1) != 1:
+        raise ValueError(
+            f"{name} must be K-major (stride 1 along K), got strides {tuple(t.stride())} for shape {list(t.shape)}"
+        )
+
+
+def check_device(name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
+    if t is not None and t.device != device:
+        raise ValueError(f"{name} must be on the device of a ({device}), got {t.device}")
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    m: Dim  # rows per group (dense: M; contiguous: sum of M; masked: Mmax)
+    n: Dim
+    k: Dim
+    num_groups: int
+    sfb_recipe: str  # "128x128" or "1x128"
+    out_dtype: torch.dtype
+
+
+def _check_sfb(sfb, n, k, groups: tuple) -> str:
+    kb = ceil_div(k, SCALE_BLOCK)
+    g_names = ("G",) if groups else ()
+    block = (*groups, ceil_div(n, SCALE_BLOCK), kb)
+    row = (*groups, n, kb)
+    if isinstance(sfb, torch.Tensor) and _fits(sfb, torch.float32, block):
+        return "128x128"
+    if isinstance(sfb, torch.Tensor) and _fits(sfb, torch.float32, row):
+        return "1x128"
+    got = describe(sfb) if isinstance(sfb, torch.Tensor) else type(sfb).__name__
+    raise ValueError(
+        f"sfb must be float32 {_layout((*g_names, 'ceil(N/128)', 'ceil(K/128)'), block)} (128x128 blocks) "
+        f"or {_layout((*g_names, 'N', 'ceil(K/128)'), row)} (1x128 rows), got {got}"
+    )
+
+
+def resolve_out_dtype(out_dtype: Optional[torch.dtype], has_c: bool) -> torch.dtype:
+    if out_dtype is None:
+        return torch.float32 if has_c else torch.bfloat16
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be torch.bfloat16 or torch.float32, got {out_dtype}")
+    if has_c and out_dtype != torch.float32:
+        raise ValueError(f"out_dtype must be torch.float32 when c is given (D = C + A*B accumulates in fp32), "
+                         f"got {out_dtype}")
+    return out_dtype
+
+
+def check_out(out, shape_names: Sequence[str], shape: Sequence[Dim], device, has_c: bool) -> torch.dtype:
+    """Validates a preallocated output; returns its dtype (bf16 or fp32; fp32 when c is given)."""
+    dtypes = (torch.float32,) if has_c else OUT_DTYPES
+    if not isinstance(out, torch.Tensor) or out.dtype not in dtypes or not _fits(out, out.dtype, shape):
+        want = " or ".join(dtype_name(d) for d in dtypes)
+        got = describe(out) if isinstance(out, torch.Tensor) else type(out).__name__
+        why = " (c is given)" if has_c else ""
+        raise ValueError(f"out must be {want}{why} {_layout(shape_names, shape)}, got {got}")
+    if out.numel() > 0 and out.stride(-1) != 1:
+        raise ValueError(f"out must have stride 1 along N, got strides {tuple(out.stride())}")
+    check_device("out", out, device)
+    return out.dtype
+
+
+def check_gemm_nt(a, sfa, b, sfb, c=None, out_dtype=None) -> GemmProblem:
+    """fp8_gemm_nt: a [M, K], sfa [M, ceil(K/128)], b [N, K], sfb (either recipe), c [M, N] fp32."""
+    check_tensor("a", a, FP8, ("M", "K"), (None, None))
+    m, k = a.shape
+    check_tensor("b", b, FP8, ("N", "K"), (None, k))
+    n = b.shape[0]
+    check_tensor("sfa", sfa, torch.float32, ("M", "ceil(K/128)"), (m, ceil_div(k, SCALE_BLOCK)))
+    recipe = _check_sfb(sfb, n, k, ())
+    if c is not None:
+        check_tensor("c", c, torch.float32, ("M", "N"), (m, n))
+    _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("c", c)))
+    return GemmProblem(m, n, k, 1, recipe, resolve_out_dtype(out_dtype, c is not None))
+
+
+def check_grouped_contiguous(a, sfa, b, sfb, m_indices) -> GemmProblem:
+    """a [sum(M), K]; b [G, N, K]; sfb [G, ...]; m_indices int32 [sum(M)]."""
+    check_tensor("a", a, FP8, ("M", "K"), (None, None))
+    m, k = a.shape
+    check_tensor("b", b, FP8, ("G", "N", "K"), (None, None, k))
+    g, n = b.shape[0], b.shape[1]
+    check_tensor("sfa", sfa, torch.float32, ("M", "ceil(K/128)"), (m, ceil_div(k, SCALE_BLOCK)))
+    recipe = _check_sfb(sfb, n, k, (g,))
+    check_tensor("m_indices", m_indices, torch.int32, ("M",), (m,))
+    _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("m_indices", m_indices)))
+    return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
+
+
+def check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m) -> GemmProblem:
+    """a [G, Mmax, K]; sfa [G, Mmax, ceil(K/128)]; b [G, N, K]; masked_m int32 [G]; expected_m >= 1."""
+    check_tensor("a", a, FP8, ("G", "Mmax", "K"), (None, None, None))
+    g, m, k = a.shape
+    check_tensor("b", b, FP8, ("G", "N", "K"), (g, None, k))
+    n = b.shape[1]
+    check_tensor("sfa", sfa, torch.float32, ("G", "Mmax", "ceil(K/128)"), (g, m, ceil_div(k, SCALE_BLOCK)))
+    recipe = _check_sfb(sfb, n, k, (g,))
+    check_tensor("masked_m", masked_m, torch.int32, ("G",), (g,))
+    if not isinstance(expected_m, int) or isinstance(expected_m, bool) or expected_m < 1:
+        raise ValueError(f"expected_m must be an int >= 1 (the typical rows per group), got {expected_m!r}")
+    _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("masked_m", masked_m)))
+    return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
+
+
+def _check_common(a, b, others) -> None:
+    check_k_major("a", a)
+    check_k_major("b", b)
+    for name, t in others:
+        check_device(name, t, a.device)
+
+
+def check_cast_input(name: str, x, size_name: str, size) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        got = describe(x) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a 2-D bfloat16, float16 or float32 tensor, got {got}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"{size_name} must be an int >= 1, got {size!r}")
+
+
+def check_scale_factor(sf) -> None:
+    if not isinstance(sf, torch.Tensor) or sf.dtype != torch.float32 or sf.dim() not in (2, 3):
+        got = describe(sf) if isinstance(sf, torch.Tensor) else type(sf).__name__
+        raise ValueError(f"sf must be float32 [MN, ceil(K/128)] or [G, MN, ceil(K/128)], got {got}")

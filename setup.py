@@ -1,0 +1,24 @@
+"""deepgemm_ops: pure-Python at install time; the host module and the kernels are compiled on first GPU use.
+
+The kernel and host sources in csrc/ ship inside the package as deepgemm_ops/csrc so a wheel JIT-compiles them too.
+"""
+
+from setuptools import setup
+
+setup(
+    name="deepgemm_ops",
+    version="0.1.0",
+    description="DeepGEMM-style FP8 GEMMs with fine-grained scaling as torch.ops.deepgemm operators",
+    python_requires=">=3.10",
+    packages=["deepgemm_ops", "deepgemm_ops.csrc"],
+    package_dir={"deepgemm_ops.csrc": "csrc"},
+    package_data={"deepgemm_ops.csrc": ["host/*.hpp", "host/*.cpp", "host/*.h", "kernels/*.cuh", "kernels/*.h"]},
+    install_requires=["torch>=2.11", "ninja"],
+    extras_require={
+        # CUTLASS/CuTe headers for the JIT when third_party/cutlass is not checked out. Install it with --no-deps:
+        # the headers need none of the wheel's Python dependencies.
+        "cutlass": ["nvidia-cutlass==4.2.0.0"],
+        "test": ["pytest", "expecttest", "nvidia-cuda-cuobjdump", "nvidia-cuda-nvdisasm"],
+        "plot": ["matplotlib"],
+    },
+)

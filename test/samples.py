@@ -1,0 +1,104 @@
+"""Sample inputs shared by the reference, opcheck, fake-tensor and GPU tests."""
+
+from __future__ import annotations
+
+import torch
+
+import deepgemm_ops  # noqa: F401
+
+ops = torch.ops.deepgemm
+
+
+def ceil_div(x, y):
+    return (x + y - 1) // y
+
+
+def quantized_a(m, k, *, device="cpu", gen=None, lead=()):
+    """Activations [*lead, M, K] with 1x128 scales, through the library's own cast."""
+    x = torch.randn(*lead, m, k, generator=gen, device="cpu").to(device)
+    q, sf = ops.per_token_cast_to_fp8(x.reshape(-1, k) if lead else x)
+    return q.view(*lead, m, k), sf.view(*lead, m, ceil_div(k, 128))
+
+
+def quantized_b(n, k, recipe="128x128", *, device="cpu", gen=None, groups=None):
+    """Weights [N, K] (or [G, N, K]) with 128x128 block scales or 1x128 row scales."""
+    g = 1 if groups is None else groups
+    x = torch.randn(g, n, k, generator=gen, device="cpu").to(device)
+    cast = ops.per_block_cast_to_fp8 if recipe == "128x128" else ops.per_token_cast_to_fp8
+    pairs = [cast(x[i]) for i in range(g)]
+    q, sf = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    return (q[0], sf[0]) if groups is None else (q, sf)
+
+
+def gemm_inputs(m, n, k, recipe="128x128", *, device="cpu", with_c=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    a, sfa = quantized_a(m, k, device=device, gen=gen)
+    b, sfb = quantized_b(n, k, recipe, device=device, gen=gen)
+    c = torch.randn(m, n, generator=gen).to(device) if with_c else None
+    return a, sfa, b, sfb, c
+
+
+def contiguous_layout(group_rows, align, *, device="cpu"):
+    """m_indices for groups of the given row counts, each padded with -1 rows up to ``align``."""
+    ids = []
+    for g, rows in enumerate(group_rows):
+        ids += [g] * rows + [-1] * (ceil_div(rows, align) * align - rows)
+    return torch.tensor(ids, dtype=torch.int32, device=device)
+
+
+def contiguous_inputs(group_rows, n, k, recipe="128x128", *, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    m_indices = contiguous_layout(group_rows, deepgemm_ops.get_mk_alignment_for_contiguous_layout(), device=device)
+    a, sfa = quantized_a(m_indices.numel(), k, device=device, gen=gen)
+    b, sfb = quantized_b(n, k, recipe, device=device, gen=gen, groups=len(group_rows))
+    return a, sfa, b, sfb, m_indices
+
+
+def masked_inputs(counts, m_max, n, k, recipe="128x128", *, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    a, sfa = quantized_a(m_max, k, device=device, gen=gen, lead=(len(counts),))
+    b, sfb = quantized_b(n, k, recipe, device=device, gen=gen, groups=len(counts))
+    masked_m = torch.tensor(counts, dtype=torch.int32, device=device)
+    return a, sfa, b, sfb, masked_m
+
+
+def float64_gemm(a, sfa, b, sfb, c=None):
+    """Independent oracle: Σ over K blocks of (Σ_k a·b) · sfa · sfb in float64, block by block."""
+    m, k = a.shape
+    n = b.shape[0]
+    a64, b64 = a.double(), b.double()
+    d = torch.zeros(m, n, dtype=torch.float64)
+    row_recipe = sfb.shape[0] == n and n != ceil_div(n, 128)
+    for kb in range(ceil_div(k, 128)):
+        ks = slice(kb * 128, min(k, kb * 128 + 128))
+        partial = a64[:, ks] @ b64[:, ks].t()
+        sb = sfb[:, kb].double() if row_recipe else sfb[torch.arange(n) // 128, kb].double()
+        d += partial * sfa[:, kb].double()[:, None] * sb[None, :]
+    return d if c is None else d + c.double()
+
+
+def op_samples(device="cpu"):
+    """(op name, args) pairs covering every op; small shapes with unaligned M and a partial K block."""
+    a, sfa, b, sfb, c = gemm_inputs(65, 256, 320, device=device, with_c=True)
+    _, _, b1, sfb1, _ = gemm_inputs(65, 256, 320, "1x128", device=device)
+    ga, gsfa, gb, gsfb, m_indices = contiguous_inputs([100, 0, 28], 128, 256, device=device)
+    ma, msfa, mb, msfb, masked_m = masked_inputs([3, 0, 64], 64, 128, 256, device=device)
+    x = torch.randn(65, 320, dtype=torch.bfloat16, device=device)
+    return [
+        ("fp8_gemm_nt", (a, sfa, b, sfb)),
+        ("fp8_gemm_nt", (a, sfa, b1, sfb1, None, torch.float32)),
+        ("fp8_gemm_nt", (a, sfa, b, sfb, c)),
+        ("fp8_gemm_nt_out", (a, sfa, b, sfb, torch.empty(65, 256, dtype=torch.bfloat16, device=device))),
+        ("fp8_gemm_nt_out", (a, sfa, b, sfb, torch.empty(65, 256, device=device), c)),
+        ("m_grouped_fp8_gemm_nt_contiguous", (ga, gsfa, gb, gsfb, m_indices)),
+        ("m_grouped_fp8_gemm_nt_contiguous_out",
+         (ga, gsfa, gb, gsfb, m_indices, torch.empty(ga.shape[0], 128, dtype=torch.bfloat16, device=device))),
+        ("m_grouped_fp8_gemm_nt_masked", (ma, msfa, mb, msfb, masked_m, 32)),
+        ("m_grouped_fp8_gemm_nt_masked_out",
+         (ma, msfa, mb, msfb, masked_m, 32, torch.empty(3, 64, 128, dtype=torch.bfloat16, device=device))),
+        ("per_token_cast_to_fp8", (x,)),
+        ("per_token_cast_to_fp8", (x.float(), 64)),
+        ("per_block_cast_to_fp8", (x,)),
+        ("get_mn_major_tma_aligned_tensor", (sfa,)),
+        ("get_mn_major_tma_aligned_tensor", (msfa,)),
+    ]

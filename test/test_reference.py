@@ -1,0 +1,146 @@
+"""CPU reference kernels against an independent float64 computation."""
+
+import itertools
+
+import pytest
+import torch
+
+import deepgemm_ops
+from samples import (ceil_div, contiguous_inputs, float64_gemm, gemm_inputs, masked_inputs, op_samples, ops)
+
+
+def rel_err(x, ref):
+    return ((x.double() - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+# bf16 rounding of the output bounds the error at about 2^-9 per element.
+BF16_TOL, FP32_TOL = 4e-3, 1e-5
+
+
+@pytest.mark.parametrize("m,n,k", itertools.product([1, 65, 300], [576, 2112], [576, 7168]))
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_fp8_gemm_nt_matches_float64(m, n, k, recipe):
+    a, sfa, b, sfb, _ = gemm_inputs(m, n, k, recipe, seed=m * n + k)
+    ref = float64_gemm(a, sfa, b, sfb)
+    d = ops.fp8_gemm_nt(a, sfa, b, sfb)
+    assert d.dtype == torch.bfloat16 and d.shape == (m, n) and d.device.type == "cpu"
+    assert rel_err(d, ref) < BF16_TOL
+    d32 = ops.fp8_gemm_nt(a, sfa, b, sfb, out_dtype=torch.float32)
+    assert d32.dtype == torch.float32 and rel_err(d32, ref) < FP32_TOL
+
+
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_fp8_gemm_nt_accumulates_c(recipe):
+    a, sfa, b, sfb, c = gemm_inputs(65, 576, 576, recipe, with_c=True)
+    d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
+    assert d.dtype == torch.float32
+    assert rel_err(d, float64_gemm(a, sfa, b, sfb, c)) < FP32_TOL
+
+
+def test_fp8_gemm_nt_out_writes_a_slice_in_place():
+    a, sfa, b, sfb, c = gemm_inputs(65, 576, 576, with_c=True)
+    buf = torch.full((65, 1000), float("nan"))
+    out = buf[:, 100:676]
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out, c)
+    assert rel_err(out, float64_gemm(a, sfa, b, sfb, c)) < FP32_TOL
+    assert buf[:, :100].isnan().all() and buf[:, 676:].isnan().all()
+    # out may be c itself: D += A @ B
+    acc = c.clone()
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, acc, acc)
+    assert rel_err(acc, float64_gemm(a, sfa, b, sfb, c)) < FP32_TOL
+
+
+def test_fp8_gemm_nt_accepts_any_scale_strides():
+    a, sfa, b, sfb, _ = gemm_inputs(65, 576, 576)
+    mn_major = ops.get_mn_major_tma_aligned_tensor(sfa)
+    assert mn_major.stride() == (1, 68)
+    torch.testing.assert_close(ops.fp8_gemm_nt(a, mn_major, b, sfb), ops.fp8_gemm_nt(a, sfa, b, sfb), rtol=0, atol=0)
+
+
+def test_zero_sizes():
+    a, sfa, b, sfb, c = gemm_inputs(0, 576, 576, with_c=True)
+    assert ops.fp8_gemm_nt(a, sfa, b, sfb).shape == (0, 576)
+    # K = 0: the sum over K is empty, so D = C (or zeros).
+    a, sfa, b, sfb, c = gemm_inputs(5, 7, 0, with_c=True)
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c), c)
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb), torch.zeros(5, 7, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_grouped_contiguous_matches_float64(recipe):
+    rows = [200, 0, 37, 128]
+    a, sfa, b, sfb, m_indices = contiguous_inputs(rows, 576, 576, recipe)
+    d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
+    assert d.shape == (a.shape[0], 576) and d.dtype == torch.bfloat16
+    for g in range(len(rows)):
+        sel = (m_indices == g).nonzero().flatten()
+        if sel.numel():
+            assert rel_err(d[sel], float64_gemm(a[sel], sfa[sel], b[g], sfb[g])) < BF16_TOL
+    out = torch.full_like(d, float("nan"))
+    ops.m_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, m_indices, out)
+    assert torch.equal(out, d)
+
+
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_grouped_masked_matches_float64(recipe):
+    counts = [0, 1, 64, 37]
+    a, sfa, b, sfb, masked_m = masked_inputs(counts, 64, 576, 576, recipe)
+    d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 32)
+    assert d.shape == (4, 64, 576) and d.dtype == torch.bfloat16
+    for g, rows in enumerate(counts):
+        if rows:
+            assert rel_err(d[g, :rows], float64_gemm(a[g, :rows], sfa[g, :rows], b[g], sfb[g])) < BF16_TOL
+    out = torch.full_like(d, float("nan"))
+    ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, out)
+    assert torch.equal(out, d)
+
+
+@pytest.mark.parametrize("shape,group", [((65, 576), 128), ((3, 300), 128), ((4, 100), 32)])
+def test_per_token_cast(shape, group):
+    x = torch.randn(shape) * 10
+    q, sf = ops.per_token_cast_to_fp8(x, group)
+    assert q.dtype == torch.float8_e4m3fn and sf.shape == (shape[0], ceil_div(shape[1], group))
+    for i in range(shape[0]):
+        for j in range(sf.shape[1]):
+            block = x[i, j * group:(j + 1) * group]
+            assert sf[i, j].item() == pytest.approx(block.abs().max().item() / 448, rel=1e-6)
+            deq = q[i, j * group:(j + 1) * group].double() * sf[i, j].item()
+            assert (deq - block.double()).abs().max() <= block.abs().max() * 2 ** -4
+
+
+def test_per_block_cast():
+    x = torch.randn(300, 200, dtype=torch.bfloat16)
+    q, sf = ops.per_block_cast_to_fp8(x)
+    assert sf.shape == (3, 2)
+    for i, j in itertools.product(range(3), range(2)):
+        block = x[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128].double()
+        assert sf[i, j].item() == pytest.approx(block.abs().max().item() / 448, rel=1e-6)
+        assert q[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128].float().abs().max().item() == 448
+
+
+def test_cast_of_zeros_is_finite():
+    q, sf = ops.per_token_cast_to_fp8(torch.zeros(2, 256))
+    assert torch.equal(q.float(), torch.zeros(2, 256)) and (sf > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(65, 5), (4, 64, 2), (128, 3)])
+def test_mn_major_tma_aligned_tensor(shape):
+    sf = torch.randn(shape)
+    out = ops.get_mn_major_tma_aligned_tensor(sf)
+    assert torch.equal(out, sf)
+    aligned = deepgemm_ops.get_tma_aligned_size(shape[-2], 4)
+    assert out.stride()[-2:] == (1, aligned)
+    assert out.untyped_storage().data_ptr() != sf.untyped_storage().data_ptr()
+
+
+def test_helpers():
+    assert [deepgemm_ops.get_tma_aligned_size(m, 4) for m in (1, 4, 5, 65, 4096)] == [4, 4, 8, 68, 4096]
+    assert deepgemm_ops.get_tma_aligned_size(17, 1) == 32
+    assert deepgemm_ops.get_mk_alignment_for_contiguous_layout() == 128
+    deepgemm_ops.set_num_sms(100)
+    assert deepgemm_ops.get_num_sms() == 100
+
+
+@pytest.mark.parametrize("name,args", op_samples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_op_runs_on_cpu(name, args):
+    getattr(ops, name)(*args)

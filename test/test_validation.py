@@ -1,0 +1,109 @@
+"""Every misuse gets an error naming the argument, the expectation and what was given (expect-tests)."""
+
+import expecttest
+import torch
+
+from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops
+
+F8 = torch.float8_e4m3fn
+
+
+class TestValidation(expecttest.TestCase):
+    def error(self, fn, *args, **kwargs):
+        with self.assertRaises((ValueError, RuntimeError)) as ctx:
+            fn(*args, **kwargs)
+        return str(ctx.exception)
+
+    def setUp(self):
+        self.a, self.sfa, self.b, self.sfb, self.c = gemm_inputs(64, 256, 7168, with_c=True)
+
+    def gemm(self, **kw):
+        args = dict(a=self.a, sfa=self.sfa, b=self.b, sfb=self.sfb)
+        args.update(kw)
+        return self.error(ops.fp8_gemm_nt, **args)
+
+    def test_dtypes(self):
+        self.assertExpectedInline(self.gemm(a=self.a.float()), """a must be float8_e4m3fn [M, K], got float32 [64, 7168]""")
+        self.assertExpectedInline(self.gemm(b=self.b.to(torch.float8_e5m2)), """b must be float8_e4m3fn [N, K] = [N, 7168], got float8_e5m2 [256, 7168]""")
+        self.assertExpectedInline(self.gemm(sfa=self.sfa.bfloat16()), """sfa must be float32 [M, ceil(K/128)] = [64, 56], got bfloat16 [64, 56]""")
+        self.assertExpectedInline(self.gemm(sfb=self.sfb.double()), """sfb must be float32 [ceil(N/128), ceil(K/128)] = [2, 56] (128x128 blocks) or [N, ceil(K/128)] = [256, 56] (1x128 rows), got float64 [2, 56]""")
+        self.assertExpectedInline(self.gemm(c=self.c.bfloat16()), """c must be float32 [M, N] = [64, 256], got bfloat16 [64, 256]""")
+
+    def test_ranks(self):
+        self.assertExpectedInline(self.gemm(a=self.a[None]), """a must be float8_e4m3fn [M, K], got float8_e4m3fn [1, 64, 7168]""")
+        self.assertExpectedInline(self.gemm(b=self.b[0]), """b must be float8_e4m3fn [N, K] = [N, 7168], got float8_e4m3fn [7168]""")
+
+    def test_shape_disagreement(self):
+        self.assertExpectedInline(self.gemm(b=self.b[:, :7040]), """b must be float8_e4m3fn [N, K] = [N, 7168], got float8_e4m3fn [256, 7040]""")
+        self.assertExpectedInline(self.gemm(sfa=self.sfa[:, :55]), """sfa must be float32 [M, ceil(K/128)] = [64, 56], got float32 [64, 55]""")
+        self.assertExpectedInline(self.gemm(sfa=self.sfa[:63]), """sfa must be float32 [M, ceil(K/128)] = [64, 56], got float32 [63, 56]""")
+        self.assertExpectedInline(self.gemm(sfb=self.sfb[:1]), """sfb must be float32 [ceil(N/128), ceil(K/128)] = [2, 56] (128x128 blocks) or [N, ceil(K/128)] = [256, 56] (1x128 rows), got float32 [1, 56]""")
+        self.assertExpectedInline(self.gemm(c=self.c[:, :255]), """c must be float32 [M, N] = [64, 256], got float32 [64, 255]""")
+
+    def test_layout(self):
+        self.assertExpectedInline(self.gemm(a=self.a.t().contiguous().t()), """a must be K-major (stride 1 along K), got strides (1, 64) for shape [64, 7168]""")
+
+    def test_out_dtype(self):
+        self.assertExpectedInline(self.gemm(out_dtype=torch.float16), """out_dtype must be torch.bfloat16 or torch.float32, got torch.float16""")
+        self.assertExpectedInline(self.gemm(c=self.c, out_dtype=torch.bfloat16), """out_dtype must be torch.float32 when c is given (D = C + A*B accumulates in fp32), got torch.bfloat16""")
+
+    def test_devices(self):
+        meta = dict(device="meta")
+        self.assertExpectedInline(self.gemm(sfa=self.sfa.to(**meta)), """sfa must be on the device of a (cpu), got meta""")
+        self.assertExpectedInline(self.gemm(c=self.c.to(**meta)), """c must be on the device of a (cpu), got meta""")
+
+    def test_out(self):
+        out = torch.empty(64, 256, dtype=torch.float16)
+        self.assertExpectedInline(self.error(ops.fp8_gemm_nt_out, self.a, self.sfa, self.b, self.sfb, out), """out must be bfloat16 or float32 [M, N] = [64, 256], got float16 [64, 256]""")
+        out = torch.empty(64, 256, dtype=torch.bfloat16)
+        self.assertExpectedInline(
+            self.error(ops.fp8_gemm_nt_out, self.a, self.sfa, self.b, self.sfb, out, self.c), """out must be float32 (c is given) [M, N] = [64, 256], got bfloat16 [64, 256]""")
+        out = torch.empty(65, 256, dtype=torch.bfloat16)
+        self.assertExpectedInline(self.error(ops.fp8_gemm_nt_out, self.a, self.sfa, self.b, self.sfb, out), """out must be bfloat16 or float32 [M, N] = [64, 256], got bfloat16 [65, 256]""")
+        out = torch.empty(256, 64, dtype=torch.bfloat16).t()
+        self.assertExpectedInline(self.error(ops.fp8_gemm_nt_out, self.a, self.sfa, self.b, self.sfb, out), """out must have stride 1 along N, got strides (1, 64)""")
+
+    def test_contiguous(self):
+        a, sfa, b, sfb, m_indices = contiguous_inputs([100, 28], 256, 256)
+        fn = ops.m_grouped_fp8_gemm_nt_contiguous
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, m_indices.long()), """m_indices must be int32 [M] = [256], got int64 [256]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, m_indices[:-1]), """m_indices must be int32 [M] = [256], got int32 [255]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb[:1], m_indices), """sfb must be float32 [G, ceil(N/128), ceil(K/128)] = [2, 2, 2] (128x128 blocks) or [G, N, ceil(K/128)] = [2, 256, 2] (1x128 rows), got float32 [1, 2, 2]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b[0], sfb, m_indices), """b must be float8_e4m3fn [G, N, K] = [G, N, 256], got float8_e4m3fn [256, 256]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, m_indices.to("meta")), """m_indices must be on the device of a (cpu), got meta""")
+        bad = m_indices.clone()
+        bad[5] = 2
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, bad), """m_indices must hold group ids in [0, 2) or -1 (padding), got 2 at row 5""")
+        shifted = torch.cat([m_indices[1:], m_indices[-1:]])
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, shifted), """m_indices: the rows of group 1 start at row 127, which is not a multiple of get_mk_alignment_for_contiguous_layout() = 128""")
+
+    def test_masked(self):
+        a, sfa, b, sfb, masked_m = masked_inputs([3, 64], 64, 256, 256)
+        fn = ops.m_grouped_fp8_gemm_nt_masked
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, masked_m, 0), """expected_m must be an int >= 1 (the typical rows per group), got 0""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, masked_m[:1], 32), """masked_m must be int32 [G] = [2], got int32 [1]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b[:1], sfb[:1], masked_m, 32), """b must be float8_e4m3fn [G, N, K] = [2, N, 256], got float8_e4m3fn [1, 256, 256]""")
+        self.assertExpectedInline(self.error(fn, a, sfa[:, :, :1], b, sfb, masked_m, 32), """sfa must be float32 [G, Mmax, ceil(K/128)] = [2, 64, 2], got float32 [2, 64, 1]""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, masked_m.to("meta"), 32), """masked_m must be on the device of a (cpu), got meta""")
+        self.assertExpectedInline(self.error(fn, a, sfa, b, sfb, masked_m + 1, 32), """masked_m[1] must be in [0, Mmax = 64], got 65""")
+        out = torch.empty(2, 64, 255, dtype=torch.bfloat16)
+        self.assertExpectedInline(
+            self.error(ops.m_grouped_fp8_gemm_nt_masked_out, a, sfa, b, sfb, masked_m, 32, out), """out must be bfloat16 or float32 [G, Mmax, N] = [2, 64, 256], got bfloat16 [2, 64, 255]""")
+
+    def test_casts_and_layout(self):
+        x = torch.randn(4, 256)
+        self.assertExpectedInline(self.error(ops.per_token_cast_to_fp8, x.double()), """x must be a 2-D bfloat16, float16 or float32 tensor, got float64 [4, 256]""")
+        self.assertExpectedInline(self.error(ops.per_token_cast_to_fp8, x[None]), """x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [1, 4, 256]""")
+        self.assertExpectedInline(self.error(ops.per_token_cast_to_fp8, x, 0), """group_size must be an int >= 1, got 0""")
+        self.assertExpectedInline(self.error(ops.per_block_cast_to_fp8, x, -128), """block_size must be an int >= 1, got -128""")
+        self.assertExpectedInline(self.error(ops.get_mn_major_tma_aligned_tensor, x.bfloat16()), """sf must be float32 [MN, ceil(K/128)] or [G, MN, ceil(K/128)], got bfloat16 [4, 256]""")
+
+    def test_helpers(self):
+        import deepgemm_ops
+
+        self.assertExpectedInline(self.error(deepgemm_ops.set_num_sms, 0), """num_sms must be an int >= 1, got 0""")
+        self.assertExpectedInline(self.error(deepgemm_ops.get_tma_aligned_size, 8, 3), """element_size must be 1, 2, 4, 8 or 16 bytes, got 3""")
+
+
+if __name__ == "__main__":
+    expecttest.run_tests()
