@@ -3,9 +3,11 @@
 Importing registers the ops (schemas, fakes, CPU reference kernels) without initialising CUDA or compiling anything.
 """
 
-from . import _ops  # noqa: F401  (registers torch.ops.deepgemm.*)
+from . import _ops  # noqa: F401  (registers torch.ops.deepgemm.*: schemas, fakes, CPU kernels)
+from . import _cuda  # noqa: F401  (registers the CUDA kernels; builds nothing until first use)
+from ._cuda import warmup
 from ._layout import get_tma_aligned_size
-from ._ops import get_mk_alignment_for_contiguous_layout
+from ._heuristics import get_mk_alignment_for_contiguous_layout
 from ._sms import get_num_sms, set_num_sms
 
 __all__ = [
@@ -13,5 +15,6 @@ __all__ = [
     "get_mk_alignment_for_contiguous_layout",
     "get_num_sms",
     "set_num_sms",
+    "warmup",
 ]
 __version__ = "0.1.0"

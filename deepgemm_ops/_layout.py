@@ -11,9 +11,6 @@ TMA_ALIGNMENT_BYTES = 16
 FP8_MAX = torch.finfo(FP8).max  # 448
 # Keeps an all-zero group from producing a zero scale (and 0/0 when quantizing).
 AMAX_FLOOR = 1e-4
-# Each group's rows in the contiguous grouped layout start at a multiple of this: one BLOCK_M tile never spans two
-# groups, so the kernel picks a tile's weights from its first row.
-MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
 
 
 def get_tma_aligned_size(mn: int, element_size: int) -> int:

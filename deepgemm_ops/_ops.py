@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from . import _layout
+from ._heuristics import get_mk_alignment_for_contiguous_layout
 from . import _validate as V
 
 NAMESPACE = "deepgemm"
@@ -252,6 +253,3 @@ def _(sf):
     return _layout.empty_mn_major(sf.shape, sf.device).copy_(sf)
 
 
-def get_mk_alignment_for_contiguous_layout() -> int:
-    """Rows of each group in the contiguous layout must start at a multiple of this (one BLOCK_M tile)."""
-    return _layout.MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT

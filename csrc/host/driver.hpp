@@ -17,6 +17,7 @@ struct DriverApi {
   decltype(&cuModuleLoadData) ModuleLoadData;
   decltype(&cuModuleGetFunction) ModuleGetFunction;
   decltype(&cuModuleUnload) ModuleUnload;
+  decltype(&cuFuncLoad) FuncLoad;
 };
 
 namespace detail {
@@ -24,7 +25,8 @@ template <typename Fn>
 inline void load_symbol(Fn& fn, const char* name) {
   cudaDriverEntryPointQueryResult status{};
   void* ptr = nullptr;
-  cudaError_t err = cudaGetDriverEntryPoint(name, &ptr, cudaEnableDefault, &status);
+  // CUDA_VERSION: the ABI version of each symbol is the one declared by the cuda.h we compile against.
+  cudaError_t err = cudaGetDriverEntryPointByVersion(name, &ptr, CUDA_VERSION, cudaEnableDefault, &status);
   if (err != cudaSuccess || status != cudaDriverEntryPointSuccess || ptr == nullptr) {
     throw std::runtime_error(std::string("deepgemm_ops: CUDA driver symbol ") + name +
                              " is unavailable (is an NVIDIA driver installed?)");
@@ -44,6 +46,7 @@ inline const DriverApi& driver() {
     detail::load_symbol(a.ModuleLoadData, "cuModuleLoadData");
     detail::load_symbol(a.ModuleGetFunction, "cuModuleGetFunction");
     detail::load_symbol(a.ModuleUnload, "cuModuleUnload");
+    detail::load_symbol(a.FuncLoad, "cuFuncLoad");
     return a;
   }();
   return api;

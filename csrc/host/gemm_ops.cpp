@@ -1,0 +1,64 @@
+// CUDA launch entry of the FP8 GEMM ops: tensors -> Fp8GemmArgs -> the JIT kernel for `key` on the inputs' device,
+// on that device's current stream. Python has already validated the arguments (deepgemm_ops/_validate.py) and made
+// the layouts the kernel reads (MN-major TMA-aligned sfa, contiguous sfb); the launcher re-checks what could touch
+// memory out of bounds.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <optional>
+#include <vector>
+
+#include "fp8_gemm_launch.hpp"
+#include "kernel_loader.hpp"
+#include "python_bindings.hpp"
+
+namespace deepgemm_ops {
+namespace {
+
+Fp8GemmKernelConfig config_from_ints(const std::vector<int>& v) {
+  constexpr size_t kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);
+  TORCH_CHECK(v.size() == kFields, "deepgemm_ops: a kernel config has ", kFields, " fields, got ", v.size());
+  Fp8GemmKernelConfig cfg{};
+  std::copy(v.begin(), v.end(), reinterpret_cast<int*>(&cfg));
+  return cfg;
+}
+
+// a, b: [rows, K] views (grouped operands flattened to 2-D by the caller); d: [rows, N]; strides in elements.
+void fp8_gemm(const std::string& key, const std::vector<int>& cfg_ints, const at::Tensor& a, const at::Tensor& sfa,
+              int64_t ld_sfa, const at::Tensor& b, const at::Tensor& sfb, const std::optional<at::Tensor>& c,
+              const at::Tensor& d, const std::optional<at::Tensor>& grouped_layout, int64_t m, int64_t n, int64_t k,
+              int64_t num_groups) {
+  const Fp8GemmKernelConfig cfg = config_from_ints(cfg_ints);
+  const auto device = a.get_device();
+  c10::cuda::CUDAGuard guard(a.device());
+  const LoadedKernel& kernel = KernelRegistry::instance().get(key, device);
+
+  Fp8GemmArgs args{};
+  args.a = a.data_ptr();
+  args.sfa = sfa.data_ptr<float>();
+  args.b = b.data_ptr();
+  args.sfb = sfb.data_ptr<float>();
+  args.c = c ? c->data_ptr<float>() : nullptr;
+  args.d = d.data_ptr();
+  args.grouped_layout = grouped_layout ? grouped_layout->data_ptr<int32_t>() : nullptr;
+  args.m = static_cast<int>(m);
+  args.n = static_cast<int>(n);
+  args.k = static_cast<int>(k);
+  args.num_groups = static_cast<int>(num_groups);
+  args.lda = a.stride(0);
+  args.ldb = b.stride(0);
+  args.ld_sfa = ld_sfa;
+  args.ldc = c ? c->stride(0) : 0;
+  args.ldd = d.stride(0);
+  launch_fp8_gemm(kernel.function, cfg, args, c10::cuda::getCurrentCUDAStream(device).stream());
+}
+
+void bind_gemm_ops(pybind11::module_& m) {
+  m.def("fp8_gemm", &fp8_gemm, "Launch the JIT FP8 GEMM kernel `key` (see deepgemm_ops/_cuda.py).");
+}
+
+const PythonBindings kGemmOpsBindings(bind_gemm_ops);
+
+}  // namespace
+}  // namespace deepgemm_ops

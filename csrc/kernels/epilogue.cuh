@@ -1,0 +1,120 @@
+// Epilogue: one math warpgroup's 64 x BLOCK_N slice, straight from the wgmma accumulator layout.
+//
+// bf16 output (store_d_by_tma): stmatrix packs the slice into a shared-memory staging tile laid out as BLOCK_N/8
+// chunks of [64 rows][8 columns] (16-byte rows: conflict-free for stmatrix), then warp 0 TMA-stores one chunk per lane
+// and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
+// store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
+// Otherwise (fp32 output, C, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns per lane.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+
+#include <cute/arch/copy_sm90.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "params.h"
+#include "scheduler.cuh"
+
+namespace deepgemm_ops::kernels {
+
+template <int kN, int kBlockM, int kBlockN, GemmType kType, bool kOutFp32, bool kHasC>
+struct Epilogue {
+  static_assert(!kHasC || kOutFp32, "C is accumulated in FP32: the output must be FP32");
+  static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
+  static constexpr int kChunkBytes = 64 * 16;  // one [64 rows][8 bf16] chunk
+
+  // Stores the pair (v0, v1) at columns col, col + 1 of `row`; col is even. `paired` = the row stride is even, so
+  // the pair is aligned for one vector access.
+  __device__ static void store_pair(const Fp8GemmParams& p, int64_t row, int col, float v0, float v1, bool paired) {
+    if constexpr (kHasC) {
+      const float* c = p.c + row * p.ldc + col;
+      if (paired && col + 1 < kN) {
+        const float2 cv = __ldg(reinterpret_cast<const float2*>(c));
+        v0 += cv.x;
+        v1 += cv.y;
+      } else {
+        v0 += __ldg(c);
+        if (col + 1 < kN) v1 += __ldg(c + 1);
+      }
+    }
+    if constexpr (kOutFp32) {
+      float* d = static_cast<float*>(p.d) + row * p.ldd + col;
+      if (paired && col + 1 < kN) {
+        *reinterpret_cast<float2*>(d) = make_float2(v0, v1);
+      } else {
+        d[0] = v0;
+        if (col + 1 < kN) d[1] = v1;
+      }
+    } else {
+      __nv_bfloat16* d = static_cast<__nv_bfloat16*>(p.d) + row * p.ldd + col;
+      if (paired && col + 1 < kN) {
+        *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(v0, v1);
+      } else {
+        d[0] = __float2bfloat16_rn(v0);
+        if (col + 1 < kN) d[1] = __float2bfloat16_rn(v1);
+      }
+    }
+  }
+
+  __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
+                                      const float (&acc)[kBlockN / 2]) {
+    const int row0 = t.a_row + math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const bool row0_ok = row0 < t.row_end, row1_ok = row0 + 8 < t.row_end;
+    const bool paired = (p.ldd % 2 == 0) && (!kHasC || p.ldc % 2 == 0);
+    const int col0 = t.n_block * kBlockN + (lane % 4) * 2;
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      const int col = col0 + j * 8;
+      if (col >= kN) break;
+      if (row0_ok) store_pair(p, row0, col, acc[4 * j + 0], acc[4 * j + 1], paired);
+      if (row1_ok) store_pair(p, row0 + 8, col, acc[4 * j + 2], acc[4 * j + 3], paired);
+    }
+  }
+
+  __device__ static uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+
+  // smem_d: this warpgroup's 64 x BLOCK_N staging tile. Masked GEMMs store through a 3D map [G][Mmax][N] so a tile
+  // never spills into the next group's rows (rows >= masked_m inside the group are unspecified by the contract).
+  __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane, const float (&acc)[kBlockN / 2],
+                                   uint8_t* smem_d, const CUtensorMap& tma_d) {
+    const uint32_t barrier_id = static_cast<uint32_t>(math_wg);
+    if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (chunk j + q / 2, rows (q % 2) * 8 + 0..7).
+    const int q = lane / 8;
+    const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; j += 2) {
+      uint8_t* dst = smem_d + (j + q / 2) * kChunkBytes + row * 16;
+      cute::SM90_U32x4_STSM_N::copy(pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
+                                    pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]),
+                                    *reinterpret_cast<cute::uint128_t*>(dst));
+    }
+    cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    if (warp_in_wg == 0) {
+      for (int c = lane; c < kBlockN / 8; c += 32) {
+        const int col = t.n_block * kBlockN + c * 8;
+        if (col >= kN) break;
+        if constexpr (kType == GemmType::Masked) {
+          cute::SM90_TMA_STORE_3D::copy(&tma_d, smem_d + c * kChunkBytes, col, t.m_block * kBlockM + math_wg * 64,
+                                        t.group);
+        } else {
+          cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + c * kChunkBytes, col, t.a_row + math_wg * 64);
+        }
+      }
+      cute::tma_store_arrive();
+    }
+  }
+
+  // Before the CTA exits: the staging tile must stay valid until the last stores have read it.
+  __device__ static void drain(int warp_in_wg) {
+    if (warp_in_wg == 0) cute::tma_store_wait<0>();
+  }
+};
+
+}  // namespace deepgemm_ops::kernels

@@ -1,0 +1,93 @@
+// FP8 NT GEMM with fine-grained scaling for SM90 (normal, m-grouped contiguous, m-grouped masked):
+//   D[m, n] = C[m, n] + sum_kb (sum_{k in kb} A[m, k] B[n, k]) * sfa[m, kb] * sfb(n, kb)
+// Persistent CTAs: warpgroups 0 .. kBlockM/64 - 1 do the math (64 rows each), the last warpgroup produces
+// (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
+// extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
+#pragma once
+#include <cuda.h>
+
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "epilogue.cuh"
+#include "mainloop.cuh"
+#include "params.h"
+#include "scheduler.cuh"
+
+namespace deepgemm_ops::kernels {
+
+__host__ __device__ constexpr int num_threads(int block_m) { return (block_m / 64 + 1) * 128; }
+
+// Only bf16 outputs stage D in shared memory (TMA-store epilogue).
+template <int kBlockM, int kBlockN, int kStages, bool kOutFp32>
+constexpr int smem_bytes() {
+  return SmemLayout<kBlockM, kBlockN, kStages, !kOutFp32>::total;
+}
+
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, int kSwizzleGroupN, GemmType kType,
+          SfbRecipe kRecipe, bool kOutFp32, bool kHasC>
+__device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CUtensorMap& tma_a,
+                                                const CUtensorMap& tma_b, const CUtensorMap& tma_sfa,
+                                                const CUtensorMap& tma_d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+  static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M must be 64 or 128 (one or two math warpgroups)");
+  static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
+  static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
+  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, !kOutFp32>;
+  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN>;
+  using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
+  // Register split: the producer needs few; the math warpgroups hold two BLOCK_N/2 accumulators each.
+  constexpr uint32_t kProducerRegs = 40;
+  constexpr uint32_t kMathRegs = Loop::kNumMathWarpgroups == 2 ? 232 : 240;
+
+  extern __shared__ __align__(1024) uint8_t smem[];
+  const Loop loop{smem};
+  const int warpgroup = threadIdx.x / 128;
+  const int warp_in_wg = (threadIdx.x / 32) % 4;
+  const int lane = threadIdx.x % 32;
+
+  if (threadIdx.x == 0) {
+    cute::prefetch_tma_descriptor(&tma_a);
+    cute::prefetch_tma_descriptor(&tma_b);
+    cute::prefetch_tma_descriptor(&tma_sfa);
+    if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
+    loop.init_barriers();
+  }
+  __syncthreads();
+
+  if (warpgroup == Loop::kNumMathWarpgroups) {
+    cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    PipelineState<kStages> st;
+    Sched sched(p);
+    Tile t;
+    if (warp_in_wg == 0) {
+      if (lane == 0) {
+        while (sched.next(t)) loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
+      }
+    } else if (warp_in_wg == 1) {
+      while (sched.next(t)) loop.produce_sfb(t, st, p.sfb, lane);
+    }
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
+    PipelineState<kStages> st;
+    Sched sched(p);
+    Tile t;
+    float acc[kBlockN / 2];
+    uint8_t* smem_d = smem + Loop::Layout::d + warpgroup * 64 * kBlockN * 2;
+    while (sched.next(t)) {
+      loop.consume(st, warpgroup, warp_in_wg, lane, acc);
+      if constexpr (kOutFp32) {
+        Epi::store_direct(p, t, warpgroup, warp_in_wg, lane, acc);
+      } else if (p.store_d_by_tma) {
+        Epi::store_tma(t, warpgroup, warp_in_wg, lane, acc, smem_d, tma_d);
+      } else {
+        Epi::store_direct(p, t, warpgroup, warp_in_wg, lane, acc);
+      }
+    }
+    if constexpr (!kOutFp32) {
+      if (p.store_d_by_tma) Epi::drain(warp_in_wg);
+    }
+  }
+#endif
+}
+
+}  // namespace deepgemm_ops::kernels

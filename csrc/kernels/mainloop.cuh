@@ -1,0 +1,239 @@
+// Main loop: shared-memory layout, the TMA producer and the wgmma consumer of the multi-stage pipeline.
+//
+// Per stage s the producer fills A[s] (BLOCK_M x 128 fp8, 128B swizzle), B[s] (BLOCK_N x 128), SFA[s] (BLOCK_M fp32
+// scales of this k-block, by TMA) and SFB[s] (BLOCK_N fp32: the B scale of every column of the tile, written by plain
+// cp.async from one producer warp, because sfb is K-major and its rows need not be 16-byte aligned for TMA).
+// full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
+// has finished reading the stage.
+#pragma once
+#include <cuda.h>
+
+#include <utility>
+
+#include <cute/arch/copy_sm80.hpp>
+#include <cute/arch/copy_sm90_desc.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/arch/mma_sm90_desc.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cute/arch/mma_sm90_gmma_ext.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "params.h"
+#include "scheduler.cuh"
+
+namespace deepgemm_ops::kernels {
+
+constexpr int kBlockK = 128;
+constexpr int kWgmmaK = 32;
+constexpr int kNumSfbLoaderLanes = 32;
+
+constexpr int align_up(int x, int a) { return (x + a - 1) / a * a; }
+
+// Byte offsets inside dynamic shared memory. _heuristics.smem_bytes() mirrors total(); the generated source
+// static_asserts that the two agree. kSmemD: a BLOCK_M x BLOCK_N bf16 staging tile for the TMA-store epilogue.
+template <int kBlockM, int kBlockN, int kStages, bool kSmemD>
+struct SmemLayout {
+  static constexpr int kDBytes = kSmemD ? kBlockM * kBlockN * 2 : 0;
+  static constexpr int kABytes = kBlockM * kBlockK;        // one fp8 byte per element, 128 B per row
+  static constexpr int kBBytes = kBlockN * kBlockK;
+  static constexpr int kSfaBytes = align_up(kBlockM * 4, 128);  // TMA destinations want 128 B alignment
+  static constexpr int kSfbBytes = kBlockN * 4;
+  static constexpr int d = 0;
+  static constexpr int a = d + kDBytes;
+  static constexpr int b = a + kStages * kABytes;
+  static constexpr int sfa = b + kStages * kBBytes;
+  static constexpr int sfb = sfa + kStages * kSfaBytes;
+  static constexpr int full_bar = sfb + kStages * kSfbBytes;
+  static constexpr int empty_bar = full_bar + kStages * 8;
+  static constexpr int total = empty_bar + kStages * 8;
+  static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
+                "128B-swizzled tiles must stay 1024-byte aligned");
+  static_assert(kSfbBytes % 8 == 0, "barriers need 8-byte alignment");
+};
+
+// Shared-memory matrix descriptor for a K-major tile with 128-byte rows, 128B swizzle: core-matrix groups of 8 rows
+// are 1024 bytes apart (SBO); LBO is unused for swizzled K-major layouts.
+__device__ __forceinline__ uint64_t make_kmajor_sw128_desc(const void* smem_ptr) {
+  cute::GmmaDescriptor desc;
+  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem_ptr) >> 4);
+  desc.bitfield.leading_byte_offset_ = 0;
+  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
+  desc.bitfield.base_offset_ = 0;
+  desc.bitfield.layout_type_ = 1;  // SWIZZLE_128B
+  return desc.desc_;
+}
+
+// wgmma m64nNk32 e4m3 x e4m3 -> f32 for every N that CuTe provides (multiples of 8 up to 256).
+template <int N>
+struct Fp8Gmma;
+#define DG_FP8_GMMA(N) \
+  template <>          \
+  struct Fp8Gmma<N> {  \
+    using type = cute::SM90::GMMA::MMA_64x##N##x32_F32E4M3E4M3_SS_TN<>; \
+  };
+DG_FP8_GMMA(8) DG_FP8_GMMA(16) DG_FP8_GMMA(24) DG_FP8_GMMA(32) DG_FP8_GMMA(40) DG_FP8_GMMA(48) DG_FP8_GMMA(56)
+DG_FP8_GMMA(64) DG_FP8_GMMA(72) DG_FP8_GMMA(80) DG_FP8_GMMA(88) DG_FP8_GMMA(96) DG_FP8_GMMA(104) DG_FP8_GMMA(112)
+DG_FP8_GMMA(120) DG_FP8_GMMA(128) DG_FP8_GMMA(136) DG_FP8_GMMA(144) DG_FP8_GMMA(152) DG_FP8_GMMA(160)
+DG_FP8_GMMA(168) DG_FP8_GMMA(176) DG_FP8_GMMA(184) DG_FP8_GMMA(192) DG_FP8_GMMA(200) DG_FP8_GMMA(208)
+DG_FP8_GMMA(216) DG_FP8_GMMA(224) DG_FP8_GMMA(232) DG_FP8_GMMA(240) DG_FP8_GMMA(248) DG_FP8_GMMA(256)
+#undef DG_FP8_GMMA
+
+template <int N, size_t... I>
+__device__ __forceinline__ void fp8_gmma_impl(uint64_t desc_a, uint64_t desc_b, float* d, bool accumulate,
+                                              std::index_sequence<I...>) {
+  using Mma = typename Fp8Gmma<N>::type;
+  Mma::fma(desc_a, desc_b, d[I]...,
+           accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+
+template <int N>
+__device__ __forceinline__ void fp8_gmma(uint64_t desc_a, uint64_t desc_b, float (&d)[N / 2], bool accumulate) {
+  fp8_gmma_impl<N>(desc_a, desc_b, d, accumulate, std::make_index_sequence<N / 2>{});
+}
+
+// Stage index + mbarrier parity, advanced in lock step by every role.
+template <int kStages>
+struct PipelineState {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD>
+struct Mainloop {
+  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
+  static constexpr int kNumMathWarpgroups = kBlockM / 64;
+  static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
+
+  uint8_t* smem;
+
+  __device__ Barrier& full(int s) const { return reinterpret_cast<Barrier*>(smem + Layout::full_bar)[s]; }
+  __device__ Barrier& empty(int s) const { return reinterpret_cast<Barrier*>(smem + Layout::empty_bar)[s]; }
+  __device__ uint8_t* a_tile(int s) const { return smem + Layout::a + s * Layout::kABytes; }
+  __device__ uint8_t* b_tile(int s) const { return smem + Layout::b + s * Layout::kBBytes; }
+  __device__ float* sfa_stage(int s) const { return reinterpret_cast<float*>(smem + Layout::sfa + s * Layout::kSfaBytes); }
+  __device__ float* sfb_stage(int s) const { return reinterpret_cast<float*>(smem + Layout::sfb + s * Layout::kSfbBytes); }
+
+  // One thread.
+  __device__ void init_barriers() const {
+    for (int s = 0; s < kStages; ++s) {
+      full(s).init(1 + kNumSfbLoaderLanes);
+      empty(s).init(kNumMathWarpgroups * 4);  // one arrival per math warp
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+
+  // TMA issue for one tile; run by a single thread.
+  __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const CUtensorMap& tma_a,
+                              const CUtensorMap& tma_b, const CUtensorMap& tma_sfa) const {
+    constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+    const int b_row = t.group * kN + t.n_block * kBlockN;
+    const int sfa_col = t.m_block * kBlockM;
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+      empty(st.stage).wait(st.phase ^ 1);
+      Barrier& bar = full(st.stage);
+      bar.arrive_and_expect_tx(kTmaBytes);
+      uint64_t* mbar = reinterpret_cast<uint64_t*>(&bar);
+      cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kHint, a_tile(st.stage), kb * kBlockK, t.a_row);
+      cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+      cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kHint, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
+    }
+  }
+
+  // Per-column B scales of one tile; run by a full warp. cp.async copies each lane's scales into the stage and
+  // cp.async.mbarrier.arrive.noinc counts the lane's arrival on full[s] once they have landed, so the warp never
+  // waits on global-memory latency and can run as far ahead as the free stages allow. Columns >= N get 0 (zero-fill;
+  // their outputs are never stored).
+  __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const float* sfb, int lane) const {
+    constexpr int kPerLane = (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
+    constexpr int kSfbRows = kRecipe == SfbRecipe::Block128x128 ? (kN + 127) / 128 : kN;
+    const float* group_sfb = sfb + static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks;
+    int src_row[kPerLane];
+    bool in_range[kPerLane];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int n = t.n_block * kBlockN + lane + i * kNumSfbLoaderLanes;
+      in_range[i] = n < kN;
+      src_row[i] = in_range[i] ? (kRecipe == SfbRecipe::Block128x128 ? n / 128 : n) : 0;
+    }
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+      empty(st.stage).wait(st.phase ^ 1);
+      float* dst = sfb_stage(st.stage);
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+        const int col = lane + i * kNumSfbLoaderLanes;
+        if (col < kBlockN) {
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb], dst[col],
+                                                             in_range[i]);
+        }
+      }
+      cutlass::arch::cpasync_barrier_arrive_noinc(reinterpret_cast<const uint64_t*>(&full(st.stage)));
+    }
+  }
+
+  // One math warpgroup computes its 64 x BLOCK_N slice of the tile into acc (FP32, already scaled):
+  // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
+  // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
+  // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
+  __device__ void consume(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+                          float (&acc)[kBlockN / 2]) const {
+    float part[kBlockN / 2];
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
+    const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+      full(st.stage).wait(st.phase);
+      const float* sfa = sfa_stage(st.stage);
+      const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
+      const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(st.stage) + math_wg * 64 * kBlockK);
+      const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(st.stage));
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
+        // Advancing the start address by 32 bytes selects the next K slice inside the swizzled 128-byte rows.
+        const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
+        fp8_gmma<kBlockN>(desc_a + step, desc_b + step, part, kk > 0);
+      }
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
+
+      const float* sfb = sfb_stage(st.stage);
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+        if constexpr (kRecipe == SfbRecipe::Block128x128) {
+          const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
+          const float s0 = sa0 * sb, s1 = sa1 * sb;
+          acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
+          acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
+          acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
+          acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
+        } else {
+          const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+          acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+          acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+          acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+          acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+        }
+      }
+      // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
+      __syncwarp();
+      if (lane == 0) empty(st.stage).arrive();
+    }
+  }
+};
+
+}  // namespace deepgemm_ops::kernels

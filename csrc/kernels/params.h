@@ -1,0 +1,25 @@
+// Plain kernel parameters shared by the host launcher and the device kernel (no CUDA/CUTLASS types, so the host
+// side can include it without device headers). Tensor maps travel as separate __grid_constant__ arguments.
+#pragma once
+#include <stdint.h>
+
+namespace deepgemm_ops {
+
+// Integer values are part of the Python -> C++ contract (_heuristics.GEMM_TYPES / SFB_RECIPES use the same order).
+enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2 };
+enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
+
+struct Fp8GemmParams {
+  void* d;                    // bf16 or fp32 output, row stride ldd elements
+  const float* c;             // optional fp32 addend, row stride ldc elements (nullptr when the kernel has no C)
+  const float* sfb;           // B scales, row-major: [G, ceil(N/128), ceil(K/128)] or [G, N, ceil(K/128)]
+  const int* grouped_layout;  // contiguous: m_indices [m]; masked: masked_m [num_groups]; normal: unused
+  int m;                      // rows of A/D (normal, contiguous: all rows; masked: Mmax, rows per group)
+  int num_groups;             // 1 for normal
+  int store_d_by_tma;         // bf16 output only: 1 = stage D in smem and TMA-store it (needs N % 8 == 0,
+                              // ldd % 8 == 0 and a 16-byte-aligned d), 0 = direct bounds-checked stores
+  int64_t ldd;
+  int64_t ldc;
+};
+
+}  // namespace deepgemm_ops

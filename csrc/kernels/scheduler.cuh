@@ -1,0 +1,88 @@
+// Persistent tile scheduler: CTA b takes tiles b, b + gridDim.x, ... of the (group, m-block, n-block) space.
+// Producer and math warpgroups each run their own copy; it is deterministic (it only reads device inputs that do not
+// change during the launch), so both walk the same tile sequence without talking to each other.
+#pragma once
+#include "params.h"
+
+namespace deepgemm_ops::kernels {
+
+struct Tile {
+  int m_block;    // block index inside the group
+  int n_block;
+  int group;      // 0 for normal GEMMs
+  int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise)
+  int row_end;    // rows >= row_end (flattened) are outside this group's valid rows: never stored
+  int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block
+};
+
+template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN>
+struct TileScheduler {
+  static constexpr int kNumNBlocks = (kN + kBlockN - 1) / kBlockN;
+
+  const Fp8GemmParams& p;
+  int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group)
+  int next_index;
+  // Masked only: the group that next_index falls into and the first tile index of that group.
+  int group = 0;
+  int group_first_tile = 0;
+
+  __device__ explicit TileScheduler(const Fp8GemmParams& params)
+      : p(params), num_m_blocks((params.m + kBlockM - 1) / kBlockM), next_index(blockIdx.x) {
+    if constexpr (kType == GemmType::Masked) num_m_blocks = masked_m_blocks(0);
+  }
+
+  __device__ int masked_m_blocks(int g) const {
+    // Clamped to Mmax so that a corrupt masked_m can never make the kernel read or write past the group.
+    const int rows = min(max(__ldg(p.grouped_layout + g), 0), p.m);
+    return (rows + kBlockM - 1) / kBlockM;
+  }
+
+  // L2-friendly order inside one group: swaths of kSwizzleGroupN n-blocks, m-blocks vary fastest inside a swath, so
+  // the CTAs of one wave share a few B tiles and a run of A tiles.
+  __device__ void rasterize(int local, int m_blocks, int& m_block, int& n_block) const {
+    const int swath = local / (m_blocks * kSwizzleGroupN);
+    const int first_n = swath * kSwizzleGroupN;
+    const int width = min(kSwizzleGroupN, kNumNBlocks - first_n);
+    const int in_swath = local - swath * m_blocks * kSwizzleGroupN;
+    m_block = in_swath / width;
+    n_block = first_n + in_swath % width;
+  }
+
+  __device__ bool next(Tile& t) {
+    while (true) {
+      const int index = next_index;
+      next_index += gridDim.x;
+      if constexpr (kType == GemmType::Masked) {
+        while (index >= group_first_tile + num_m_blocks * kNumNBlocks) {
+          group_first_tile += num_m_blocks * kNumNBlocks;
+          if (++group >= p.num_groups) return false;
+          num_m_blocks = masked_m_blocks(group);
+        }
+        rasterize(index - group_first_tile, num_m_blocks, t.m_block, t.n_block);
+        t.group = group;
+        t.a_row = group * p.m + t.m_block * kBlockM;
+        t.row_end = group * p.m + min(max(__ldg(p.grouped_layout + group), 0), p.m);
+        t.sfa_kb0 = group * kNumKBlocks;
+        return true;
+      } else {
+        if (index >= num_m_blocks * kNumNBlocks) return false;
+        rasterize(index, num_m_blocks, t.m_block, t.n_block);
+        t.a_row = t.m_block * kBlockM;
+        t.row_end = p.m;
+        t.sfa_kb0 = 0;
+        t.group = 0;
+        if constexpr (kType == GemmType::Contiguous) {
+          // Groups start at multiples of BLOCK_M, so a tile holds one group's rows and/or padding (-1) rows.
+          const int last = min(t.a_row + kBlockM, p.m) - 1;
+          int g = __ldg(p.grouped_layout + t.a_row);
+          if (g < 0) g = __ldg(p.grouped_layout + last);
+          if (g < 0 || g >= p.num_groups) continue;  // all padding (or an invalid group id): skip the tile
+          t.group = g;
+        }
+        return true;
+      }
+    }
+  }
+};
+
+}  // namespace deepgemm_ops::kernels

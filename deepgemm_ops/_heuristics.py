@@ -1,0 +1,177 @@
+"""Kernel configuration for the SM90 FP8 NT GEMM family (pure Python: no torch, no CUDA).
+
+``choose_fp8_gemm_config`` picks block sizes, pipeline depth and tile order for one problem. N, K and every
+``GemmConfig`` field are compile-time constants of the generated kernel; M (and the per-group row counts of grouped
+GEMMs) stay run-time arguments, so one compiled kernel serves every M that maps to the same config.
+
+Python -> C++ contract: ``GemmConfig.as_ints()`` lists the fields in declaration order, which is the field order of
+``Fp8GemmKernelConfig`` in ``csrc/host/fp8_gemm_launch.hpp``; string fields travel as their index in
+``GEMM_TYPES`` / ``SFB_RECIPES`` / ``OUT_DTYPES`` (the C++ enum values in ``csrc/kernels/params.h``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+GEMM_TYPES = ("normal", "contiguous", "masked")
+SFB_RECIPES = ("128x128", "1x128")
+OUT_DTYPES = ("bf16", "fp32")
+
+BLOCK_K = 128
+# Rows of each group in the m-grouped contiguous layout start at a multiple of this; every BLOCK_M we use divides it.
+MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
+# Opt-in dynamic shared memory per block on SM90 (227 KB).
+SM90_MAX_SMEM_BYTES = 232448
+MAX_STAGES = 8
+BLOCK_M_CANDIDATES = (128, 64)
+# Multiples of 16 up to 160: wider tiles would not fit two FP32 accumulators in the 232 math registers.
+BLOCK_N_CANDIDATES = tuple(range(160, 15, -16))
+SWIZZLE_GROUP_N = 8
+
+# Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
+_FLOPS_PER_CYCLE = 8192
+_L2_BYTES_PER_CYCLE = 64
+
+
+def get_mk_alignment_for_contiguous_layout() -> int:
+    return MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmConfig:
+    # Field order is the C++ Fp8GemmKernelConfig field order (see as_ints); do not reorder.
+    block_m: int
+    block_n: int
+    block_k: int
+    num_stages: int
+    num_math_warpgroups: int  # block_m / 64: each math warpgroup owns 64 rows of the tile
+    num_threads: int  # (num_math_warpgroups + 1) * 128: the last warpgroup is the TMA producer
+    cluster_size: int  # CTAs per cluster (TMA multicast); 1 = no cluster
+    swizzle_group_n: int  # n-blocks per swath of the L2-friendly tile order
+    smem_bytes: int  # dynamic shared memory per CTA
+    num_sms: int  # persistent grid size
+    gemm_type: str  # one of GEMM_TYPES
+    sfb_recipe: str  # one of SFB_RECIPES
+    out_dtype: str  # one of OUT_DTYPES
+    has_c: bool
+
+    def as_ints(self) -> tuple[int, ...]:
+        """The fields in declaration order as ints, strings as their index in GEMM_TYPES / SFB_RECIPES / OUT_DTYPES."""
+        return (
+            self.block_m,
+            self.block_n,
+            self.block_k,
+            self.num_stages,
+            self.num_math_warpgroups,
+            self.num_threads,
+            self.cluster_size,
+            self.swizzle_group_n,
+            self.smem_bytes,
+            self.num_sms,
+            GEMM_TYPES.index(self.gemm_type),
+            SFB_RECIPES.index(self.sfb_recipe),
+            OUT_DTYPES.index(self.out_dtype),
+            int(self.has_c),
+        )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
+    """Mirror of SmemLayout<...>::total in csrc/kernels/mainloop.cuh: the bf16 D staging tile, then per stage the A, B,
+    sfa, sfb tiles and the full/empty barriers."""
+    staging = block_m * block_n * 2 if out_dtype == "bf16" else 0
+    sfa = _ceil_div(block_m * 4, 128) * 128
+    per_stage = block_m * BLOCK_K + block_n * BLOCK_K + sfa + block_n * 4 + 16
+    return staging + num_stages * per_stage
+
+
+def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
+    stages = MAX_STAGES
+    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype) > SM90_MAX_SMEM_BYTES:
+        stages -= 1
+    return stages
+
+
+def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int) -> float:
+    """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower)."""
+    waves = _ceil_div(tiles, num_sms)
+    # One math warpgroup cannot overlap its scale promotion with another warpgroup's wgmma; narrow tiles pay the
+    # per-k-block promotion and barrier overhead over fewer FLOPs.
+    efficiency = (0.9 if block_m == 128 else 0.7) * block_n / (block_n + 16)
+    compute = 2 * block_m * block_n * k / _FLOPS_PER_CYCLE / efficiency
+    feed = (block_m + block_n) * k / _L2_BYTES_PER_CYCLE
+    epilogue = block_m * block_n * out_bytes / 32
+    return waves * (max(compute, feed) + epilogue)
+
+
+@functools.lru_cache(maxsize=4096)
+def choose_fp8_gemm_config(
+    m: int,
+    n: int,
+    k: int,
+    *,
+    num_sms: int,
+    out_dtype: str,
+    sfb_recipe: str,
+    has_c: bool,
+    gemm_type: str,
+    num_groups: int = 1,
+    expected_m: Optional[int] = None,
+) -> GemmConfig:
+    """Config for D[M,N] (+C) = A[M,K] B[N,K]^T with DeepSeek scaling.
+
+    m: rows of A (contiguous: all groups' rows; masked: Mmax, rows per group). expected_m: masked only, the typical
+    valid rows per group (defaults to m). Deterministic: ties go to the earlier candidate (larger BLOCK_M, BLOCK_N).
+    """
+    if gemm_type not in GEMM_TYPES:
+        raise ValueError(f"gemm_type must be one of {GEMM_TYPES}, got {gemm_type!r}")
+    if sfb_recipe not in SFB_RECIPES:
+        raise ValueError(f"sfb_recipe must be one of {SFB_RECIPES}, got {sfb_recipe!r}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+    if has_c and out_dtype != "fp32":
+        raise ValueError(f"a C operand needs out_dtype 'fp32', got {out_dtype!r}")
+    if m < 1 or n < 1 or k < 16 or k % 16 != 0:
+        raise ValueError(f"need m >= 1, n >= 1 and k a positive multiple of 16, got m={m}, n={n}, k={k}")
+    if num_sms < 1 or num_groups < 1:
+        raise ValueError(f"need num_sms >= 1 and num_groups >= 1, got num_sms={num_sms}, num_groups={num_groups}")
+    if gemm_type == "normal" and num_groups != 1:
+        raise ValueError(f"a normal GEMM has num_groups == 1, got {num_groups}")
+
+    rows_per_group = m
+    groups_with_tiles = 1
+    if gemm_type == "masked":
+        rows_per_group = min(m, expected_m) if expected_m is not None and expected_m > 0 else m
+        groups_with_tiles = num_groups
+
+    best = None
+    for block_m in BLOCK_M_CANDIDATES:
+        for block_n in BLOCK_N_CANDIDATES:
+            tiles = _ceil_div(rows_per_group, block_m) * _ceil_div(n, block_n) * groups_with_tiles
+            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2)
+            if best is None or cost < best[0]:
+                best = (cost, block_m, block_n)
+    _, block_m, block_n = best
+    num_math_warpgroups = block_m // 64
+    num_stages = _max_stages(block_m, block_n, out_dtype)
+    return GemmConfig(
+        block_m=block_m,
+        block_n=block_n,
+        block_k=BLOCK_K,
+        num_stages=num_stages,
+        num_math_warpgroups=num_math_warpgroups,
+        num_threads=(num_math_warpgroups + 1) * 128,
+        cluster_size=1,
+        swizzle_group_n=SWIZZLE_GROUP_N,
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
+        num_sms=num_sms,
+        gemm_type=gemm_type,
+        sfb_recipe=sfb_recipe,
+        out_dtype=out_dtype,
+        has_c=has_c,
+    )

@@ -1,0 +1,364 @@
+"""Compile CUDA kernel source to an sm_90a cubin, cached on disk by content.
+
+Public entry point: :func:`compile_cubin`. The cache key covers everything that can change the cubin — the source,
+every project header it includes (transitively), the CUTLASS version, the nvcc version, the flags and the arch — and
+no absolute path, so a cache survives a moved checkout or virtualenv.
+
+Layout: ``<cache_dir>/kernels/<name>_<hash16>/`` holds ``kernel.cu`` (kept for debugging), ``kernel.cubin``,
+``kernel.cubin.sha256`` (written after the cubin; a cubin without a matching sidecar is rebuilt) and ``.lock``.
+
+Environment variables (read on every call):
+  DG_JIT_CACHE_DIR               cache root (default ``~/.cache/deepgemm_ops``)
+  DG_JIT_DEBUG                   log cache hits, misses and compile times to stderr
+  DG_PRINT_CONFIGS               the op layer prints chosen kernel configs (see :func:`print_configs_enabled`)
+  DG_JIT_NVCC_COMPILER           nvcc to use (default: ``$CUDA_HOME/bin/nvcc``, ``/usr/local/cuda/bin/nvcc``, PATH)
+  DG_JIT_PTXAS_VERBOSE           compile with ``-Xptxas -v`` and print ptxas' report
+  DG_JIT_PRINT_COMPILER_COMMAND  print each nvcc command line to stderr
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ARCH = "sm_90a"
+BASE_FLAGS = (
+    "-std=c++17",
+    "-O3",
+    "-gencode=arch=compute_90a,code=sm_90a",
+    "--expt-relaxed-constexpr",
+    "-cubin",
+)
+# Bump when the key's composition or the cache layout changes.
+_KEY_SCHEMA = "deepgemm_ops-jit-1"
+_ELF_MAGIC = b"\x7fELF"
+_HEADER_SUFFIXES = (".h", ".hpp", ".cuh", ".inl")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def print_configs_enabled() -> bool:
+    """True when ``DG_PRINT_CONFIGS`` is set: the op layer then prints each chosen kernel config."""
+    return _env_flag("DG_PRINT_CONFIGS")
+
+
+def debug_enabled() -> bool:
+    return _env_flag("DG_JIT_DEBUG")
+
+
+def debug_log(msg: str) -> None:
+    print(f"[deepgemm_ops.jit] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Locations: our sources, CUTLASS headers, the CUDA toolkit.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def csrc_dir() -> Path:
+    """The ``csrc`` tree: package data next to this module when installed, else the source checkout's."""
+    for candidate in (_PACKAGE_DIR / "csrc", _PACKAGE_DIR.parent / "csrc"):
+        if (candidate / "kernels").is_dir():
+            return candidate
+    raise RuntimeError(
+        f"deepgemm_ops: kernel sources not found: expected {_PACKAGE_DIR / 'csrc' / 'kernels'} (installed package "
+        f"data) or {_PACKAGE_DIR.parent / 'csrc' / 'kernels'} (source checkout)"
+    )
+
+
+def kernel_dir() -> Path:
+    return csrc_dir() / "kernels"
+
+
+def cutlass_include_dir() -> Path:
+    """CUTLASS/CuTe headers: the ``third_party/cutlass`` submodule if checked out, else the nvidia-cutlass wheel's."""
+    submodule = _PACKAGE_DIR.parent / "third_party" / "cutlass" / "include"
+    if (submodule / "cutlass" / "version.h").is_file():
+        return submodule
+    # find_spec, not import: the wheel's Python dependencies are usually not installed (only its headers are used).
+    spec = importlib.util.find_spec("cutlass_library")
+    if spec is not None and spec.submodule_search_locations:
+        wheel = Path(next(iter(spec.submodule_search_locations))) / "source" / "include"
+        if (wheel / "cutlass" / "version.h").is_file():
+            return wheel
+    raise RuntimeError(
+        "deepgemm_ops: CUTLASS headers not found. Either check out the submodule "
+        f"(git submodule update --init third_party/cutlass, expected {submodule}) or install the nvidia-cutlass "
+        "wheel for its headers (pip install --no-deps nvidia-cutlass==4.2.0.0, expected "
+        "<site-packages>/cutlass_library/source/include)"
+    )
+
+
+def cuda_home() -> Path | None:
+    """A CUDA toolkit root holding ``include/cuda.h``: $CUDA_HOME, $CUDA_PATH, /usr/local/cuda, or None."""
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if candidate and (Path(candidate) / "include" / "cuda.h").is_file():
+            return Path(candidate)
+    return None
+
+
+def nvcc_path() -> str:
+    override = os.environ.get("DG_JIT_NVCC_COMPILER")
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise RuntimeError(
+                f"deepgemm_ops: DG_JIT_NVCC_COMPILER must name an executable nvcc, got {override!r} "
+                "(no such executable file)"
+            )
+        return override
+    home = cuda_home()
+    if home is not None and (home / "bin" / "nvcc").is_file():
+        return str(home / "bin" / "nvcc")
+    on_path = shutil.which("nvcc")
+    if on_path:
+        return on_path
+    raise RuntimeError(
+        "deepgemm_ops: nvcc not found: set DG_JIT_NVCC_COMPILER or CUDA_HOME, install the toolkit at "
+        "/usr/local/cuda, or put nvcc on PATH"
+    )
+
+
+@functools.cache
+def nvcc_version(nvcc: str) -> str:
+    """``nvcc --version`` output (once per process and compiler)."""
+    try:
+        done = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise RuntimeError(f"deepgemm_ops: cannot run nvcc at {nvcc!r}: {e}") from e
+    if done.returncode != 0:
+        raise RuntimeError(f"deepgemm_ops: '{nvcc} --version' failed (exit {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cache key
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _include_targets(text: str) -> list[tuple[str, bool]]:
+    """(path, quoted) of every ``#include "x"`` / ``#include <x>`` line. Comments are not parsed: an include in a
+    comment only makes the key cover one more header."""
+    found = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if not stripped.startswith("#"):
+            continue
+        directive = stripped[1:].lstrip()
+        if not directive.startswith("include"):
+            continue
+        rest = directive[len("include") :].strip()
+        if len(rest) >= 2 and rest[0] in "\"<":
+            close = rest.find('"' if rest[0] == '"' else ">", 1)
+            if close > 1:
+                found.append((rest[1:close], rest[0] == '"'))
+    return found
+
+
+def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
+    """Contents of every header that ``source`` includes, transitively, resolving inside ``roots`` (our own source
+    trees), keyed by ``"<root index>/<path relative to its root>"`` so the result holds no absolute path. Headers
+    found elsewhere (CUTLASS, CUDA, the C++ library) are not followed. Plain os.path strings: this runs on the
+    first use of every kernel in a process."""
+    real_roots = [os.path.realpath(r) for r in roots]
+    found: dict[str, bytes] = {}
+    seen: set[str] = set()
+    pending = [(target, quoted, None) for target, quoted in _include_targets(source)]
+    while pending:
+        target, quoted, includer_dir = pending.pop()
+        search = [includer_dir, *real_roots] if quoted and includer_dir else real_roots
+        path = next((p for p in (os.path.normpath(os.path.join(b, target)) for b in search) if os.path.isfile(p)), None)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        index = next((i for i, root in enumerate(real_roots) if path.startswith(root + os.sep)), None)
+        if index is None:
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        found[f"{index}/{path[len(real_roots[index]) + 1 :]}"] = data
+        text = data.decode("utf-8", errors="replace")
+        pending.extend((t, q, os.path.dirname(path)) for t, q in _include_targets(text))
+    return found
+
+
+def cache_key(
+    source: str, *, project_dirs: Sequence[Path], cutlass_dir: Path, nvcc_version_text: str, flags: Sequence[str]
+) -> str:
+    """sha256 hex digest over everything that determines the cubin (see module docstring)."""
+    h = hashlib.sha256()
+
+    def part(label: str, data: bytes | str) -> None:
+        data = data.encode() if isinstance(data, str) else data
+        h.update(f"{label}:{len(data)}:".encode())
+        h.update(data)
+
+    part("schema", _KEY_SCHEMA)
+    part("arch", ARCH)
+    part("nvcc", nvcc_version_text)
+    part("flags", "\0".join(flags))
+    part("cutlass", (cutlass_dir / "cutlass" / "version.h").read_bytes())
+    part("source", source)
+    for rel, data in sorted(project_headers(source, project_dirs).items()):
+        part(f"header {rel}", data)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Disk cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DG_JIT_CACHE_DIR") or Path.home() / ".cache" / "deepgemm_ops")
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_published(cubin: Path) -> bool:
+    """The cubin is an ELF file whose sha256 matches the sidecar written after it."""
+    try:
+        sidecar = cubin.with_name(cubin.name + ".sha256").read_text().strip()
+        data = cubin.read_bytes()
+    except OSError:
+        return False
+    return data.startswith(_ELF_MAGIC) and hashlib.sha256(data).hexdigest() == sidecar
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    # mkstemp creates 0600 files; a shared cache must be readable by other users.
+    os.chmod(tmp, 0o644)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _publish(Path(tmp), dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    # The lock file is never deleted: removing it would let two processes hold "the" lock on different inodes.
+    with open(lock_path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _validate_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"compile_cubin: name must be non-empty and use only [A-Za-z0-9_-] (it names a cache "
+                         f"directory), got {name!r}")
+
+
+def compile_cubin(
+    source: str,
+    name: str,
+    *,
+    include_dirs: Iterable[Path] | None = None,
+    extra_flags: Sequence[str] = (),
+) -> Path:
+    """Path of the sm_90a cubin for ``source``, compiling it on a cache miss.
+
+    ``name`` prefixes the cache directory (for humans; the key is content-derived). ``include_dirs`` are extra
+    project header roots: searched after ``csrc/kernels`` and before CUTLASS, and hashed like ``csrc/kernels``.
+    ``extra_flags`` go to nvcc after the base flags and are part of the key. Safe to call from many processes and
+    threads at once: the first compiles, the others wait on a per-key file lock and reuse the result.
+    Raises RuntimeError with nvcc's output and the kept source path when compilation fails.
+    """
+    _validate_name(name)
+    nvcc = nvcc_path()
+    project_dirs = [kernel_dir(), *(Path(d) for d in include_dirs or ())]
+    cutlass_dir = cutlass_include_dir()
+    flags = list(BASE_FLAGS) + list(extra_flags)
+    if _env_flag("DG_JIT_PTXAS_VERBOSE"):
+        flags += ["-Xptxas", "-v"]
+    key = cache_key(
+        source, project_dirs=project_dirs, cutlass_dir=cutlass_dir, nvcc_version_text=nvcc_version(nvcc), flags=flags
+    )
+    entry = cache_dir() / "kernels" / f"{name}_{key[:16]}"
+    cubin = entry / "kernel.cubin"
+    if _is_published(cubin):
+        if debug_enabled():
+            debug_log(f"cache hit {entry.name}")
+        return cubin
+
+    entry.mkdir(parents=True, exist_ok=True)
+    with _locked(entry / ".lock"):
+        if _is_published(cubin):  # another process compiled it while we waited for the lock
+            if debug_enabled():
+                debug_log(f"cache hit {entry.name} (compiled by another process)")
+            return cubin
+        if cubin.exists() and debug_enabled():
+            debug_log(f"cache entry {entry.name} is corrupt or incomplete: rebuilding")
+        cubin.with_name(cubin.name + ".sha256").unlink(missing_ok=True)
+        for stale in entry.glob("*.tmp*"):  # left by a killed compile; every writer holds the lock, so none is live
+            stale.unlink(missing_ok=True)
+        src_path = entry / "kernel.cu"
+        _write_atomic(src_path, source.encode())
+        include_flags = [f"-I{d}" for d in (*project_dirs, cutlass_dir)]
+        fd, tmp = tempfile.mkstemp(dir=entry, prefix="kernel.cubin.tmp")
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            _run_nvcc([nvcc, *flags, *include_flags, "-o", str(tmp_path), str(src_path)], name, src_path)
+            _publish(tmp_path, cubin)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        _write_atomic(cubin.with_name(cubin.name + ".sha256"), _sha256_file(cubin).encode())
+        _fsync_dir(entry)
+    return cubin
+
+
+def _run_nvcc(command: list[str], name: str, src_path: Path) -> None:
+    if _env_flag("DG_JIT_PRINT_COMPILER_COMMAND"):
+        print(f"[deepgemm_ops.jit] {subprocess.list2cmdline(command)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise RuntimeError(f"deepgemm_ops: cannot run nvcc at {command[0]!r}: {e}") from e
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"deepgemm_ops: nvcc failed to compile kernel {name!r} (exit code {done.returncode}); "
+            f"source kept at {src_path}\n{(done.stderr + done.stdout).strip()}"
+        )
+    if _env_flag("DG_JIT_PTXAS_VERBOSE"):
+        print(done.stdout + done.stderr, file=sys.stderr, end="", flush=True)
+    if debug_enabled():
+        debug_log(f"compiled {src_path.parent.name} in {elapsed:.2f} s")

@@ -1,0 +1,354 @@
+"""``python -m deepgemm_ops bench``: our FP8 GEMM against cuBLASLt blockwise FP8 (``torch._scaled_mm``).
+
+Method (DESIGN §5): fresh random bf16 inputs per shape, quantized with our cast ops; each rep writes a 256 MB buffer
+first (flushes L2, so every rep reads its operands from HBM), then is timed with CUDA events; the median is
+reported. Bytes moved = A + B + both scale tensors + D; the memory-bound yardstick is a device-to-device copy of a
+large buffer measured once per run (bytes read + written per second). Accuracy: max |D - D_ref| / max |D_ref|, with
+D_ref computed in float64 from the same quantized operands.
+
+The measurement helpers (:class:`Timer`, :func:`host_us_per_call`, :func:`copy_bandwidth_gbps`, the FLOP/byte
+counts) are shared by every benchmark family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BLOCK = 128  # scale-factor granularity (1x128 activations, 128x128 weights)
+SEED_MS = (64, 128, 4096)
+SEED_NKS = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
+OVERHEAD_SHAPE = (64, 256, 128)
+FP8_BYTES, BF16_BYTES, FP32_BYTES = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    m: int
+    n: int
+    k: int
+
+    def __str__(self) -> str:
+        return f"{self.m}x{self.n}x{self.k}"
+
+
+def seed_shapes() -> list[GemmShape]:
+    return [GemmShape(m, n, k) for m in SEED_MS for n, k in SEED_NKS]
+
+
+def parse_shapes(spec: str) -> list[GemmShape]:
+    """``seed`` or a comma-separated list of ``MxNxK``."""
+    if spec == "seed":
+        return seed_shapes()
+    shapes = []
+    for item in spec.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(
+                f"expected 'seed' or a comma-separated list of MxNxK with positive integers, got {item!r}"
+            )
+        shapes.append(GemmShape(*(int(p) for p in parts)))
+    return shapes
+
+
+# --- counts -------------------------------------------------------------------------------------------------------
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def gemm_flops(s: GemmShape) -> int:
+    return 2 * s.m * s.n * s.k
+
+
+def gemm_bytes(s: GemmShape, out_bytes: int = BF16_BYTES) -> int:
+    """A + B (fp8) + sfa [M, K/128] + sfb [N/128, K/128] (fp32) + D."""
+    kb = ceil_div(s.k, BLOCK)
+    return (
+        (s.m + s.n) * s.k * FP8_BYTES
+        + (s.m * kb + ceil_div(s.n, BLOCK) * kb) * FP32_BYTES
+        + s.m * s.n * out_bytes
+    )
+
+
+def tflops(flops: int, us: float) -> float:
+    return flops / us / 1e6
+
+
+def gbps(nbytes: int, us: float) -> float:
+    return nbytes / us / 1e3
+
+
+# --- measurement --------------------------------------------------------------------------------------------------
+
+
+class Timer:
+    """Median device time of a callable, L2 flushed before each rep by writing a 256 MB buffer."""
+
+    def __init__(self, device: torch.device, flush_bytes: int = 256 << 20) -> None:
+        self.device = device
+        self.flush_buffer = torch.empty(flush_bytes, dtype=torch.uint8, device=device)
+
+    def time_us(self, fn: Callable[[], object], reps: int = 30, warmup: int = 5) -> float:
+        for _ in range(warmup):
+            fn()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            self.flush_buffer.zero_()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return statistics.median(start.elapsed_time(end) * 1e3 for start, end in events)
+
+
+def copy_bandwidth_gbps(timer: Timer, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth, counting bytes read + written."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=timer.device)
+    dst = torch.empty_like(src)
+    us = timer.time_us(lambda: dst.copy_(src), reps=10, warmup=2)
+    return gbps(2 * nbytes, us)
+
+
+def host_us_per_call(fn: Callable[[], object], calls: int = 2000, repeats: int = 5) -> float:
+    """Host time per eager call: a tight loop timed on the CPU clock, best of `repeats` (the GPU drains between)."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls * 1e6)
+        torch.cuda.synchronize()
+    return best
+
+
+def max_rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / max |ref| (elementwise relative error is meaningless near zero outputs)."""
+    return ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+# --- the dense GEMM benchmark -------------------------------------------------------------------------------------
+
+
+def _dequantize(x: torch.Tensor, sf: torch.Tensor, rows_per_scale: int) -> torch.Tensor:
+    scales = sf.double().repeat_interleave(rows_per_scale, 0)[: x.shape[0]]
+    return x.double() * scales.repeat_interleave(BLOCK, 1)[:, : x.shape[1]]
+
+
+def quantized_inputs(s: GemmShape, device: torch.device):
+    a, sfa = torch.ops.deepgemm.per_token_cast_to_fp8(torch.randn(s.m, s.k, device=device, dtype=torch.bfloat16))
+    b, sfb = torch.ops.deepgemm.per_block_cast_to_fp8(torch.randn(s.n, s.k, device=device, dtype=torch.bfloat16))
+    return a, sfa, b, sfb
+
+
+def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
+    """One row of the dense table: ours and cuBLASLt, each with time, TFLOPS, GB/s and error."""
+    a, sfa, b, sfb = quantized_inputs(s, timer.device)
+    ref = _dequantize(a, sfa, 1) @ _dequantize(b, sfb, BLOCK).t()
+    row: dict = {"shape": str(s), "m": s.m, "n": s.n, "k": s.k}
+    nbytes = gemm_bytes(s)
+    candidates = {
+        "ours": lambda: torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb),
+        # DeepSeek-style blockwise scaling through cuBLASLt (DESIGN §7 for the scale layouts).
+        "cublaslt": lambda: torch._scaled_mm(
+            a, b.t(), scale_a=sfa.t().contiguous().t(), scale_b=sfb.t(), out_dtype=torch.bfloat16
+        ),
+    }
+    for label, fn in candidates.items():
+        try:
+            out = fn()
+        except NotImplementedError as e:
+            row[label] = {"error": f"NotImplementedError: {e}"}
+            continue
+        us = timer.time_us(fn, reps=reps)
+        row[label] = {
+            "us": us,
+            "tflops": tflops(gemm_flops(s), us),
+            "gbps": gbps(nbytes, us),
+            "copy_fraction": gbps(nbytes, us) / copy_gbps,
+            "rel_err": max_rel_error(out, ref),
+        }
+    if "us" in row["ours"] and "us" in row["cublaslt"]:
+        row["speedup_vs_cublaslt"] = row["cublaslt"]["us"] / row["ours"]["us"]
+    return row
+
+
+def bench_overhead(device: torch.device) -> dict:
+    """Host µs per eager call on a tiny shape: ours, cuBLASLt blockwise and an aten bf16 mm of the same shape."""
+    s = GemmShape(*OVERHEAD_SHAPE)
+    a, sfa, b, sfb = quantized_inputs(s, device)
+    a16 = torch.randn(s.m, s.k, device=device, dtype=torch.bfloat16)
+    b16 = torch.randn(s.n, s.k, device=device, dtype=torch.bfloat16).t()
+    sfa_outer = sfa.t().contiguous().t()
+    result = {"shape": str(s), "aten_mm_us": host_us_per_call(lambda: torch.mm(a16, b16))}
+    result["cublaslt_us"] = host_us_per_call(
+        lambda: torch._scaled_mm(a, b.t(), scale_a=sfa_outer, scale_b=sfb.t(), out_dtype=torch.bfloat16)
+    )
+    try:
+        result["ours_us"] = host_us_per_call(lambda: torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb))
+    except NotImplementedError as e:
+        result["ours_error"] = f"NotImplementedError: {e}"
+    for label in ("ours", "cublaslt"):
+        if f"{label}_us" in result:
+            result[f"{label}_vs_aten_mm"] = result[f"{label}_us"] / result["aten_mm_us"]
+    return result
+
+
+# --- output ---------------------------------------------------------------------------------------------------------
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (
+        f"{'shape':>18} | {'ours us':>9} {'TFLOPS':>7} {'GB/s':>6} {'%copy':>6} {'rel err':>8} | "
+        f"{'cuBLASLt us':>11} {'TFLOPS':>7} {'rel err':>8} | {'speedup':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        ours, cub = row["ours"], row["cublaslt"]
+        left = (
+            f"{ours['us']:9.1f} {ours['tflops']:7.1f} {ours['gbps']:6.0f} {ours['copy_fraction']:6.1%} "
+            f"{ours['rel_err']:8.1e}"
+            if "us" in ours
+            else f"{'not implemented':>40}"
+        )
+        right = f"{cub['us']:11.1f} {cub['tflops']:7.1f} {cub['rel_err']:8.1e}" if "us" in cub else f"{'-':>28}"
+        speedup = f"{row['speedup_vs_cublaslt']:6.2f}x" if "speedup_vs_cublaslt" in row else f"{'-':>7}"
+        lines.append(f"{row['shape']:>18} | {left} | {right} | {speedup}")
+    return "\n".join(lines)
+
+
+def format_overhead(o: dict) -> str:
+    lines = [
+        f"host time per eager call, {o['shape']} (best of 5 x 2000 calls):",
+        f"  aten bf16 mm  {o['aten_mm_us']:7.2f} us",
+    ]
+    for label, name in (("cublaslt", "cuBLASLt fp8"), ("ours", "deepgemm fp8")):
+        if f"{label}_us" in o:
+            lines.append(f"  {name:<13} {o[f'{label}_us']:7.2f} us  ({o[f'{label}_vs_aten_mm']:.2f}x aten mm)")
+    if "ours_error" in o:
+        lines.append(f"  deepgemm fp8  {o['ours_error']}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [row["shape"] for row in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.6), 5))
+    for offset, (key, name) in zip((-0.2, 0.2), (("ours", "deepgemm_ops"), ("cublaslt", "cuBLASLt"))):
+        ax.bar([i + offset for i in x], [row[key].get("tflops", 0.0) for row in rows], width=0.4, label=name)
+    ax.set_xticks(list(x), labels, rotation=60, ha="right")
+    ax.set_ylabel("TFLOPS")
+    ax.set_title("FP8 GEMM (1x128 / 128x128 scaling), median, L2 flushed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("deepgemm_ops bench: --plot needs matplotlib, which is not installed (pip install matplotlib)")
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", type=parse_shapes, default=seed_shapes(), metavar="seed|MxNxK,...",
+                        help="shapes to run: 'seed' (the 18 DESIGN shapes, default) or a list of MxNxK")
+    parser.add_argument("--reps", type=int, default=30, help="timed repetitions per shape (median reported)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of TFLOPS per shape")
+    parser.add_argument("--overhead", action="store_true",
+                        help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.reps < 1:
+        raise SystemExit(f"deepgemm_ops bench: --reps must be >= 1, got {args.reps}")
+    if args.plot is not None:
+        _require_matplotlib()
+    if not torch.cuda.is_available():
+        raise SystemExit("deepgemm_ops bench: needs a CUDA GPU (torch.cuda.is_available() is False on this machine)")
+    import deepgemm_ops  # noqa: F401  (registers torch.ops.deepgemm)
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(0)
+    timer = Timer(device)
+    copy_gbps = copy_bandwidth_gbps(timer)
+    props = torch.cuda.get_device_properties(device)
+    print(f"{props.name}, torch {torch.__version__}, device-to-device copy {copy_gbps:.0f} GB/s (read + write)")
+
+    rows = []
+    for shape in args.shapes:
+        row = bench_gemm(shape, timer, copy_gbps, args.reps)
+        if "error" in row["ours"]:
+            print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
+        rows.append(row)
+    print(format_table(rows))
+
+    report = {
+        "device": props.name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "commit": _git_commit(),
+        "copy_gbps": copy_gbps,
+        "reps": args.reps,
+        "gemm": rows,
+    }
+    if args.overhead:
+        report["overhead"] = bench_overhead(device)
+        print(format_overhead(report["overhead"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot is not None:
+        plot(rows, args.plot)
+    return 0
+
+
+__all__ = [
+    "GemmShape",
+    "Timer",
+    "add_arguments",
+    "bench_gemm",
+    "bench_overhead",
+    "copy_bandwidth_gbps",
+    "gemm_bytes",
+    "gemm_flops",
+    "host_us_per_call",
+    "max_rel_error",
+    "parse_shapes",
+    "run",
+    "seed_shapes",
+]

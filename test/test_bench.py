@@ -1,0 +1,140 @@
+"""deepgemm_ops.bench: argument parsing and the pure helpers (CPU; benchmarks never run in tests)."""
+
+from __future__ import annotations
+
+import argparse
+import unittest
+from unittest import mock
+
+import expecttest
+import torch
+
+import deepgemm_ops  # noqa: F401  (registers torch.ops.deepgemm)
+from deepgemm_ops import bench
+from deepgemm_ops.__main__ import build_parser, main
+
+
+class TestArguments(expecttest.TestCase):
+    def test_defaults(self):
+        args = build_parser().parse_args(["bench"])
+        self.assertEqual(len(args.shapes), 18)
+        self.assertEqual(str(args.shapes[0]), "64x2112x7168")
+        self.assertEqual(str(args.shapes[-1]), "4096x7168x2048")
+        self.assertEqual((args.reps, args.json, args.plot, args.overhead), (30, None, None, False))
+
+    def test_explicit_shapes_and_outputs(self):
+        args = build_parser().parse_args(
+            ["bench", "--shapes", "1x2x3, 4X5X6", "--json", "r.json", "--plot", "r.png", "--overhead"]
+        )
+        self.assertEqual(args.shapes, [bench.GemmShape(1, 2, 3), bench.GemmShape(4, 5, 6)])
+        self.assertEqual((str(args.json), str(args.plot), args.overhead), ("r.json", "r.png", True))
+
+    def test_bad_shape(self):
+        with self.assertRaises(argparse.ArgumentTypeError) as ctx:
+            bench.parse_shapes("64x0x128")
+        self.assertExpectedInline(
+            str(ctx.exception),
+            """expected 'seed' or a comma-separated list of MxNxK with positive integers, got '64x0x128'""",
+        )
+
+    @unittest.skipIf(torch.cuda.is_available(), "checks the CPU-only message")
+    def test_cpu_only_machine_exits_with_message(self):
+        with self.assertRaises(SystemExit) as ctx:
+            main(["bench"])
+        self.assertExpectedInline(
+            str(ctx.exception.code),
+            """deepgemm_ops bench: needs a CUDA GPU (torch.cuda.is_available() is False on this machine)""",
+        )
+
+    def test_plot_without_matplotlib(self):
+        with mock.patch("importlib.util.find_spec", return_value=None):
+            with self.assertRaises(SystemExit) as ctx:
+                main(["bench", "--plot", "x.png"])
+        self.assertExpectedInline(
+            str(ctx.exception.code),
+            """deepgemm_ops bench: --plot needs matplotlib, which is not installed (pip install matplotlib)""",
+        )
+
+
+class TestHelpers(expecttest.TestCase):
+    def test_counts(self):
+        s = bench.GemmShape(64, 2112, 7168)
+        self.assertEqual(bench.gemm_flops(s), 2 * 64 * 2112 * 7168)
+        # A + B fp8, sfa 64x56 + sfb 17x56 fp32, D bf16
+        self.assertEqual(bench.gemm_bytes(s), (64 + 2112) * 7168 + (64 * 56 + 17 * 56) * 4 + 64 * 2112 * 2)
+        self.assertAlmostEqual(bench.tflops(2_000_000, 1.0), 2.0)
+        self.assertAlmostEqual(bench.gbps(3000, 1.0), 3.0)
+
+    def test_max_rel_error(self):
+        ref = torch.tensor([[1.0, -4.0], [0.0, 2.0]], dtype=torch.float64)
+        out = torch.tensor([[1.0, -4.0], [0.5, 2.0]], dtype=torch.bfloat16)
+        self.assertAlmostEqual(bench.max_rel_error(out, ref), 0.125)
+
+    def test_reference_matches_the_op_reference(self):
+        s = bench.GemmShape(3, 200, 300)  # partial scale blocks in N and K
+        a, sfa, b, sfb = bench.quantized_inputs(s, torch.device("cpu"))
+        ref = bench._dequantize(a, sfa, 1) @ bench._dequantize(b, sfb, bench.BLOCK).t()
+        ours = torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb, out_dtype=torch.float32)
+        self.assertLess(bench.max_rel_error(ours, ref), 1e-5)
+
+    def test_rows_plumbing_on_cpu(self):
+        """bench_gemm / bench_overhead end to end with a stand-in timer and cuBLASLt (no timing checked)."""
+
+        class CallOnceTimer:
+            device = torch.device("cpu")
+
+            def time_us(self, fn, reps):
+                fn()
+                return 10.0
+
+        def scaled_mm(a, bt, scale_a, scale_b, out_dtype):  # the blockwise cuBLASLt call, on the CPU
+            return torch.ops.deepgemm.fp8_gemm_nt(a, scale_a, bt.t(), scale_b.t(), out_dtype=out_dtype)
+
+        def call_once(fn):
+            fn()
+            return 2.0
+
+        with mock.patch.object(torch, "_scaled_mm", scaled_mm), mock.patch.object(bench, "host_us_per_call", call_once):
+            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), copy_gbps=1000.0, reps=1)
+            overhead = bench.bench_overhead(torch.device("cpu"))
+        self.assertEqual(sorted(row), ["cublaslt", "k", "m", "n", "ours", "shape", "speedup_vs_cublaslt"])
+        self.assertEqual(row["ours"]["us"], 10.0)
+        self.assertAlmostEqual(row["ours"]["copy_fraction"], bench.gemm_bytes(bench.GemmShape(64, 256, 384)) / 1e4 / 1e3)
+        self.assertLess(row["ours"]["rel_err"], 1e-2)
+        self.assertLess(row["cublaslt"]["rel_err"], 1e-2)
+        self.assertEqual(sorted(overhead), ["aten_mm_us", "cublaslt_us", "cublaslt_vs_aten_mm", "ours_us",
+                                            "ours_vs_aten_mm", "shape"])
+        self.assertEqual(overhead["ours_vs_aten_mm"], 1.0)
+
+    def test_table(self):
+        row = {
+            "shape": "64x2112x7168",
+            "ours": {"us": 20.0, "tflops": 97.0, "gbps": 840.0, "copy_fraction": 0.2, "rel_err": 1e-3},
+            "cublaslt": {"us": 30.0, "tflops": 65.0, "gbps": 560.0, "copy_fraction": 0.13, "rel_err": 2e-3},
+            "speedup_vs_cublaslt": 1.5,
+        }
+        missing = {"shape": "4096x7168x2048", "ours": {"error": "NotImplementedError: x"}, "cublaslt": row["cublaslt"]}
+        self.assertExpectedInline(
+            bench.format_table([row, missing]),
+            """\
+             shape |   ours us  TFLOPS   GB/s  %copy  rel err | cuBLASLt us  TFLOPS  rel err | speedup
+------------------------------------------------------------------------------------------------------
+      64x2112x7168 |      20.0    97.0    840  20.0%  1.0e-03 |        30.0    65.0  2.0e-03 |   1.50x
+    4096x7168x2048 |                          not implemented |        30.0    65.0  2.0e-03 |       -""",
+        )
+
+    def test_overhead_text(self):
+        o = {"shape": "64x256x128", "aten_mm_us": 10.0, "cublaslt_us": 13.0, "cublaslt_vs_aten_mm": 1.3,
+             "ours_error": "NotImplementedError: no kernel"}
+        self.assertExpectedInline(
+            bench.format_overhead(o),
+            """\
+host time per eager call, 64x256x128 (best of 5 x 2000 calls):
+  aten bf16 mm    10.00 us
+  cuBLASLt fp8    13.00 us  (1.30x aten mm)
+  deepgemm fp8  NotImplementedError: no kernel""",
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,147 @@
+"""GPU kernels against the reference (skipped without an SM90 device).
+
+Outputs are poisoned with NaN before every run and every element is checked. The reference is the library's own
+reference GEMM (``_ops.reference_gemm``: dequantize, fp32 matmul) run on the GPU for the large seed shapes and the
+CPU op itself for the small ones; both were checked against an independent float64 computation in test_reference.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import deepgemm_ops
+from deepgemm_ops import _ops
+from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops, quantized_b
+
+SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+pytestmark = pytest.mark.skipif(not SM90, reason="needs an SM90 (Hopper) GPU")
+
+SEED_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
+EDGES = [(1, 576, 576), (65, 2112, 576), (4097, 576, 7168), (65, 576, 7168), (1, 2112, 7168), (300, 256, 128)]
+
+
+def rel_err(x, ref):
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+def reference(a, sfa, b, sfb, c=None):
+    if a.numel() * b.shape[0] < 2 ** 28:
+        return ops.fp8_gemm_nt(a.cpu(), sfa.cpu(), b.cpu(), sfb.cpu(), None if c is None else c.cpu(),
+                               torch.float32).to(a.device)
+    recipe = "128x128" if sfb.shape[0] != b.shape[0] else "1x128"
+    return _ops.reference_gemm(a, sfa, b, sfb, recipe, c)
+
+
+def check_gemm(m, n, k, recipe="128x128", out_dtype=torch.bfloat16, with_c=False, seed=0):
+    a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=with_c, seed=seed)
+    out = torch.full((m, n), float("nan"), dtype=out_dtype, device="cuda")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out, c)
+    assert not out.isnan().any(), "unwritten output elements"
+    ref = reference(a, sfa, b, sfb, c)
+    assert rel_err(out, ref) < (4e-3 if out_dtype == torch.bfloat16 else 1e-3)
+    # The functional op gives the same numbers.
+    got = ops.fp8_gemm_nt(a, sfa, b, sfb, c, None if with_c else out_dtype)
+    assert torch.equal(got, out)
+
+
+@pytest.mark.parametrize("m,nk", itertools.product([64, 128, 4096], SEED_NK))
+def test_seed_shapes(m, nk):
+    check_gemm(m, *nk, seed=m)
+
+
+@pytest.mark.parametrize("m,n,k", EDGES)
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_edges(m, n, k, recipe):
+    check_gemm(m, n, k, recipe, seed=m + n)
+
+
+@pytest.mark.parametrize("m,n,k", [(65, 2112, 576), (128, 4096, 7168)])
+def test_fp32_out_and_c(m, n, k):
+    check_gemm(m, n, k, out_dtype=torch.float32)
+    check_gemm(m, n, k, "1x128", with_c=True)
+
+
+def test_out_into_a_slice_of_a_larger_buffer():
+    a, sfa, b, sfb, _ = gemm_inputs(65, 576, 576, device="cuda")
+    buf = torch.full((65, 1024), float("nan"), dtype=torch.bfloat16, device="cuda")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, buf[:, 128:704])
+    assert rel_err(buf[:, 128:704], reference(a, sfa, b, sfb)) < 4e-3
+    assert buf[:, :128].isnan().all() and buf[:, 704:].isnan().all()
+
+
+def test_zero_sizes_on_gpu():
+    a, sfa, b, sfb, c = gemm_inputs(0, 576, 576, device="cuda", with_c=True)
+    assert ops.fp8_gemm_nt(a, sfa, b, sfb).shape == (0, 576)
+    a, sfa, b, sfb, c = gemm_inputs(5, 64, 0, device="cuda", with_c=True)
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c), c)
+
+
+def test_gpu_shape_errors():
+    a, sfa, b, sfb, _ = gemm_inputs(64, 256, 520, device="cuda")
+    with pytest.raises(ValueError, match="K must be a multiple of 16"):
+        ops.fp8_gemm_nt(a[:, :100], sfa[:, :1], b[:, :100], sfb[:, :1])
+
+
+def test_non_default_stream():
+    a, sfa, b, sfb, _ = gemm_inputs(256, 2112, 7168, device="cuda", seed=3)
+    ref = reference(a, sfa, b, sfb)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = ops.fp8_gemm_nt(a, sfa, b, sfb)
+    torch.cuda.current_stream().wait_stream(stream)
+    assert rel_err(out, ref) < 4e-3
+
+
+def test_cuda_graph_replay_with_new_inputs():
+    m, n, k = 64, 2112, 7168
+    a, sfa, b, sfb, _ = gemm_inputs(m, n, k, device="cuda")
+    sfa = ops.get_mn_major_tma_aligned_tensor(sfa)  # static buffer in the layout the kernel reads: no copy
+    out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+    deepgemm_ops.warmup(m, n, k)
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)  # one eager call: allocator and kernel ready
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)
+    for seed in range(3):
+        a2, sfa2, b2, sfb2, _ = gemm_inputs(m, n, k, device="cuda", seed=100 + seed)
+        a.copy_(a2), sfa.copy_(sfa2), b.copy_(b2), sfb.copy_(sfb2)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(out, reference(a2, sfa2, b2, sfb2)) < 4e-3
+
+
+def test_cold_shape_during_capture_is_a_clear_error():
+    a, sfa, b, sfb, _ = gemm_inputs(64, 1104, 1424, device="cuda")  # a shape no other test compiles
+    out = torch.empty(64, 1104, dtype=torch.bfloat16, device="cuda")
+    sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="warmup"):
+        with torch.cuda.graph(graph):
+            ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)
+    # The process and the device stay usable.
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)
+    assert rel_err(out, reference(a, sfa, b, sfb)) < 4e-3
+
+
+def test_compile_reduce_overhead_mlp():
+    gen = torch.Generator().manual_seed(0)
+    w1, s1 = quantized_b(1024, 512, device="cuda", gen=gen)
+    w2, s2 = quantized_b(512, 1024, "1x128", device="cuda", gen=gen)
+
+    def mlp(x):
+        q, sf = ops.per_token_cast_to_fp8(x)
+        h = torch.nn.functional.silu(ops.fp8_gemm_nt(q, sf, w1, s1))
+        q, sf = ops.per_token_cast_to_fp8(h)
+        return ops.fp8_gemm_nt(q, sf, w2, s2)
+
+    compiled = torch.compile(mlp, mode="reduce-overhead", fullgraph=True)
+    for step in range(4):
+        x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
+        got = compiled(x).clone()
+        want = mlp(x)
+        assert rel_err(got, want) < 1e-2, step

@@ -1,0 +1,103 @@
+"""Config choices of the FP8 GEMM heuristics (pure Python) as expect-tests: a change of choice shows up in review."""
+
+import dataclasses
+
+import pytest
+from expecttest import TestCase
+
+from deepgemm_ops import _heuristics as H
+
+SEED_NK = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
+
+
+def _row(cfg):
+    return f"bm={cfg.block_m} bn={cfg.block_n} st={cfg.num_stages} smem={cfg.smem_bytes}"
+
+
+class TestHeuristics(TestCase):
+    def test_dense_seed_shapes(self):
+        lines = []
+        for m in (64, 128, 4096):
+            for n, k in SEED_NK:
+                cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype="bf16", sfb_recipe="128x128",
+                                               has_c=False, gemm_type="normal")
+                lines.append(f"{m}x{n}x{k}: {_row(cfg)}")
+        self.assertExpectedInline("\n".join(lines), """\
+64x2112x7168: bm=64 bn=16 st=8 smem=86656
+64x24576x1536: bm=64 bn=96 st=8 smem=181376
+64x32768x512: bm=64 bn=128 st=8 smem=219264
+64x7168x16384: bm=64 bn=64 st=8 smem=143488
+64x4096x7168: bm=64 bn=32 st=8 smem=105600
+64x7168x2048: bm=64 bn=64 st=8 smem=143488
+128x2112x7168: bm=64 bn=32 st=8 smem=105600
+128x24576x1536: bm=128 bn=96 st=7 smem=231664
+128x32768x512: bm=128 bn=128 st=5 smem=201808
+128x7168x16384: bm=64 bn=112 st=8 smem=200320
+128x4096x7168: bm=64 bn=64 st=8 smem=143488
+128x7168x2048: bm=64 bn=112 st=8 smem=200320
+4096x2112x7168: bm=128 bn=112 st=6 smem=218848
+4096x24576x1536: bm=128 bn=160 st=5 smem=231120
+4096x32768x512: bm=128 bn=160 st=5 smem=231120
+4096x7168x16384: bm=128 bn=160 st=5 smem=231120
+4096x4096x7168: bm=128 bn=112 st=6 smem=218848
+4096x7168x2048: bm=128 bn=160 st=5 smem=231120""")
+
+    def test_grouped_seed_shapes(self):
+        lines = []
+        for g, m in ((4, 8192), (8, 4096)):
+            for n, k in ((4096, 7168), (7168, 2048)):
+                cfg = H.choose_fp8_gemm_config(g * m, n, k, num_sms=132, out_dtype="bf16", sfb_recipe="128x128",
+                                               has_c=False, gemm_type="contiguous", num_groups=g)
+                lines.append(f"contiguous {g}x{m} {n}x{k}: {_row(cfg)}")
+        for g, m, n, k in ((1, 1024, 4096, 7168), (2, 512, 7168, 2048), (4, 256, 4096, 7168), (32, 192, 6144, 7168),
+                           (32, 20, 6144, 7168)):
+            mmax = m if g <= 4 else max(128, -(-int(m * 1.3) // 64) * 64)
+            cfg = H.choose_fp8_gemm_config(mmax, n, k, num_sms=132, out_dtype="bf16", sfb_recipe="128x128",
+                                           has_c=False, gemm_type="masked", num_groups=g, expected_m=m)
+            lines.append(f"masked {g}x{m} {n}x{k}: {_row(cfg)}")
+        self.assertExpectedInline("\n".join(lines), """\
+contiguous 4x8192 4096x7168: bm=128 bn=160 st=5 smem=231120
+contiguous 4x8192 7168x2048: bm=128 bn=160 st=5 smem=231120
+contiguous 8x4096 4096x7168: bm=128 bn=160 st=5 smem=231120
+contiguous 8x4096 7168x2048: bm=128 bn=160 st=5 smem=231120
+masked 1x1024 4096x7168: bm=128 bn=128 st=5 smem=201808
+masked 2x512 7168x2048: bm=128 bn=112 st=6 smem=218848
+masked 4x256 4096x7168: bm=128 bn=128 st=5 smem=201808
+masked 32x192 6144x7168: bm=64 bn=128 st=8 smem=219264
+masked 32x20 6144x7168: bm=64 bn=128 st=8 smem=219264""")
+
+    def test_fp32_with_c_and_1x128(self):
+        cfg = H.choose_fp8_gemm_config(4096, 576, 576, num_sms=132, out_dtype="fp32", sfb_recipe="1x128",
+                                       has_c=True, gemm_type="normal")
+        self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=6, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=215520, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True)""")
+        self.assertEqual(len(cfg.as_ints()), len(dataclasses.fields(H.GemmConfig)))
+
+    def test_every_config_fits_and_is_deterministic(self):
+        for m in (1, 65, 300, 4097):
+            for n in (8, 576, 2112, 7168, 32768):
+                for out in ("bf16", "fp32"):
+                    kw = dict(num_sms=132, out_dtype=out, sfb_recipe="1x128", has_c=False, gemm_type="normal")
+                    cfg = H.choose_fp8_gemm_config(m, n, 576, **kw)
+                    self.assertLessEqual(cfg.smem_bytes, H.SM90_MAX_SMEM_BYTES)
+                    self.assertEqual(cfg.smem_bytes, H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out))
+                    self.assertEqual(H.choose_fp8_gemm_config.__wrapped__(m, n, 576, **kw), cfg)
+
+    def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
+        for bm in H.BLOCK_M_CANDIDATES:
+            self.assertEqual(H.get_mk_alignment_for_contiguous_layout() % bm, 0)
+
+    def test_errors(self):
+        kw = dict(num_sms=132, out_dtype="bf16", sfb_recipe="128x128", has_c=False, gemm_type="normal")
+        with self.assertRaises(ValueError) as e:
+            H.choose_fp8_gemm_config(128, 256, 100, **kw)
+        self.assertExpectedInline(str(e.exception), """need m >= 1, n >= 1 and k a positive multiple of 16, got m=128, n=256, k=100""")
+        with self.assertRaises(ValueError) as e:
+            H.choose_fp8_gemm_config(128, 256, 128, **{**kw, "has_c": True})
+        self.assertExpectedInline(str(e.exception), """a C operand needs out_dtype 'fp32', got 'bf16'""")
+        with self.assertRaises(ValueError) as e:
+            H.choose_fp8_gemm_config(128, 256, 128, **{**kw, "gemm_type": "dense"})
+        self.assertExpectedInline(str(e.exception), """gemm_type must be one of ('normal', 'contiguous', 'masked'), got 'dense'""")
+
+
+if __name__ == "__main__":
+    pytest.main([__file__])

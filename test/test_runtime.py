@@ -1,0 +1,181 @@
+"""deepgemm_ops._runtime: the host C++ module builds against this torch and imports without a GPU.
+
+The build takes ~15-60 s on a 2-core machine the first time (then torch's extension cache serves it); set
+DG_SKIP_HOST_BUILD_TESTS=1 to skip the tests that build. GPU tests skip without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+from pathlib import Path
+from unittest import mock
+
+import expecttest
+import torch
+
+from deepgemm_ops import _jit, _runtime
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _has_nvcc() -> bool:
+    try:
+        _jit.nvcc_path()
+        return True
+    except RuntimeError:
+        return False
+
+
+requires_build = unittest.skipIf(
+    os.environ.get("DG_SKIP_HOST_BUILD_TESTS", "0") not in ("", "0") or not _has_nvcc(),
+    "host module build tests disabled (DG_SKIP_HOST_BUILD_TESTS) or nvcc absent",
+)
+requires_gpu = unittest.skipUnless(torch.cuda.is_available(), "needs a CUDA device")
+
+
+def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter (a clean CUDA_HOME / import state) from the repository root."""
+    full_env = {**os.environ, **env}
+    full_env.pop("CUDA_HOME", None)  # exercise the detection; the nvcc wrapper on PATH misleads torch's guess
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=full_env, capture_output=True, text=True
+    )
+
+
+@requires_build
+class TestHostModuleBuild(unittest.TestCase):
+    def test_builds_and_imports_without_gpu_then_loads_warm(self):
+        code = """
+            import time
+            import torch
+            from deepgemm_ops import _runtime
+            start = time.perf_counter()
+            m = _runtime.host_module()
+            elapsed = time.perf_counter() - start
+            assert _runtime.host_module() is m
+            print("exports", sorted(n for n in dir(m) if not n.startswith("_")))
+            print("has_kernel", m.has_kernel("nothing", 0), "loaded", m.loaded_kernels())
+            print("seconds", elapsed)
+        """
+        cold = _run_python(code, DG_JIT_DEBUG="1")
+        self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
+        self.assertIn(
+            "exports ['ensure_kernel', 'fp8_gemm', 'has_kernel', 'load_kernel', 'loaded_kernels', 'set_kernel_provider']",
+            cold.stdout,
+        )
+        self.assertIn("has_kernel False loaded []", cold.stdout)
+
+        warm = _run_python(code, DG_JIT_DEBUG="1")
+        self.assertEqual(warm.returncode, 0, warm.stderr[-5000:])
+        self.assertNotIn("built host module", warm.stderr)  # the stamped library is imported, nothing is rebuilt
+        seconds = float(warm.stdout.split("seconds ")[1])
+        self.assertLess(seconds, 2.0, warm.stdout)
+
+    @unittest.skipIf(torch.cuda.is_available(), "checks the no-GPU behaviour")
+    def test_loading_without_gpu_raises(self):
+        result = _run_python(
+            """
+            from deepgemm_ops import _runtime
+            m = _runtime.host_module()
+            try:
+                m.load_kernel("k", 0, b"not a cubin", "fn", 0)
+            except RuntimeError as e:
+                print("RuntimeError")
+            """
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-5000:])
+        self.assertIn("RuntimeError", result.stdout)
+
+
+class TestModuleName(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="dg_runtime_test_"))
+        (self.tmp / "host").mkdir()
+        (self.tmp / "kernels").mkdir()
+        (self.tmp / "host" / "a.cpp").write_text('#include "a.hpp"\n')
+        (self.tmp / "host" / "a.hpp").write_text('#include "shared.cuh"\n')
+        (self.tmp / "kernels" / "shared.cuh").write_text("struct Params {};\n")
+        (self.tmp / "kernels" / "device_only.cuh").write_text("// not included by host code\n")
+        patcher = mock.patch.object(_jit, "csrc_dir", return_value=self.tmp)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def name(self) -> str:
+        return _runtime.module_name(_runtime.host_sources())
+
+    def test_follows_sources_and_included_headers_only(self):
+        first = self.name()
+        self.assertRegex(first, r"^deepgemm_ops_host_[0-9a-f]{12}$")
+        (self.tmp / "kernels" / "device_only.cuh").write_text("// edited\n")
+        self.assertEqual(self.name(), first)
+        (self.tmp / "kernels" / "shared.cuh").write_text("struct Params { int n; };\n")
+        second = self.name()
+        self.assertNotEqual(second, first)
+        (self.tmp / "host" / "b.cpp").write_text("\n")
+        self.assertNotEqual(self.name(), second)
+
+
+class TestCudaHome(expecttest.TestCase):
+    def test_replaces_a_guess_without_headers(self):
+        from torch.utils import cpp_extension
+
+        if _jit.cuda_home() is None:
+            self.skipTest("no CUDA toolkit")
+        with mock.patch.object(cpp_extension, "CUDA_HOME", "/usr/local"), mock.patch.dict(os.environ):
+            os.environ.pop("CUDA_HOME", None)
+            home = _runtime.ensure_cuda_home()
+            self.assertTrue((home / "include" / "cuda.h").is_file())
+            self.assertEqual(cpp_extension.CUDA_HOME, str(home))
+            self.assertEqual(os.environ["CUDA_HOME"], str(home))
+
+    def test_no_toolkit_is_a_clear_error(self):
+        from torch.utils import cpp_extension
+
+        with mock.patch.object(cpp_extension, "CUDA_HOME", "/usr/local"), mock.patch.object(
+            _jit, "cuda_home", return_value=None
+        ):
+            with self.assertRaises(RuntimeError) as ctx:
+                _runtime.ensure_cuda_home()
+        self.assertExpectedInline(
+            str(ctx.exception),
+            """deepgemm_ops: building the host module needs the CUDA toolkit headers: set CUDA_HOME to a toolkit root containing include/cuda.h (torch guessed '/usr/local'; /usr/local/cuda has none either)""",
+        )
+
+
+TINY_KERNEL = 'extern "C" __global__ void fill(float* out, int n) { if (threadIdx.x < n) out[threadIdx.x] = 7.0f; }\n'
+
+
+@requires_build
+@requires_gpu
+class TestKernelRegistryOnGpu(unittest.TestCase):
+    def test_load_find_and_refuse_during_capture(self):
+        m = _runtime.host_module()
+        cubin = _jit.compile_cubin(TINY_KERNEL, "registry_test")
+        key = f"registry_test {cubin.parent.name}"
+        for device in range(torch.cuda.device_count()):
+            m.load_kernel(key, device, str(cubin), "fill", 0)
+            m.load_kernel(key, device, cubin.read_bytes(), "fill", 0)  # already loaded: no-op
+            self.assertTrue(m.has_kernel(key, device))
+        self.assertFalse(m.has_kernel(key + " other", 0))
+
+        calls = []
+        m.set_kernel_provider(lambda k: calls.append(k) or (str(cubin), "fill", 0))
+        m.ensure_kernel(key + " via provider", 0)
+        self.assertEqual(calls, [key + " via provider"])
+        self.assertTrue(m.has_kernel(key + " via provider", 0))
+
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            with self.assertRaisesRegex(RuntimeError, r"capturing a CUDA graph.*deepgemm_ops\.warmup"):
+                with torch.cuda.graph(graph, stream=stream):
+                    m.ensure_kernel(key + " cold during capture", 0)
+        self.assertEqual(calls, [key + " via provider"])  # refused before compiling
+
+
+if __name__ == "__main__":
+    unittest.main()
