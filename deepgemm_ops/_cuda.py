@@ -90,7 +90,9 @@ def _launch_dense(a, sfa, b, sfb, c, out, p: V.GemmProblem) -> None:
         c = c.contiguous()
     key, cfg = _config(p.m, p.n, p.k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None,
                        "normal", 1, None)
-    host().fp8_gemm(key, cfg, a, sfa, sfa.stride(1), b, sfb.contiguous(), c, out, None, p.m, p.n, p.k, 1)
+    # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
+    ld_sfa = _layout.get_tma_aligned_size(p.m, 4)
+    host().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, None, p.m, p.n, p.k, 1)
 
 
 @_impl("fp8_gemm_nt", "CUDA")

@@ -46,7 +46,7 @@ def check_gemm(m, n, k, recipe="128x128", out_dtype=torch.bfloat16, with_c=False
     assert torch.equal(got, out)
 
 
-@pytest.mark.parametrize("m,nk", itertools.product([64, 128, 4096], SEED_NK))
+@pytest.mark.parametrize("m,nk", list(itertools.product([64, 128, 4096], SEED_NK)))
 def test_seed_shapes(m, nk):
     check_gemm(m, *nk, seed=m)
 
