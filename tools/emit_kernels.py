@@ -1,0 +1,17 @@
+"""Write the generated source of each representative kernel config (test/test_kernel_compile.py's CASES) to DIR.
+
+Used by CMakeLists.txt to compile-check every kernel family: python tools/emit_kernels.py DIR
+"""
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "test"))
+
+from deepgemm_ops import _codegen  # noqa: E402
+from test_kernel_compile import CASES  # noqa: E402
+
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+for name, (cfg, n, k) in CASES.items():
+    source, _ = _codegen.fp8_gemm_source(cfg, n, k)
+    (out / f"{name}.cu").write_text(source)
