@@ -16,7 +16,7 @@ import torch
 from . import _heuristics, _jit, _layout, _runtime, _sms
 from ._codegen import fp8_gemm_kernel_name, fp8_gemm_source
 from . import _validate as V
-from ._ops import _impl, check_gemm_out, gemm_output
+from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 
 _OUT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 # TMA: every non-innermost global stride and every base address must be a multiple of 16 bytes.
@@ -38,7 +38,8 @@ def check_gpu_gemm(a, b, k) -> None:
                              f"{t.data_ptr() % _TMA_ALIGN} mod 16")
 
 
-@functools.lru_cache(maxsize=None)
+# Bounded: the contiguous layout's total M changes from call to call.
+@functools.lru_cache(maxsize=4096)
 def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_groups, expected_m):
     cfg = _heuristics.choose_fp8_gemm_config(
         m, n, k, num_sms=num_sms, out_dtype=out_dtype, sfb_recipe=sfb_recipe, has_c=has_c, gemm_type=gemm_type,
@@ -54,32 +55,48 @@ def kernel_key(cfg, n, k) -> str:
     return fp8_gemm_kernel_name(cfg, n, k)
 
 
-# key -> (config, n, k): what the provider compiles when the C++ registry misses a key.
+# key -> (config, n, k) of every kernel a config lookup has named; (key, device) pairs loaded in the host module.
 _kernels: dict = {}
-_module_lock = threading.Lock()
+_loaded: set = set()
+_lock = threading.Lock()
 _module = None
 
 
-def _provide(key: str):
-    cfg, n, k = _kernels[key]
-    source, symbol = fp8_gemm_source(cfg, n, k)
-    return str(_jit.compile_cubin(source, symbol)), symbol, cfg.smem_bytes
-
-
 def host():
-    """The host module with this package's kernel provider installed (built on first use)."""
+    """The host module (built on first use)."""
     global _module
     if _module is None:
-        with _module_lock:
+        with _lock:
             if _module is None:
-                module = _runtime.host_module()
-                module.set_kernel_provider(_provide)
-                _module = module
+                _module = _runtime.host_module()
     return _module
 
 
-def _launch_dense(a, sfa, b, sfb, c, out, p: V.GemmProblem) -> None:
-    if p.m == 0 or p.n == 0:
+def ensure_loaded(key: str, device: int) -> None:
+    """Compile (JIT, disk-cached) and load kernel ``key`` on ``device`` unless that happened already.
+
+    Loading is not allowed while a stream captures a CUDA graph: refuse with the fix instead of breaking the capture.
+    """
+    if (key, device) in _loaded:
+        return
+    with _lock:
+        if (key, device) in _loaded:
+            return
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"deepgemm_ops: kernel '{key}' is not loaded on cuda:{device} and the current stream is "
+                               "capturing a CUDA graph, where kernels cannot be compiled or loaded. Call "
+                               "deepgemm_ops.warmup(...) with this shape (or run the op once) before capturing.")
+        cfg, n, k = _kernels[key]
+        source, symbol = fp8_gemm_source(cfg, n, k)
+        cubin = _jit.compile_cubin(source, symbol)
+        _runtime.check(host().load_kernel(key, device, str(cubin), symbol, cfg.smem_bytes))
+        _loaded.add((key, device))
+
+
+def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None) -> None:
+    """One kernel launch for every GEMM op. a/b/out may carry a leading group dim: the kernel sees them as 2-D
+    [rows, K] / [rows, N] views (masked: G*Mmax rows; contiguous: G*N rows of B)."""
+    if p.m == 0 or p.n == 0 or p.num_groups == 0:
         return
     if p.k == 0:  # empty sum over K: D = C (or zeros)
         out.copy_(c) if c is not None else out.zero_()
@@ -88,49 +105,76 @@ def _launch_dense(a, sfa, b, sfb, c, out, p: V.GemmProblem) -> None:
     sfa = _layout.to_mn_major_tma_aligned(sfa)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()
+    if out.dim() == 3 and out.stride(0) != p.m * out.stride(1):
+        raise ValueError(f"out must hold its groups back to back (stride(0) == Mmax * stride(1) = "
+                         f"{p.m * out.stride(1)}), got strides {tuple(out.stride())}")
     key, cfg = _config(p.m, p.n, p.k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None,
-                       "normal", 1, None)
+                       gemm_type, p.num_groups, expected_m)
     # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
     ld_sfa = _layout.get_tma_aligned_size(p.m, 4)
-    host().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, None, p.m, p.n, p.k, 1)
+    k = p.k
+    ensure_loaded(key, a.device.index)
+    _runtime.check(host().fp8_gemm(key, cfg, a.reshape(-1, k), sfa, ld_sfa, b.reshape(-1, k), sfb.contiguous(), c,
+                                   out.view(-1, p.n), grouped_layout, p.m, p.n, k, p.num_groups))
 
 
 @_impl("fp8_gemm_nt", "CUDA")
 def _(a, sfa, b, sfb, c=None, out_dtype=None):
     p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
     out = gemm_output(a, p)
-    _launch_dense(a, sfa, b, sfb, c, out, p)
+    _launch("normal", a, sfa, b, sfb, c, out, p)
     return out
 
 
 @_impl("fp8_gemm_nt_out", "CUDA")
 def _(a, sfa, b, sfb, out, c=None):
-    p = check_gemm_out(a, sfa, b, sfb, out, c)
-    _launch_dense(a, sfa, b, sfb, c, out, p)
+    _launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c))
 
 
-def _not_yet(name):
-    def kernel(*args, **kwargs):
-        raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet; run it on CPU tensors (reference "
-                                  f"kernel) meanwhile")
-
-    _impl(name, "CUDA")(kernel)
-
-
-for _name in ("m_grouped_fp8_gemm_nt_contiguous", "m_grouped_fp8_gemm_nt_contiguous_out",
-              "m_grouped_fp8_gemm_nt_masked", "m_grouped_fp8_gemm_nt_masked_out"):
-    _not_yet(_name)
+# Grouped layouts: m_indices / masked_m are read by the kernel on the device (no host sync, CUDA-graph safe).
+@_impl("m_grouped_fp8_gemm_nt_contiguous", "CUDA")
+def _(a, sfa, b, sfb, m_indices):
+    p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
+    out = gemm_output(a, p)
+    _launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices.contiguous())
+    return out
 
 
-def warmup(m: int, n: int, k: int, *, out_dtype: torch.dtype = torch.bfloat16, sfb_recipe: str = "128x128",
-           with_c: bool = False, device: Optional[torch.device] = None) -> None:
-    """Compile and load the ``fp8_gemm_nt`` kernel that an [m, k] x [n, k] call will use, so that a later call can be
-    captured in a CUDA graph (kernels cannot be compiled or loaded during capture)."""
+@_impl("m_grouped_fp8_gemm_nt_contiguous_out", "CUDA")
+def _(a, sfa, b, sfb, m_indices, out):
+    p = check_contiguous_out(a, sfa, b, sfb, m_indices, out)
+    _launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices.contiguous())
+
+
+@_impl("m_grouped_fp8_gemm_nt_masked", "CUDA")
+def _(a, sfa, b, sfb, masked_m, expected_m):
+    p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
+    out = masked_output(a, p)
+    _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
+    return out
+
+
+@_impl("m_grouped_fp8_gemm_nt_masked_out", "CUDA")
+def _(a, sfa, b, sfb, masked_m, expected_m, out):
+    p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
+    _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
+
+
+def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, sfb_recipe: str = "128x128",
+           with_c: bool = False, gemm_type: str = "normal", num_groups: int = 1, expected_m: Optional[int] = None,
+           device=None) -> None:
+    """Compile and load the kernel that a GEMM of this shape will use, so that the call can then be captured in a
+    CUDA graph (kernels cannot be compiled or loaded during capture).
+
+    m, n, k as the op sees them: ``fp8_gemm_nt``: A [m, k], B [n, k]; ``gemm_type="contiguous"``: m = rows of A
+    (all groups); ``"masked"``: m = Mmax, with ``num_groups`` and the call's ``expected_m``.
+    """
     device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
     dtype = V.resolve_out_dtype(out_dtype, with_c)
-    if m < 1 or n < 1 or k < 1:
+    if min(m, n, k, num_groups) < 1:
         return  # these shapes launch no kernel
     check_gpu_k(k)
     with torch.cuda.device(device):
-        key, _ = _config(m, n, k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[dtype], sfb_recipe, with_c, "normal", 1, None)
-        host().ensure_kernel(key, device.index)
+        key, _ = _config(m, n, k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[dtype], sfb_recipe, with_c, gemm_type,
+                         num_groups, expected_m)
+        ensure_loaded(key, device.index)

@@ -157,3 +157,11 @@ def host_module() -> ModuleType:
                 _module = _build(name, sources, build_dir)
                 stamp.write_text(_stamp(library))
     return _module
+
+
+def check(error: str) -> None:
+    """Raise the error a host-module entry point returned ("" = success). The host module never lets a C++
+    exception reach pybind11 (see ``no_throw`` in csrc/host/python_bindings.hpp)."""
+    if error:
+        kind, _, message = error.partition(": ")
+        raise (ValueError if kind == "ValueError" else RuntimeError)(message)

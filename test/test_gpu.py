@@ -36,6 +36,7 @@ def reference(a, sfa, b, sfb, c=None):
 
 def check_gemm(m, n, k, recipe="128x128", out_dtype=torch.bfloat16, with_c=False, seed=0):
     a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=with_c, seed=seed)
+    out_dtype = torch.float32 if with_c else out_dtype
     out = torch.full((m, n), float("nan"), dtype=out_dtype, device="cuda")
     ops.fp8_gemm_nt_out(a, sfa, b, sfb, out, c)
     assert not out.isnan().any(), "unwritten output elements"
@@ -145,3 +146,95 @@ def test_compile_reduce_overhead_mlp():
         got = compiled(x).clone()
         want = mlp(x)
         assert rel_err(got, want) < 1e-2, step
+
+
+def _check_contiguous(group_rows, n, k, recipe, seed):
+    a, sfa, b, sfb, m_indices = contiguous_inputs(group_rows, n, k, recipe, device="cuda", seed=seed)
+    out = torch.full((a.shape[0], n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    ops.m_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, m_indices, out)
+    for g in range(len(group_rows)):
+        rows = (m_indices == g).nonzero().flatten()
+        if rows.numel():
+            got = out[rows]
+            assert not got.isnan().any(), f"group {g}: unwritten rows"
+            assert rel_err(got, reference(a[rows], sfa[rows], b[g], sfb[g])) < 4e-3, g
+    assert torch.equal(ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)[m_indices >= 0],
+                       out[m_indices >= 0])
+
+
+@pytest.mark.parametrize("group_rows,n,k", [([300, 0, 57, 1024], 4096, 7168), ([1, 128, 129, 700, 5, 64, 256, 400],
+                                                                             2112, 576)])
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_grouped_contiguous(group_rows, n, k, recipe):
+    _check_contiguous(group_rows, n, k, recipe, seed=len(group_rows))
+
+
+def _check_masked(counts, m_max, n, k, recipe="128x128", seed=0, expected_m=None):
+    a, sfa, b, sfb, masked_m = masked_inputs(counts, m_max, n, k, recipe, device="cuda", seed=seed)
+    out = torch.full((len(counts), m_max, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, expected_m or max(1, m_max // 2), out)
+    for g, rows in enumerate(counts):
+        if rows:
+            got = out[g, :rows]
+            assert not got.isnan().any(), f"group {g}: unwritten rows"
+            assert rel_err(got, reference(a[g, :rows], sfa[g, :rows], b[g], sfb[g])) < 4e-3, g
+
+
+@pytest.mark.parametrize("groups,m_max,n,k", [(1, 1024, 4096, 7168), (2, 512, 7168, 2048), (4, 256, 576, 576),
+                                              (32, 192, 6144, 7168)])
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_grouped_masked(groups, m_max, n, k, recipe):
+    gen = torch.Generator().manual_seed(groups)
+    counts = torch.randint(0, m_max + 1, (groups,), generator=gen).tolist()
+    counts[0] = m_max
+    if groups > 1:
+        counts[1] = 0
+    _check_masked(counts, m_max, n, k, recipe, seed=groups)
+
+
+def test_masked_decode_step_in_a_cuda_graph():
+    """Two-layer MoE step (masked GEMM -> SiLU -> masked GEMM) captured once, replayed with new counts and inputs."""
+    groups, m_max, hidden, inner = 8, 64, 1024, 512
+    gen = torch.Generator().manual_seed(7)
+    w1, s1 = quantized_b(inner, hidden, device="cuda", gen=gen, groups=groups)
+    w2, s2 = quantized_b(hidden, inner, device="cuda", gen=gen, groups=groups)
+    x = torch.zeros(groups, m_max, hidden, dtype=torch.bfloat16, device="cuda")
+    masked_m = torch.zeros(groups, dtype=torch.int32, device="cuda")
+
+    def step():
+        q, sf = ops.per_token_cast_to_fp8(x.view(-1, hidden))
+        h = ops.m_grouped_fp8_gemm_nt_masked(q.view(groups, m_max, hidden), sf.view(groups, m_max, -1), w1, s1,
+                                             masked_m, 32)
+        h = torch.nn.functional.silu(h)
+        q, sf = ops.per_token_cast_to_fp8(h.view(-1, inner))
+        return ops.m_grouped_fp8_gemm_nt_masked(q.view(groups, m_max, inner), sf.view(groups, m_max, -1), w2, s2,
+                                                masked_m, 32)
+
+    def reference_step(x_now, counts):
+        out = []
+        for g, rows in enumerate(counts):
+            xq, xs = ops.per_token_cast_to_fp8(x_now[g, :rows])
+            h = torch.nn.functional.silu(reference(xq, xs, w1[g], s1[g]).bfloat16())
+            hq, hs = ops.per_token_cast_to_fp8(h)
+            out.append(reference(hq, hs, w2[g], s2[g]))
+        return out
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # compile + load outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = step()
+    for replay in range(4):
+        counts = torch.randint(0, m_max + 1, (groups,), generator=gen)
+        counts[replay % groups] = 0
+        x.copy_(torch.randn(groups, m_max, hidden, generator=gen).bfloat16())
+        masked_m.copy_(counts)
+        graph.replay()
+        torch.cuda.synchronize()
+        for g, want in enumerate(reference_step(x, counts.tolist())):
+            rows = int(counts[g])
+            if rows:
+                assert rel_err(y[g, :rows], want) < 2e-2, (replay, g)

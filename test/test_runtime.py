@@ -65,7 +65,7 @@ class TestHostModuleBuild(unittest.TestCase):
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['ensure_kernel', 'fp8_gemm', 'has_kernel', 'load_kernel', 'loaded_kernels', 'set_kernel_provider']",
+            "exports ['fp8_gemm', 'has_kernel', 'load_kernel', 'loaded_kernels']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
@@ -83,7 +83,7 @@ class TestHostModuleBuild(unittest.TestCase):
             from deepgemm_ops import _runtime
             m = _runtime.host_module()
             try:
-                m.load_kernel("k", 0, b"not a cubin", "fn", 0)
+                _runtime.check(m.load_kernel("k", 0, b"not a cubin", "fn", 0))
             except RuntimeError as e:
                 print("RuntimeError")
             """
@@ -158,23 +158,17 @@ class TestKernelRegistryOnGpu(unittest.TestCase):
         cubin = _jit.compile_cubin(TINY_KERNEL, "registry_test")
         key = f"registry_test {cubin.parent.name}"
         for device in range(torch.cuda.device_count()):
-            m.load_kernel(key, device, str(cubin), "fill", 0)
-            m.load_kernel(key, device, cubin.read_bytes(), "fill", 0)  # already loaded: no-op
+            _runtime.check(m.load_kernel(key, device, str(cubin), "fill", 0))
+            _runtime.check(m.load_kernel(key, device, cubin.read_bytes(), "fill", 0))  # already loaded: no-op
             self.assertTrue(m.has_kernel(key, device))
         self.assertFalse(m.has_kernel(key + " other", 0))
-
-        calls = []
-        m.set_kernel_provider(lambda k: calls.append(k) or (str(cubin), "fill", 0))
-        m.ensure_kernel(key + " via provider", 0)
-        self.assertEqual(calls, [key + " via provider"])
-        self.assertTrue(m.has_kernel(key + " via provider", 0))
 
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
         with torch.cuda.stream(stream):
             with self.assertRaisesRegex(RuntimeError, r"capturing a CUDA graph.*deepgemm_ops\.warmup"):
                 with torch.cuda.graph(graph, stream=stream):
-                    m.ensure_kernel(key + " cold during capture", 0)
-        self.assertEqual(calls, [key + " via provider"])  # refused before compiling
+                    _runtime.check(m.load_kernel(key + " cold during capture", 0, str(cubin), "fill", 0))
+        self.assertFalse(m.has_kernel(key + " cold during capture", 0))
 
 
 if __name__ == "__main__":

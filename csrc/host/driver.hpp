@@ -9,6 +9,13 @@
 
 namespace deepgemm_ops {
 
+inline std::string to_text(const std::string& s) { return s; }
+inline std::string to_text(const char* s) { return s; }
+template <typename T>
+inline std::string to_text(const T& v) {
+  return std::to_string(v);
+}
+
 struct DriverApi {
   decltype(&cuGetErrorString) GetErrorString;
   decltype(&cuTensorMapEncodeTiled) TensorMapEncodeTiled;
@@ -50,6 +57,19 @@ inline const DriverApi& driver() {
     return a;
   }();
   return api;
+}
+
+// Host-module errors are plain std::runtime_error (never c10::Error: see no_throw in python_bindings.hpp).
+template <typename... Parts>
+inline void require(bool ok, const Parts&... parts) {
+  if (ok) return;
+  std::string msg = "deepgemm_ops: ";
+  ((msg += to_text(parts)), ...);
+  throw std::runtime_error(msg);
+}
+
+inline void check_cuda(cudaError_t err, const char* what) {
+  require(err == cudaSuccess, what, " failed: ", cudaGetErrorString(err));
 }
 
 inline void check_cu(CUresult res, const char* what) {

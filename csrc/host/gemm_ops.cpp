@@ -18,21 +18,25 @@ namespace {
 
 Fp8GemmKernelConfig config_from_ints(const std::vector<int>& v) {
   constexpr size_t kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);
-  TORCH_CHECK(v.size() == kFields, "deepgemm_ops: a kernel config has ", kFields, " fields, got ", v.size());
+  require(v.size() == kFields, "a kernel config has ", kFields, " fields, got ", v.size());
   Fp8GemmKernelConfig cfg{};
   std::copy(v.begin(), v.end(), reinterpret_cast<int*>(&cfg));
   return cfg;
 }
 
 // a, b: [rows, K] views (grouped operands flattened to 2-D by the caller); d: [rows, N]; strides in elements.
-void fp8_gemm(const std::string& key, const std::vector<int>& cfg_ints, const at::Tensor& a, const at::Tensor& sfa,
+void launch(const std::string& key, const std::vector<int>& cfg_ints, const at::Tensor& a, const at::Tensor& sfa,
               int64_t ld_sfa, const at::Tensor& b, const at::Tensor& sfb, const std::optional<at::Tensor>& c,
               const at::Tensor& d, const std::optional<at::Tensor>& grouped_layout, int64_t m, int64_t n, int64_t k,
               int64_t num_groups) {
   const Fp8GemmKernelConfig cfg = config_from_ints(cfg_ints);
   const auto device = a.get_device();
   c10::cuda::CUDAGuard guard(a.device());
-  const LoadedKernel& kernel = KernelRegistry::instance().get(key, device);
+  const LoadedKernel* kernel = KernelRegistry::instance().find(key, device);
+  if (kernel == nullptr) {
+    throw std::runtime_error("deepgemm_ops: kernel '" + key + "' is not loaded on cuda:" + std::to_string(device) +
+                             " (deepgemm_ops._cuda loads kernels before launching them)");
+  }
 
   Fp8GemmArgs args{};
   args.a = a.data_ptr();
@@ -51,11 +55,21 @@ void fp8_gemm(const std::string& key, const std::vector<int>& cfg_ints, const at
   args.ld_sfa = ld_sfa;
   args.ldc = c ? c->stride(0) : 0;
   args.ldd = d.stride(0);
-  launch_fp8_gemm(kernel.function, cfg, args, c10::cuda::getCurrentCUDAStream(device).stream());
+  launch_fp8_gemm(kernel->function, cfg, args, c10::cuda::getCurrentCUDAStream(device).stream());
+}
+
+// Returns "" or the error text (deepgemm_ops._runtime.check raises it): see no_throw.
+std::string fp8_gemm(const std::string& key, const std::vector<int>& cfg_ints, const at::Tensor& a,
+                     const at::Tensor& sfa, int64_t ld_sfa, const at::Tensor& b, const at::Tensor& sfb,
+                     const std::optional<at::Tensor>& c, const at::Tensor& d,
+                     const std::optional<at::Tensor>& grouped_layout, int64_t m, int64_t n, int64_t k,
+                     int64_t num_groups) {
+  return no_throw([&] { launch(key, cfg_ints, a, sfa, ld_sfa, b, sfb, c, d, grouped_layout, m, n, k, num_groups); });
 }
 
 void bind_gemm_ops(pybind11::module_& m) {
-  m.def("fp8_gemm", &fp8_gemm, "Launch the JIT FP8 GEMM kernel `key` (see deepgemm_ops/_cuda.py).");
+  m.def("fp8_gemm", &fp8_gemm, "Launch the JIT FP8 GEMM kernel `key` (see deepgemm_ops/_cuda.py); returns \"\" or "
+        "the error.");
 }
 
 const PythonBindings kGemmOpsBindings(bind_gemm_ops);

@@ -1,4 +1,4 @@
-// Python surface of the kernel registry: install the JIT provider, load a cubin explicitly (warmup), inspect.
+// Python surface of the kernel registry: load a JIT-compiled cubin, inspect what is loaded.
 #include "kernel_loader.hpp"
 
 #include <pybind11/stl.h>
@@ -12,8 +12,8 @@ namespace {
 
 KernelImage image_from_python(const py::handle& result, const std::string& key) {
   py::tuple fields(py::reinterpret_borrow<py::object>(result));  // any sequence; raises TypeError otherwise
-  TORCH_CHECK(fields.size() == 3, "deepgemm_ops: the kernel provider must return (cubin, function_name, "
-              "dynamic_smem_bytes) for kernel '", key, "', got a tuple of ", fields.size());
+  require(fields.size() == 3, "load of kernel '", key, "' needs (cubin, function_name, dynamic_smem_bytes), got a "
+          "tuple of ", fields.size());
   KernelImage image;
   if (py::isinstance<py::bytes>(fields[0])) {
     image.cubin_bytes = fields[0].cast<std::string>();
@@ -27,35 +27,18 @@ KernelImage image_from_python(const py::handle& result, const std::string& key) 
 
 void bind_kernel_loader(py::module_& m) {
   m.def(
-      "set_kernel_provider",
-      [](py::function provider) {
-        // Leaked on purpose: the registry outlives the interpreter, and a py::function must not be released after
-        // Python has shut down.
-        auto* held = new py::function(std::move(provider));
-        KernelRegistry::instance().set_provider([held](const std::string& key) {
-          py::gil_scoped_acquire gil;
-          return image_from_python((*held)(key), key);
-        });
-      },
-      py::arg("provider"),
-      "Install provider(key) -> (cubin bytes | path, function_name, dynamic_smem_bytes), called on a registry miss.");
-  m.def(
       "load_kernel",
       [](const std::string& key, int device, const py::object& cubin, const std::string& function_name,
          int dynamic_smem_bytes) {
-        KernelImage image = image_from_python(py::make_tuple(cubin, function_name, dynamic_smem_bytes), key);
-        py::gil_scoped_release no_gil;
-        KernelRegistry::instance().load(key, device, image);
+        return no_throw([&] {
+          KernelImage image = image_from_python(py::make_tuple(cubin, function_name, dynamic_smem_bytes), key);
+          py::gil_scoped_release no_gil;
+          KernelRegistry::instance().load(key, device, image);
+        });
       },
       py::arg("key"), py::arg("device"), py::arg("cubin"), py::arg("function_name"), py::arg("dynamic_smem_bytes"),
-      "Load a cubin (bytes or path) as kernel `key` on `device` unless already loaded there.");
-  m.def(
-      "ensure_kernel",
-      [](const std::string& key, int device) {
-        py::gil_scoped_release no_gil;  // the provider takes the GIL back itself
-        KernelRegistry::instance().get(key, device);
-      },
-      py::arg("key"), py::arg("device"), "Load kernel `key` on `device` through the provider unless already loaded.");
+      "Load a cubin (bytes or path) as kernel `key` on `device` unless already loaded there; returns \"\" or the "
+      "error (deepgemm_ops._runtime.check raises it).");
   m.def(
       "has_kernel",
       [](const std::string& key, int device) { return KernelRegistry::instance().find(key, device) != nullptr; },

@@ -2,20 +2,17 @@
 // (kernel key, device) so the per-call host path is one hash lookup under a shared lock.
 //
 // A key names one compiled kernel (shape constants + config), e.g. "fp8_gemm_nt n=2112 k=7168 bm=64 bn=128 ...":
-// it appears in error messages, so make it readable. On a miss, get() asks the provider (installed from Python,
-// where codegen + nvcc live) for the cubin and loads it. Modules are never unloaded: they live as long as the
+// it appears in error messages, so make it readable. Python compiles a missing kernel (codegen + nvcc live there) and
+// loads it with load() before the first launch; the launch path only calls find(). Modules are never unloaded: they live as long as the
 // process, and unloading at exit would race the driver's own teardown.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <c10/util/Exception.h>
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include <fstream>
-#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -43,8 +40,6 @@ struct LoadedKernel {
   int dynamic_smem_bytes = 0;
 };
 
-using KernelProvider = std::function<KernelImage(const std::string& key)>;
-
 class KernelRegistry {
  public:
   // Never destroyed (see the file comment); safe to use from static destructors and any thread.
@@ -62,25 +57,10 @@ class KernelRegistry {
     return it == kernels.end() ? nullptr : &it->second;
   }
 
-  // find(), else compile through the provider and load. The provider runs without the registry lock held
-  // (it takes the GIL); two threads missing the same key may both compile, and the first load wins.
-  const LoadedKernel& get(const std::string& key, int device) {
-    if (const LoadedKernel* hit = find(key, device)) return *hit;
-    check_not_capturing(key, device);
-    KernelProvider provider;
-    {
-      std::shared_lock<std::shared_mutex> lock(mutex_);
-      provider = provider_;
-    }
-    TORCH_CHECK(provider, "deepgemm_ops: kernel '", key, "' is not loaded on cuda:", device,
-                " and no kernel provider is installed (the Python package installs it when it loads the host module)");
-    return load(key, device, provider(key));
-  }
-
   // Loads image on device (the caller's current device is preserved) unless key is already loaded there.
   const LoadedKernel& load(const std::string& key, int device, const KernelImage& image) {
-    TORCH_CHECK(device >= 0, "deepgemm_ops: load of kernel '", key, "': device must be >= 0, got ", device);
-    TORCH_CHECK(!image.function_name.empty(), "deepgemm_ops: load of kernel '", key, "': empty function name");
+    require(device >= 0, "load of kernel '", key, "': device must be >= 0, got ", device);
+    require(!image.function_name.empty(), "load of kernel '", key, "': empty function name");
     std::unique_lock<std::shared_mutex> lock(mutex_);
     while (per_device_.size() <= static_cast<size_t>(device)) per_device_.push_back(std::make_unique<KernelMap>());
     auto& kernels = *per_device_[device];
@@ -90,7 +70,7 @@ class KernelRegistry {
 
     // Torch's primary context of `device` must be current: the driver API loads into the current context.
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    C10_CUDA_CHECK(cudaFree(nullptr));
+    check_cuda(cudaFree(nullptr), "cudaFree(nullptr) (context initialisation)");
     const DriverApi& cu = driver();
     LoadedKernel loaded;
     loaded.dynamic_smem_bytes = image.dynamic_smem_bytes;
@@ -103,11 +83,6 @@ class KernelRegistry {
                                  image.dynamic_smem_bytes),
              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
     return kernels.emplace(key, loaded).first->second;
-  }
-
-  void set_provider(KernelProvider provider) {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    provider_ = std::move(provider);
   }
 
   // (key, device) of every loaded kernel, for diagnostics and tests.
@@ -127,17 +102,17 @@ class KernelRegistry {
   static void check_not_capturing(const std::string& key, int device) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     const auto stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device));
-    C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &status));
-    TORCH_CHECK(status == cudaStreamCaptureStatusNone, "deepgemm_ops: kernel '", key, "' is not loaded on cuda:",
-                device, " and the current stream is capturing a CUDA graph, where kernels cannot be compiled or "
-                "loaded. Call deepgemm_ops.warmup(...) with this shape before capturing.");
+    check_cuda(cudaStreamIsCapturing(stream.stream(), &status), "cudaStreamIsCapturing");
+    require(status == cudaStreamCaptureStatusNone, "kernel '", key, "' is not loaded on cuda:", device,
+            " and the current stream is capturing a CUDA graph, where kernels cannot be compiled or loaded. Call "
+            "deepgemm_ops.warmup(...) with this shape before capturing.");
   }
 
   static std::string read_file(const std::string& key, const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    TORCH_CHECK(in.good(), "deepgemm_ops: load of kernel '", key, "': cannot open cubin '", path, "'");
+    require(in.good(), "load of kernel '", key, "': cannot open cubin '", path, "'");
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    TORCH_CHECK(!bytes.empty(), "deepgemm_ops: load of kernel '", key, "': cubin '", path, "' is empty");
+    require(!bytes.empty(), "load of kernel '", key, "': cubin '", path, "' is empty");
     return bytes;
   }
 
@@ -145,7 +120,6 @@ class KernelRegistry {
   using KernelMap = std::unordered_map<std::string, LoadedKernel>;
   mutable std::shared_mutex mutex_;
   std::vector<std::unique_ptr<KernelMap>> per_device_;  // index = device
-  KernelProvider provider_;
 };
 
 }  // namespace deepgemm_ops
