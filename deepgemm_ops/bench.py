@@ -290,6 +290,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=30, help="timed repetitions per shape (median reported)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of TFLOPS per shape")
+    parser.add_argument("--grouped", action="store_true",
+                        help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
 
@@ -311,12 +313,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{props.name}, torch {torch.__version__}, device-to-device copy {copy_gbps:.0f} GB/s (read + write)")
 
     rows = []
-    for shape in args.shapes:
+    for shape in [] if args.grouped else args.shapes:
         row = bench_gemm(shape, timer, copy_gbps, args.reps)
         if "error" in row["ours"]:
             print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
         rows.append(row)
-    print(format_table(rows))
+    if rows:
+        print(format_table(rows))
 
     report = {
         "device": props.name,
@@ -327,12 +330,16 @@ def run(args: argparse.Namespace) -> int:
         "reps": args.reps,
         "gemm": rows,
     }
+    if args.grouped:
+        from .bench_grouped import run_grouped
+
+        report["grouped"] = run_grouped(timer, copy_gbps, args.reps)
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.plot is not None:
+    if args.plot is not None and rows:
         plot(rows, args.plot)
     return 0
 
