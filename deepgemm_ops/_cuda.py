@@ -79,6 +79,7 @@ def ensure_loaded(key: str, device: int) -> None:
     """
     if (key, device) in _loaded:
         return
+    module = host()  # before taking _lock: host() takes it too
     with _lock:
         if (key, device) in _loaded:
             return
@@ -89,7 +90,7 @@ def ensure_loaded(key: str, device: int) -> None:
         cfg, n, k = _kernels[key]
         source, symbol = fp8_gemm_source(cfg, n, k)
         cubin = _jit.compile_cubin(source, symbol)
-        _runtime.check(host().load_kernel(key, device, str(cubin), symbol, cfg.smem_bytes))
+        _runtime.check(module.load_kernel(key, device, str(cubin), symbol, cfg.smem_bytes))
         _loaded.add((key, device))
 
 
