@@ -103,8 +103,11 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
   expect(cfg.num_math_warpgroups == cfg.block_m / 64 && cfg.num_threads == (cfg.num_math_warpgroups + 1) * 128,
          "cfg.num_math_warpgroups/num_threads must be " + s(cfg.block_m / 64) + "/" + s((cfg.block_m / 64 + 1) * 128) +
              ", got " + s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
-  expect(cfg.cluster_size == 1, "cfg.cluster_size must be 1, got " + s(cfg.cluster_size));
-  expect(cfg.num_sms >= 1, "cfg.num_sms must be >= 1, got " + s(cfg.num_sms));
+  expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
+  expect(cfg.cluster_size == 1 || (cfg.gemm_type == 0 && cfg.block_n % 16 == 0),
+         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and block_n % 16 == 0, got gemm_type " +
+             s(cfg.gemm_type) + ", block_n " + s(cfg.block_n));
+  expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
   expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
   expect(cfg.sfb_recipe == 0 || cfg.sfb_recipe == 1, "cfg.sfb_recipe must be 0 or 1, got " + s(cfg.sfb_recipe));
@@ -160,7 +163,8 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
       x.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), a_rows}, {uint64_t(x.lda)}, {128u, uint32_t(cfg.block_m)},
       CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(A)");
   const CUtensorMap tma_b = detail::make_tensor_map<2>(
-      x.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), b_rows}, {uint64_t(x.ldb)}, {128u, uint32_t(cfg.block_n)},
+      x.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), b_rows}, {uint64_t(x.ldb)},
+      {128u, uint32_t(cfg.block_n / cfg.cluster_size)},  // with a cluster, each CTA loads (multicasts) a share of B
       CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(B)");
   const CUtensorMap tma_sfa = detail::make_tensor_map<2>(
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
@@ -191,10 +195,13 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 
-  // Persistent grid; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile.
-  int64_t grid = cfg.num_sms;
+  // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
+  // (with a 2-CTA cluster, m-blocks are counted in pairs: the kernel's tiles are (m-block pair, n-block) units).
+  const int64_t cluster = cfg.cluster_size;
+  int64_t grid = cfg.num_sms / cluster * cluster;
   if (type != GemmType::Masked) {
-    const int64_t tiles = ((static_cast<int64_t>(x.m) + cfg.block_m - 1) / cfg.block_m) *
+    const int64_t m_blocks = (static_cast<int64_t>(x.m) + cfg.block_m - 1) / cfg.block_m;
+    const int64_t tiles = (m_blocks + cluster - 1) / cluster * cluster *
                           ((static_cast<int64_t>(x.n) + cfg.block_n - 1) / cfg.block_n);
     grid = tiles < grid ? tiles : grid;
   }

@@ -10,6 +10,7 @@
 
 #include <utility>
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/copy_sm90_desc.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
@@ -96,7 +97,13 @@ template <int kStages>
 struct PipelineState {
   int stage = 0;
   uint32_t phase = 0;
+#ifdef DG_EXP_NO_LOAD
+  int count = 0;  // timing experiment only
+#endif
   __device__ void advance() {
+#ifdef DG_EXP_NO_LOAD
+    ++count;
+#endif
     if (++stage == kStages) {
       stage = 0;
       phase ^= 1;
@@ -104,8 +111,14 @@ struct PipelineState {
   }
 };
 
-template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD>
+// kCluster == 2: the two CTAs of a cluster work on tiles with the same n-block; each loads half of the B tile's rows
+// and multicasts it into both CTAs' stage, so a stage may be refilled only when the consumers of both CTAs released
+// it: empty[s] counts the math warps of the whole cluster (each warp arrives on its own and the peer's barrier).
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
+          int kCluster>
 struct Mainloop {
+  static_assert(kCluster == 1 || (kCluster == 2 && kBlockN % 16 == 0),
+                "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
@@ -125,7 +138,7 @@ struct Mainloop {
   __device__ void init_barriers() const {
     for (int s = 0; s < kStages; ++s) {
       full(s).init(1 + kNumSfbLoaderLanes);
-      empty(s).init(kNumMathWarpgroups * 4);  // one arrival per math warp
+      empty(s).init(kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -136,14 +149,26 @@ struct Mainloop {
     constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
     const int b_row = t.group * kN + t.n_block * kBlockN;
     const int sfa_col = t.m_block * kBlockM;
+    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+    constexpr int kBRows = kBlockN / kCluster;  // rows of B this CTA loads (and multicasts)
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       empty(st.stage).wait(st.phase ^ 1);
       Barrier& bar = full(st.stage);
+#ifdef DG_EXP_NO_LOAD
+      // Timing experiment (wrong results): after the first round, stages are re-used without reloading.
+      if (st.count >= kStages) { bar.arrive(); continue; }
+#endif
       bar.arrive_and_expect_tx(kTmaBytes);
       uint64_t* mbar = reinterpret_cast<uint64_t*>(&bar);
       cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kHint, a_tile(st.stage), kb * kBlockK, t.a_row);
-      cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+      if constexpr (kCluster == 1) {
+        cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+      } else {
+        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, static_cast<uint16_t>((1 << kCluster) - 1), kHint,
+                                               b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
+                                               b_row + rank * kBRows);
+      }
       cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kHint, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
     }
   }
@@ -212,6 +237,14 @@ struct Mainloop {
       for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
 
       const float* sfb = sfb_stage(st.stage);
+#ifdef DG_EXP_NO_PROMOTE
+      // Timing experiment (wrong results): no promotion except a copy at the last k-block.
+      if (kb == kNumKBlocks - 1) {
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) acc[i] = part[i];
+      }
+      if (false)
+#endif
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         if constexpr (kRecipe == SfbRecipe::Block128x128) {
@@ -231,7 +264,11 @@ struct Mainloop {
       }
       // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
       __syncwarp();
-      if (lane == 0) empty(st.stage).arrive();
+      if constexpr (kCluster == 1) {
+        if (lane == 0) empty(st.stage).arrive();
+      } else {
+        if (lane < kCluster) empty(st.stage).arrive(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
+      }
     }
   }
 };
