@@ -169,19 +169,22 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   const CUtensorMap tma_sfa = detail::make_tensor_map<2>(
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
-  // bf16 D goes out through TMA in [64 rows][8 columns] boxes when its rows are 16-byte aligned; masked GEMMs use a
+  // bf16 D goes out through TMA in [64 rows][W columns] swizzled boxes (W = d_store_box_cols(block_n)) when its rows are 16-byte aligned; masked GEMMs use a
   // [G][Mmax][N] map so that a tile is clipped at its group's last row.
   // (N % 8 == 0 too: a box that straddles N was seen writing the columns past N up to the 16-byte boundary.)
   const bool store_d_by_tma = cfg.out_dtype == 0 && x.n % 8 == 0 && x.ldd % 8 == 0 && detail::aligned16(x.d);
   CUtensorMap tma_d{};
+  const uint32_t d_box = static_cast<uint32_t>(d_store_box_cols(cfg.block_n));  // same rule as the kernel's epilogue
+  const CUtensorMapSwizzle d_swizzle = d_box == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
+                                       : d_box == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
   if (store_d_by_tma && type == GemmType::Masked) {
     tma_d = detail::make_tensor_map<3>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m), groups},
-                                       {uint64_t(x.ldd) * 2, uint64_t(x.ldd) * 2 * x.m}, {8u, 64u, 1u},
-                                       CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(D)");
+                                       {uint64_t(x.ldd) * 2, uint64_t(x.ldd) * 2 * x.m}, {d_box, 64u, 1u}, d_swizzle,
+                                       "cuTensorMapEncodeTiled(D)");
   } else if (store_d_by_tma) {
     tma_d = detail::make_tensor_map<2>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m)},
-                                       {uint64_t(x.ldd) * 2}, {8u, 64u}, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                       "cuTensorMapEncodeTiled(D)");
+                                       {uint64_t(x.ldd) * 2}, {d_box, 64u}, d_swizzle, "cuTensorMapEncodeTiled(D)");
   }
 
   Fp8GemmParams params{};

@@ -124,6 +124,8 @@ struct Mainloop {
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
+  // Register budget: BLOCK_N / 8 hoisted scales on top of the two BLOCK_N / 2 accumulators.
+  static constexpr bool kHoistSfb = kRecipe == SfbRecipe::Block128x128 && kBlockN <= 160;
 
   uint8_t* smem;
 
@@ -220,6 +222,7 @@ struct Mainloop {
       full(st.stage).wait(st.phase);
       const float* sfa = sfa_stage(st.stage);
       const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
+      const float* sfb = sfb_stage(st.stage);
       const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(st.stage) + math_wg * 64 * kBlockK);
       const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(st.stage));
 #pragma unroll
@@ -232,11 +235,18 @@ struct Mainloop {
         fp8_gmma<kBlockN>(desc_a + step, desc_b + step, part, kk > 0);
       }
       cute::warpgroup_commit_batch();
+      // 128x128 recipe: one B scale per 8 columns (they share a 128-column block). Read while the wgmmas run, so the
+      // stage can be released as soon as they finish and the promotion reads no shared memory.
+      float sb_j[kHoistSfb ? kBlockN / 8 : 1];
+      if constexpr (kHoistSfb) {
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; ++j) sb_j[j] = sfb[j * 8];
+      }
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
+      if constexpr (kHoistSfb) release(st.stage, lane);
 
-      const float* sfb = sfb_stage(st.stage);
 #ifdef DG_EXP_NO_PROMOTE
       // Timing experiment (wrong results): no promotion except a copy at the last k-block.
       if (kb == kNumKBlocks - 1) {
@@ -248,7 +258,7 @@ struct Mainloop {
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         if constexpr (kRecipe == SfbRecipe::Block128x128) {
-          const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
+          const float sb = kHoistSfb ? sb_j[kHoistSfb ? j : 0] : sfb[j * 8];
           const float s0 = sa0 * sb, s1 = sa1 * sb;
           acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
           acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
@@ -262,13 +272,18 @@ struct Mainloop {
           acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
         }
       }
-      // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
-      __syncwarp();
-      if constexpr (kCluster == 1) {
-        if (lane == 0) empty(st.stage).arrive();
-      } else {
-        if (lane < kCluster) empty(st.stage).arrive(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
-      }
+      // Otherwise release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
+      if constexpr (!kHoistSfb) release(st.stage, lane);
+    }
+  }
+
+  // One math warp is done with stage s (every lane's reads of it are complete).
+  __device__ void release(int s, int lane) const {
+    __syncwarp();
+    if constexpr (kCluster == 1) {
+      if (lane == 0) empty(s).arrive();
+    } else {
+      if (lane < kCluster) empty(s).arrive(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
     }
   }
 };
