@@ -124,8 +124,6 @@ struct Mainloop {
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
-  // Register budget: BLOCK_N / 8 hoisted scales on top of the two BLOCK_N / 2 accumulators.
-  static constexpr bool kHoistSfb = kRecipe == SfbRecipe::Block128x128 && kBlockN <= 160;
 
   uint8_t* smem;
 
@@ -207,12 +205,111 @@ struct Mainloop {
     }
   }
 
+  // --- ping-pong main loop (BLOCK_N <= 128: three BLOCK_N / 2 register arrays fit) ---
+  // The single-buffer loop below waits for a k-block's wgmmas to drain before promoting them, so each warpgroup
+  // leaves the tensor cores with nothing queued while it promotes and re-issues. Here k-block kb + 1 is issued into
+  // the other partial buffer before k-block kb is promoted (wgmma.wait_group 1), so every warpgroup always has a batch
+  // in flight.
+  static constexpr bool kPingPong =
+#ifdef DG_EXP_NO_PINGPONG
+      false;
+#else
+      kBlockN <= 128;
+#endif
+
+  __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
+    const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
+    const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(s));
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    cute::warpgroup_arrive();
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
+      const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
+      fp8_gmma<kBlockN>(desc_a + step, desc_b + step, p, kk > 0);
+    }
+    cute::warpgroup_commit_batch();
+  }
+
+  // acc += p * sfa * sfb with the scales of stage s (still held), then releases stage s.
+  __device__ void promote_release(int s, int r0, int lane, float (&p)[kBlockN / 2], float (&acc)[kBlockN / 2]) const {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    const float* sfa = sfa_stage(s);
+    const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
+    const float* sfb = sfb_stage(s);
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      if constexpr (kRecipe == SfbRecipe::Block128x128) {
+        const float sb = sfb[j * 8];
+        const float s0 = sa0 * sb, s1 = sa1 * sb;
+        acc[4 * j + 0] = fmaf(p[4 * j + 0], s0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(p[4 * j + 1], s0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(p[4 * j + 2], s1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(p[4 * j + 3], s1, acc[4 * j + 3]);
+      } else {
+        const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+        acc[4 * j + 0] = fmaf(p[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(p[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(p[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(p[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+      }
+    }
+    release(s, lane);
+  }
+
+  __device__ void consume_pingpong(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+                                   float (&acc)[kBlockN / 2]) const {
+    float p0[kBlockN / 2], p1[kBlockN / 2];
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
+    const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    PipelineState<kStages> rel = st;  // the k-block being promoted; st runs one k-block ahead (issue)
+    full(st.stage).wait(st.phase);
+    issue_kblock(st.stage, math_wg, p0);
+    st.advance();
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; kb += 2) {
+      if (kb + 1 < kNumKBlocks) {
+        full(st.stage).wait(st.phase);
+        issue_kblock(st.stage, math_wg, p1);
+        st.advance();
+        cute::warpgroup_wait<1>();
+      } else {
+        cute::warpgroup_wait<0>();
+      }
+      promote_release(rel.stage, r0, lane, p0, acc);
+      rel.advance();
+      if (kb + 1 >= kNumKBlocks) break;
+      if (kb + 2 < kNumKBlocks) {
+        full(st.stage).wait(st.phase);
+        issue_kblock(st.stage, math_wg, p0);
+        st.advance();
+        cute::warpgroup_wait<1>();
+      } else {
+        cute::warpgroup_wait<0>();
+      }
+      promote_release(rel.stage, r0, lane, p1, acc);
+      rel.advance();
+    }
+    st = rel;
+  }
+
   // One math warpgroup computes its 64 x BLOCK_N slice of the tile into acc (FP32, already scaled):
   // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
   // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
   // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
   __device__ void consume(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kBlockN / 2]) const {
+    if constexpr (kPingPong) {
+      consume_pingpong(st, math_wg, warp_in_wg, lane, acc);
+    } else {
+      consume_single(st, math_wg, warp_in_wg, lane, acc);
+    }
+  }
+
+  __device__ void consume_single(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+                                 float (&acc)[kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
@@ -235,17 +332,11 @@ struct Mainloop {
         fp8_gmma<kBlockN>(desc_a + step, desc_b + step, part, kk > 0);
       }
       cute::warpgroup_commit_batch();
-      // 128x128 recipe: one B scale per 8 columns (they share a 128-column block). Read while the wgmmas run, so the
-      // stage can be released as soon as they finish and the promotion reads no shared memory.
-      float sb_j[kHoistSfb ? kBlockN / 8 : 1];
-      if constexpr (kHoistSfb) {
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) sb_j[j] = sfb[j * 8];
-      }
+      // (Reading the sfb scales here, under the wgmmas, and releasing the stage right after the wait was measured 6-9%
+      // slower at BLOCK_N = 160: the loads landed between the QGMMAs.)
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
-      if constexpr (kHoistSfb) release(st.stage, lane);
 
 #ifdef DG_EXP_NO_PROMOTE
       // Timing experiment (wrong results): no promotion except a copy at the last k-block.
@@ -258,7 +349,7 @@ struct Mainloop {
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         if constexpr (kRecipe == SfbRecipe::Block128x128) {
-          const float sb = kHoistSfb ? sb_j[kHoistSfb ? j : 0] : sfb[j * 8];
+          const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
           const float s0 = sa0 * sb, s1 = sa1 * sb;
           acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
           acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
@@ -272,8 +363,8 @@ struct Mainloop {
           acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
         }
       }
-      // Otherwise release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
-      if constexpr (!kHoistSfb) release(st.stage, lane);
+      // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
+      release(st.stage, lane);
     }
   }
 
