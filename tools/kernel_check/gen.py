@@ -68,6 +68,8 @@ def _cases(only):
         Case("check", "normal", 300, 576, 7168, force=dict(block_m=128, block_n=144, cluster=2)),
         Case("check", "normal", 129, 200, 1024, recipe="1x128", out="fp32", has_c=True, ldd_pad=1,
              force=dict(block_m=64, block_n=112, cluster=2)),
+        Case("check", "normal", 520, 2000, 1024, force=dict(block_m=128, block_n=192, cluster=2)),
+        Case("check", "normal", 300, 576, 2048, recipe="1x128", force=dict(block_m=128, block_n=192)),
         Case("check", "contiguous", 0, 4096, 7168, groups=(200, 0, 385, 128)),
         Case("check", "contiguous", 0, 576, 576, recipe="1x128", groups=(1, 300, 64), force=dict(block_m=64, block_n=64)),
         Case("check", "masked", 256, 2112, 576, groups=(0, 1, 200, 256), expected_m=128),
