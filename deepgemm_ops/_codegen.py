@@ -34,8 +34,13 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             f"num_math_warpgroups/num_threads must be {cfg.block_m // 64}/{(cfg.block_m // 64 + 1) * 128} for "
             f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
         )
-    if cfg.cluster_size != 1:
-        problems.append(f"cluster_size must be 1 (TMA multicast is not implemented yet), got {cfg.cluster_size}")
+    if cfg.cluster_size not in (1, 2):
+        problems.append(f"cluster_size must be 1 or 2, got {cfg.cluster_size}")
+    elif cfg.cluster_size == 2 and (cfg.gemm_type != "normal" or cfg.block_n % 16 != 0):
+        problems.append(
+            f"cluster_size 2 (B multicast) needs a normal GEMM and block_n % 16 == 0, got {cfg.gemm_type!r}, "
+            f"block_n={cfg.block_n}"
+        )
     expected_smem = smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype)
     if cfg.smem_bytes != expected_smem:
         problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
@@ -66,6 +71,7 @@ def fp8_gemm_source(cfg: GemmConfig, n: int, k: int) -> tuple[str, str]:
             f"deepgemm_ops::SfbRecipe::{_RECIPE_ENUM[cfg.sfb_recipe]}",
             out_fp32,
             "true" if cfg.has_c else "false",
+            str(cfg.cluster_size),
         ]
     )
     source = f"""\

@@ -26,8 +26,15 @@ MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
 SM90_MAX_SMEM_BYTES = 232448
 MAX_STAGES = 8
 BLOCK_M_CANDIDATES = (128, 64)
-# Multiples of 16 up to 160: wider tiles would not fit two FP32 accumulators in the 232 math registers.
-BLOCK_N_CANDIDATES = tuple(range(160, 15, -16))
+# Multiples of 16 up to 160, and 192 (two FP32 BLOCK_N/2 accumulators in the 232 math registers; 192 uses 214 of
+# them). 192 only for BLOCK_M=128 tiles of compute-bound problems (see _estimated_cycles).
+BLOCK_N_CANDIDATES = (192,) + tuple(range(160, 15, -16))
+# Problems with at least this many BLOCK_M=128 m-blocks are treated as compute-bound and use the wide-tile fit below.
+_WIDE_TILE_MIN_M_BLOCKS = 4
+# Relative main-loop efficiency of BLOCK_M=128 tiles wider than 128 columns, fitted to H200 kernel_check timings
+# (docs/PERF_kernel_notes.md): BLOCK_N <= 128 use the ping-pong loop, wider ones the single-buffer loop, whose
+# per-k-block overhead is amortised over more columns; 144 also stores D in 16-column boxes.
+_WIDE_TILE_EFFICIENCY = {144: 0.85, 160: 0.90, 192: 0.93}
 SWIZZLE_GROUP_N = 8
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
@@ -97,12 +104,19 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     return stages
 
 
-def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int) -> float:
-    """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower)."""
+def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
+                      wide: bool = False) -> Optional[float]:
+    """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).
+    wide: the problem has >= _WIDE_TILE_MIN_M_BLOCKS m-blocks of 128 rows; None = candidate not considered."""
+    if block_n > 160 and not (wide and block_m == 128):
+        return None
     waves = _ceil_div(tiles, num_sms)
     # One math warpgroup cannot overlap its scale promotion with another warpgroup's wgmma; narrow tiles pay the
     # per-k-block promotion and barrier overhead over fewer FLOPs.
-    efficiency = (0.9 if block_m == 128 else 0.7) * block_n / (block_n + 16)
+    if wide and block_m == 128 and block_n in _WIDE_TILE_EFFICIENCY:
+        efficiency = _WIDE_TILE_EFFICIENCY[block_n]
+    else:
+        efficiency = (0.9 if block_m == 128 else 0.7) * block_n / (block_n + 16)
     compute = 2 * block_m * block_n * k / _FLOPS_PER_CYCLE / efficiency
     feed = (block_m + block_n) * k / _L2_BYTES_PER_CYCLE
     epilogue = block_m * block_n * out_bytes / 32
@@ -153,11 +167,20 @@ def choose_fp8_gemm_config(
     for block_m in BLOCK_M_CANDIDATES:
         for block_n in BLOCK_N_CANDIDATES:
             tiles = _ceil_div(rows_per_group, block_m) * _ceil_div(n, block_n) * groups_with_tiles
-            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2)
-            if best is None or cost < best[0]:
+            wide = _ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
+            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, wide)
+            if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
     _, block_m, block_n = best
     num_math_warpgroups = block_m // 64
+    # 2-CTA cluster multicasting B to two m-blocks (normal GEMMs): measured +2-4% for 160/192-wide tiles at K >= 1536,
+    # nothing at K = 512 or for narrower tiles. Only when pairing m-blocks adds no wave.
+    cluster_size = 1
+    m_blocks = _ceil_div(m, block_m)
+    if (gemm_type == "normal" and block_n >= 160 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
+            and _ceil_div(_ceil_div(m_blocks, 2) * 2 * _ceil_div(n, block_n), num_sms // 2 * 2)
+            <= _ceil_div(m_blocks * _ceil_div(n, block_n), num_sms)):
+        cluster_size = 2
     num_stages = _max_stages(block_m, block_n, out_dtype)
     return GemmConfig(
         block_m=block_m,
@@ -166,7 +189,7 @@ def choose_fp8_gemm_config(
         num_stages=num_stages,
         num_math_warpgroups=num_math_warpgroups,
         num_threads=(num_math_warpgroups + 1) * 128,
-        cluster_size=1,
+        cluster_size=cluster_size,
         swizzle_group_n=SWIZZLE_GROUP_N,
         smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
         num_sms=num_sms,

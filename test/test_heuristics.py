@@ -11,7 +11,7 @@ SEED_NK = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168
 
 
 def _row(cfg):
-    return f"bm={cfg.block_m} bn={cfg.block_n} st={cfg.num_stages} smem={cfg.smem_bytes}"
+    return f"bm={cfg.block_m} bn={cfg.block_n} st={cfg.num_stages} cl={cfg.cluster_size} smem={cfg.smem_bytes}"
 
 
 class TestHeuristics(TestCase):
@@ -23,24 +23,24 @@ class TestHeuristics(TestCase):
                                                has_c=False, gemm_type="normal")
                 lines.append(f"{m}x{n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-64x2112x7168: bm=64 bn=16 st=8 smem=86656
-64x24576x1536: bm=64 bn=96 st=8 smem=181376
-64x32768x512: bm=64 bn=128 st=8 smem=219264
-64x7168x16384: bm=64 bn=64 st=8 smem=143488
-64x4096x7168: bm=64 bn=32 st=8 smem=105600
-64x7168x2048: bm=64 bn=64 st=8 smem=143488
-128x2112x7168: bm=64 bn=32 st=8 smem=105600
-128x24576x1536: bm=128 bn=96 st=7 smem=231664
-128x32768x512: bm=128 bn=128 st=5 smem=201808
-128x7168x16384: bm=64 bn=112 st=8 smem=200320
-128x4096x7168: bm=64 bn=64 st=8 smem=143488
-128x7168x2048: bm=64 bn=112 st=8 smem=200320
-4096x2112x7168: bm=128 bn=112 st=6 smem=218848
-4096x24576x1536: bm=128 bn=160 st=5 smem=231120
-4096x32768x512: bm=128 bn=160 st=5 smem=231120
-4096x7168x16384: bm=128 bn=160 st=5 smem=231120
-4096x4096x7168: bm=128 bn=112 st=6 smem=218848
-4096x7168x2048: bm=128 bn=160 st=5 smem=231120""")
+64x2112x7168: bm=64 bn=16 st=8 cl=1 smem=86656
+64x24576x1536: bm=64 bn=96 st=8 cl=1 smem=181376
+64x32768x512: bm=64 bn=128 st=8 cl=1 smem=219264
+64x7168x16384: bm=64 bn=64 st=8 cl=1 smem=143488
+64x4096x7168: bm=64 bn=32 st=8 cl=1 smem=105600
+64x7168x2048: bm=64 bn=64 st=8 cl=1 smem=143488
+128x2112x7168: bm=64 bn=32 st=8 cl=1 smem=105600
+128x24576x1536: bm=128 bn=96 st=7 cl=1 smem=231664
+128x32768x512: bm=128 bn=128 st=5 cl=1 smem=201808
+128x7168x16384: bm=64 bn=112 st=8 cl=1 smem=200320
+128x4096x7168: bm=64 bn=64 st=8 cl=1 smem=143488
+128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
+4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
+4096x24576x1536: bm=128 bn=192 st=4 cl=2 smem=218176
+4096x32768x512: bm=128 bn=192 st=4 cl=1 smem=218176
+4096x7168x16384: bm=128 bn=160 st=5 cl=2 smem=231120
+4096x4096x7168: bm=128 bn=192 st=4 cl=2 smem=218176
+4096x7168x2048: bm=128 bn=160 st=5 cl=2 smem=231120""")
 
     def test_grouped_seed_shapes(self):
         lines = []
@@ -56,15 +56,15 @@ class TestHeuristics(TestCase):
                                            has_c=False, gemm_type="masked", num_groups=g, expected_m=m)
             lines.append(f"masked {g}x{m} {n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-contiguous 4x8192 4096x7168: bm=128 bn=160 st=5 smem=231120
-contiguous 4x8192 7168x2048: bm=128 bn=160 st=5 smem=231120
-contiguous 8x4096 4096x7168: bm=128 bn=160 st=5 smem=231120
-contiguous 8x4096 7168x2048: bm=128 bn=160 st=5 smem=231120
-masked 1x1024 4096x7168: bm=128 bn=128 st=5 smem=201808
-masked 2x512 7168x2048: bm=128 bn=112 st=6 smem=218848
-masked 4x256 4096x7168: bm=128 bn=128 st=5 smem=201808
-masked 32x192 6144x7168: bm=64 bn=128 st=8 smem=219264
-masked 32x20 6144x7168: bm=64 bn=128 st=8 smem=219264""")
+contiguous 4x8192 4096x7168: bm=128 bn=192 st=4 cl=1 smem=218176
+contiguous 4x8192 7168x2048: bm=128 bn=192 st=4 cl=1 smem=218176
+contiguous 8x4096 4096x7168: bm=128 bn=192 st=4 cl=1 smem=218176
+contiguous 8x4096 7168x2048: bm=128 bn=192 st=4 cl=1 smem=218176
+masked 1x1024 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
+masked 2x512 7168x2048: bm=128 bn=160 st=5 cl=1 smem=231120
+masked 4x256 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
+masked 32x192 6144x7168: bm=128 bn=192 st=4 cl=1 smem=218176
+masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
 
     def test_fp32_with_c_and_1x128(self):
         cfg = H.choose_fp8_gemm_config(4096, 576, 576, num_sms=132, out_dtype="fp32", sfb_recipe="1x128",

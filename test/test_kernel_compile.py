@@ -134,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16(const __grid_constant__ deepgemm_ops::Fp8GemmParams params,
     const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
     const __grid_constant__ CUtensorMap tma_sfa, const __grid_constant__ CUtensorMap tma_d) {
-  deepgemm_ops::kernels::fp8_gemm_kernel<576, 576, 128, 80, 7, 8, deepgemm_ops::GemmType::Masked, deepgemm_ops::SfbRecipe::Block128x128, false, false>(params, tma_a, tma_b, tma_sfa, tma_d);
+  deepgemm_ops::kernels::fp8_gemm_kernel<576, 576, 128, 80, 7, 8, deepgemm_ops::GemmType::Masked, deepgemm_ops::SfbRecipe::Block128x128, false, false, 1>(params, tma_a, tma_b, tma_sfa, tma_d);
 }
 """)
 

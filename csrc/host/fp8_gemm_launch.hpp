@@ -103,8 +103,11 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
   expect(cfg.num_math_warpgroups == cfg.block_m / 64 && cfg.num_threads == (cfg.num_math_warpgroups + 1) * 128,
          "cfg.num_math_warpgroups/num_threads must be " + s(cfg.block_m / 64) + "/" + s((cfg.block_m / 64 + 1) * 128) +
              ", got " + s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
-  expect(cfg.cluster_size == 1, "cfg.cluster_size must be 1, got " + s(cfg.cluster_size));
-  expect(cfg.num_sms >= 1, "cfg.num_sms must be >= 1, got " + s(cfg.num_sms));
+  expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
+  expect(cfg.cluster_size == 1 || (cfg.gemm_type == 0 && cfg.block_n % 16 == 0),
+         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and block_n % 16 == 0, got gemm_type " +
+             s(cfg.gemm_type) + ", block_n " + s(cfg.block_n));
+  expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
   expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
   expect(cfg.sfb_recipe == 0 || cfg.sfb_recipe == 1, "cfg.sfb_recipe must be 0 or 1, got " + s(cfg.sfb_recipe));
@@ -160,24 +163,28 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
       x.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), a_rows}, {uint64_t(x.lda)}, {128u, uint32_t(cfg.block_m)},
       CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(A)");
   const CUtensorMap tma_b = detail::make_tensor_map<2>(
-      x.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), b_rows}, {uint64_t(x.ldb)}, {128u, uint32_t(cfg.block_n)},
+      x.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), b_rows}, {uint64_t(x.ldb)},
+      {128u, uint32_t(cfg.block_n / cfg.cluster_size)},  // with a cluster, each CTA loads (multicasts) a share of B
       CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(B)");
   const CUtensorMap tma_sfa = detail::make_tensor_map<2>(
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
-  // bf16 D goes out through TMA in [64 rows][8 columns] boxes when its rows are 16-byte aligned; masked GEMMs use a
+  // bf16 D goes out through TMA in [64 rows][W columns] swizzled boxes (W = d_store_box_cols(block_n)) when its rows are 16-byte aligned; masked GEMMs use a
   // [G][Mmax][N] map so that a tile is clipped at its group's last row.
   // (N % 8 == 0 too: a box that straddles N was seen writing the columns past N up to the 16-byte boundary.)
   const bool store_d_by_tma = cfg.out_dtype == 0 && x.n % 8 == 0 && x.ldd % 8 == 0 && detail::aligned16(x.d);
   CUtensorMap tma_d{};
+  const uint32_t d_box = static_cast<uint32_t>(d_store_box_cols(cfg.block_n));  // same rule as the kernel's epilogue
+  const CUtensorMapSwizzle d_swizzle = d_box == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
+                                       : d_box == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
   if (store_d_by_tma && type == GemmType::Masked) {
     tma_d = detail::make_tensor_map<3>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m), groups},
-                                       {uint64_t(x.ldd) * 2, uint64_t(x.ldd) * 2 * x.m}, {8u, 64u, 1u},
-                                       CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(D)");
+                                       {uint64_t(x.ldd) * 2, uint64_t(x.ldd) * 2 * x.m}, {d_box, 64u, 1u}, d_swizzle,
+                                       "cuTensorMapEncodeTiled(D)");
   } else if (store_d_by_tma) {
     tma_d = detail::make_tensor_map<2>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m)},
-                                       {uint64_t(x.ldd) * 2}, {8u, 64u}, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                       "cuTensorMapEncodeTiled(D)");
+                                       {uint64_t(x.ldd) * 2}, {d_box, 64u}, d_swizzle, "cuTensorMapEncodeTiled(D)");
   }
 
   Fp8GemmParams params{};
@@ -191,10 +198,13 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 
-  // Persistent grid; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile.
-  int64_t grid = cfg.num_sms;
+  // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
+  // (with a 2-CTA cluster, m-blocks are counted in pairs: the kernel's tiles are (m-block pair, n-block) units).
+  const int64_t cluster = cfg.cluster_size;
+  int64_t grid = cfg.num_sms / cluster * cluster;
   if (type != GemmType::Masked) {
-    const int64_t tiles = ((static_cast<int64_t>(x.m) + cfg.block_m - 1) / cfg.block_m) *
+    const int64_t m_blocks = (static_cast<int64_t>(x.m) + cfg.block_m - 1) / cfg.block_m;
+    const int64_t tiles = (m_blocks + cluster - 1) / cluster * cluster *
                           ((static_cast<int64_t>(x.n) + cfg.block_n - 1) / cfg.block_n);
     grid = tiles < grid ? tiles : grid;
   }

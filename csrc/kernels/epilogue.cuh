@@ -1,8 +1,9 @@
 // Epilogue: one math warpgroup's 64 x BLOCK_N slice, straight from the wgmma accumulator layout.
 //
-// bf16 output (store_d_by_tma): stmatrix packs the slice into a shared-memory staging tile laid out as BLOCK_N/8
-// chunks of [64 rows][8 columns] (16-byte rows: conflict-free for stmatrix), then warp 0 TMA-stores one chunk per lane
-// and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
+// bf16 output (store_d_by_tma): stmatrix packs the slice into a swizzled shared-memory staging tile of [64 rows][W
+// columns] chunks (W = 64/32/16, see d_store_box_cols: wide boxes keep the TMA store to few, full-line requests; the
+// first version used 8-column boxes, 16-byte rows, and its stores cost as much as the main loop at K = 512), then
+// warp 0 TMA-stores one chunk per lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
 // store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
 // Otherwise (fp32 output, C, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns per lane.
 #pragma once
@@ -22,7 +23,6 @@ template <int kN, int kBlockM, int kBlockN, GemmType kType, bool kOutFp32, bool 
 struct Epilogue {
   static_assert(!kHasC || kOutFp32, "C is accumulated in FP32: the output must be FP32");
   static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
-  static constexpr int kChunkBytes = 64 * 16;  // one [64 rows][8 bf16] chunk
 
   // Stores the pair (v0, v1) at columns col, col + 1 of `row`; col is even. `paired` = the row stride is even, so
   // the pair is aligned for one vector access.
@@ -77,34 +77,53 @@ struct Epilogue {
     return *reinterpret_cast<const uint32_t*>(&v);
   }
 
-  // smem_d: this warpgroup's 64 x BLOCK_N staging tile. Masked GEMMs store through a 3D map [G][Mmax][N] so a tile
-  // never spills into the next group's rows (rows >= masked_m inside the group are unspecified by the contract).
+  // smem_d: this warpgroup's 64 x BLOCK_N staging tile, as BLOCK_N / W chunks of [64 rows][W columns] (W =
+  // d_store_box_cols), each swizzled like the TMA's 2W-byte swizzle mode: the 16-byte unit u of row r sits at unit
+  // u ^ ((r / (8 / units)) % units), units = 2W / 16 (the Swizzle<log2(units), 4, 3> pattern on byte offsets; chunks
+  // are 1024-byte aligned). The 8 rows one stmatrix matrix writes land in 8 different 16-byte bank groups.
+  // Masked GEMMs store through a 3D map [G][Mmax][N] so a tile never spills into the next group's rows (rows >=
+  // masked_m inside the group are unspecified by the contract).
+  static constexpr int kBoxCols = d_store_box_cols(kBlockN);
+  static constexpr int kUnits = kBoxCols / 8;  // 16-byte units per staged row: 8, 4 or 2
+  static constexpr int kBoxBytes = 64 * kBoxCols * 2;
+  static_assert(kBoxBytes % 1024 == 0, "swizzled D chunks must stay 1024-byte aligned");
+
+  __device__ static uint32_t staged_offset(int row, int col8) {
+    const int chunk = col8 / kUnits, unit = col8 % kUnits;
+    const int swizzled = unit ^ ((row * kUnits / 8) % kUnits);
+    return static_cast<uint32_t>(chunk * kBoxBytes + row * kBoxCols * 2 + swizzled * 16);
+  }
+
   __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane, const float (&acc)[kBlockN / 2],
                                    uint8_t* smem_d, const CUtensorMap& tma_d) {
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);
     if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
-    // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (chunk j + q / 2, rows (q % 2) * 8 + 0..7).
+    // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
     const int q = lane / 8;
     const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
 #pragma unroll
     for (int j = 0; j < kBlockN / 8; j += 2) {
-      uint8_t* dst = smem_d + (j + q / 2) * kChunkBytes + row * 16;
+      uint8_t* dst = smem_d + staged_offset(row, j + q / 2);
       cute::SM90_U32x4_STSM_N::copy(pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
                                     pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]),
                                     *reinterpret_cast<cute::uint128_t*>(dst));
     }
     cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
+#ifdef DG_EXP_NO_STORE
+    if (false) {  // timing experiment (output not written)
+#else
     if (warp_in_wg == 0) {
-      for (int c = lane; c < kBlockN / 8; c += 32) {
-        const int col = t.n_block * kBlockN + c * 8;
+#endif
+      for (int c = lane; c < kBlockN / kBoxCols; c += 32) {
+        const int col = t.n_block * kBlockN + c * kBoxCols;
         if (col >= kN) break;
         if constexpr (kType == GemmType::Masked) {
-          cute::SM90_TMA_STORE_3D::copy(&tma_d, smem_d + c * kChunkBytes, col, t.m_block * kBlockM + math_wg * 64,
+          cute::SM90_TMA_STORE_3D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.m_block * kBlockM + math_wg * 64,
                                         t.group);
         } else {
-          cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + c * kChunkBytes, col, t.a_row + math_wg * 64);
+          cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.a_row + math_wg * 64);
         }
       }
       cute::tma_store_arrive();

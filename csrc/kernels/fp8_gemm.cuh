@@ -6,6 +6,7 @@
 #pragma once
 #include <cuda.h>
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "epilogue.cuh"
@@ -24,7 +25,7 @@ constexpr int smem_bytes() {
 }
 
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, int kSwizzleGroupN, GemmType kType,
-          SfbRecipe kRecipe, bool kOutFp32, bool kHasC>
+          SfbRecipe kRecipe, bool kOutFp32, bool kHasC, int kCluster>
 __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CUtensorMap& tma_a,
                                                 const CUtensorMap& tma_b, const CUtensorMap& tma_sfa,
                                                 const CUtensorMap& tma_d) {
@@ -32,8 +33,9 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
   static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M must be 64 or 128 (one or two math warpgroups)");
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
-  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, !kOutFp32>;
-  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN>;
+  static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
+  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, !kOutFp32, kCluster>;
+  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster>;
   using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
   // Register split: the producer needs few; the math warpgroups hold two BLOCK_N/2 accumulators each.
   constexpr uint32_t kProducerRegs = 40;
@@ -52,7 +54,11 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
     if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
-  __syncthreads();
+  if constexpr (kCluster > 1) {
+    cute::cluster_sync();  // the peer's barriers are initialised before any multicast or remote arrive reaches them
+  } else {
+    __syncthreads();
+  }
 
   if (warpgroup == Loop::kNumMathWarpgroups) {
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
@@ -86,6 +92,11 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
     if constexpr (!kOutFp32) {
       if (p.store_d_by_tma) Epi::drain(warp_in_wg);
     }
+  }
+  if constexpr (kCluster > 1) {
+    // No CTA may exit while its peer can still arrive on its barriers (the last empty[s] releases).
+    __syncwarp();
+    cute::cluster_sync();
   }
 #endif
 }

@@ -10,6 +10,7 @@
 
 #include <utility>
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/copy_sm90_desc.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
@@ -96,7 +97,13 @@ template <int kStages>
 struct PipelineState {
   int stage = 0;
   uint32_t phase = 0;
+#ifdef DG_EXP_NO_LOAD
+  int count = 0;  // timing experiment only
+#endif
   __device__ void advance() {
+#ifdef DG_EXP_NO_LOAD
+    ++count;
+#endif
     if (++stage == kStages) {
       stage = 0;
       phase ^= 1;
@@ -104,8 +111,14 @@ struct PipelineState {
   }
 };
 
-template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD>
+// kCluster == 2: the two CTAs of a cluster work on tiles with the same n-block; each loads half of the B tile's rows
+// and multicasts it into both CTAs' stage, so a stage may be refilled only when the consumers of both CTAs released
+// it: empty[s] counts the math warps of the whole cluster (each warp arrives on its own and the peer's barrier).
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
+          int kCluster>
 struct Mainloop {
+  static_assert(kCluster == 1 || (kCluster == 2 && kBlockN % 16 == 0),
+                "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
@@ -125,7 +138,7 @@ struct Mainloop {
   __device__ void init_barriers() const {
     for (int s = 0; s < kStages; ++s) {
       full(s).init(1 + kNumSfbLoaderLanes);
-      empty(s).init(kNumMathWarpgroups * 4);  // one arrival per math warp
+      empty(s).init(kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -136,14 +149,26 @@ struct Mainloop {
     constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
     const int b_row = t.group * kN + t.n_block * kBlockN;
     const int sfa_col = t.m_block * kBlockM;
+    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+    constexpr int kBRows = kBlockN / kCluster;  // rows of B this CTA loads (and multicasts)
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       empty(st.stage).wait(st.phase ^ 1);
       Barrier& bar = full(st.stage);
+#ifdef DG_EXP_NO_LOAD
+      // Timing experiment (wrong results): after the first round, stages are re-used without reloading.
+      if (st.count >= kStages) { bar.arrive(); continue; }
+#endif
       bar.arrive_and_expect_tx(kTmaBytes);
       uint64_t* mbar = reinterpret_cast<uint64_t*>(&bar);
       cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kHint, a_tile(st.stage), kb * kBlockK, t.a_row);
-      cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+      if constexpr (kCluster == 1) {
+        cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+      } else {
+        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, static_cast<uint16_t>((1 << kCluster) - 1), kHint,
+                                               b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
+                                               b_row + rank * kBRows);
+      }
       cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kHint, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
     }
   }
@@ -180,12 +205,111 @@ struct Mainloop {
     }
   }
 
+  // --- ping-pong main loop (BLOCK_N <= 128: three BLOCK_N / 2 register arrays fit) ---
+  // The single-buffer loop below waits for a k-block's wgmmas to drain before promoting them, so each warpgroup
+  // leaves the tensor cores with nothing queued while it promotes and re-issues. Here k-block kb + 1 is issued into
+  // the other partial buffer before k-block kb is promoted (wgmma.wait_group 1), so every warpgroup always has a batch
+  // in flight.
+  static constexpr bool kPingPong =
+#ifdef DG_EXP_NO_PINGPONG
+      false;
+#else
+      kBlockN <= 128;
+#endif
+
+  __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
+    const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
+    const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(s));
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    cute::warpgroup_arrive();
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
+      const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
+      fp8_gmma<kBlockN>(desc_a + step, desc_b + step, p, kk > 0);
+    }
+    cute::warpgroup_commit_batch();
+  }
+
+  // acc += p * sfa * sfb with the scales of stage s (still held), then releases stage s.
+  __device__ void promote_release(int s, int r0, int lane, float (&p)[kBlockN / 2], float (&acc)[kBlockN / 2]) const {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    const float* sfa = sfa_stage(s);
+    const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
+    const float* sfb = sfb_stage(s);
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      if constexpr (kRecipe == SfbRecipe::Block128x128) {
+        const float sb = sfb[j * 8];
+        const float s0 = sa0 * sb, s1 = sa1 * sb;
+        acc[4 * j + 0] = fmaf(p[4 * j + 0], s0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(p[4 * j + 1], s0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(p[4 * j + 2], s1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(p[4 * j + 3], s1, acc[4 * j + 3]);
+      } else {
+        const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+        acc[4 * j + 0] = fmaf(p[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(p[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(p[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(p[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+      }
+    }
+    release(s, lane);
+  }
+
+  __device__ void consume_pingpong(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+                                   float (&acc)[kBlockN / 2]) const {
+    float p0[kBlockN / 2], p1[kBlockN / 2];
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
+    const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    PipelineState<kStages> rel = st;  // the k-block being promoted; st runs one k-block ahead (issue)
+    full(st.stage).wait(st.phase);
+    issue_kblock(st.stage, math_wg, p0);
+    st.advance();
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; kb += 2) {
+      if (kb + 1 < kNumKBlocks) {
+        full(st.stage).wait(st.phase);
+        issue_kblock(st.stage, math_wg, p1);
+        st.advance();
+        cute::warpgroup_wait<1>();
+      } else {
+        cute::warpgroup_wait<0>();
+      }
+      promote_release(rel.stage, r0, lane, p0, acc);
+      rel.advance();
+      if (kb + 1 >= kNumKBlocks) break;
+      if (kb + 2 < kNumKBlocks) {
+        full(st.stage).wait(st.phase);
+        issue_kblock(st.stage, math_wg, p0);
+        st.advance();
+        cute::warpgroup_wait<1>();
+      } else {
+        cute::warpgroup_wait<0>();
+      }
+      promote_release(rel.stage, r0, lane, p1, acc);
+      rel.advance();
+    }
+    st = rel;
+  }
+
   // One math warpgroup computes its 64 x BLOCK_N slice of the tile into acc (FP32, already scaled):
   // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
   // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
   // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
   __device__ void consume(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kBlockN / 2]) const {
+    if constexpr (kPingPong) {
+      consume_pingpong(st, math_wg, warp_in_wg, lane, acc);
+    } else {
+      consume_single(st, math_wg, warp_in_wg, lane, acc);
+    }
+  }
+
+  __device__ void consume_single(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+                                 float (&acc)[kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
@@ -195,6 +319,7 @@ struct Mainloop {
       full(st.stage).wait(st.phase);
       const float* sfa = sfa_stage(st.stage);
       const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
+      const float* sfb = sfb_stage(st.stage);
       const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(st.stage) + math_wg * 64 * kBlockK);
       const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(st.stage));
 #pragma unroll
@@ -207,11 +332,20 @@ struct Mainloop {
         fp8_gmma<kBlockN>(desc_a + step, desc_b + step, part, kk > 0);
       }
       cute::warpgroup_commit_batch();
+      // (Reading the sfb scales here, under the wgmmas, and releasing the stage right after the wait was measured 6-9%
+      // slower at BLOCK_N = 160: the loads landed between the QGMMAs.)
       cute::warpgroup_wait<0>();
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
 
-      const float* sfb = sfb_stage(st.stage);
+#ifdef DG_EXP_NO_PROMOTE
+      // Timing experiment (wrong results): no promotion except a copy at the last k-block.
+      if (kb == kNumKBlocks - 1) {
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) acc[i] = part[i];
+      }
+      if (false)
+#endif
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         if constexpr (kRecipe == SfbRecipe::Block128x128) {
@@ -230,8 +364,17 @@ struct Mainloop {
         }
       }
       // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
-      __syncwarp();
-      if (lane == 0) empty(st.stage).arrive();
+      release(st.stage, lane);
+    }
+  }
+
+  // One math warp is done with stage s (every lane's reads of it are complete).
+  __device__ void release(int s, int lane) const {
+    __syncwarp();
+    if constexpr (kCluster == 1) {
+      if (lane == 0) empty(s).arrive();
+    } else {
+      if (lane < kCluster) empty(s).arrive(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
     }
   }
 };

@@ -9,6 +9,11 @@ namespace deepgemm_ops {
 enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2 };
 enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
 
+// bf16 TMA-store epilogue: D leaves shared memory in boxes of [64 rows][W columns], W = 64, 32 or 16 (the widest that
+// divides BLOCK_N), with the matching 128/64/32-byte swizzle in the staging tile. The host encodes the D tensor map
+// with the same box, so both sides use this one rule.
+constexpr int d_store_box_cols(int block_n) { return block_n % 64 == 0 ? 64 : block_n % 32 == 0 ? 32 : 16; }
+
 struct Fp8GemmParams {
   void* d;                    // bf16 or fp32 output, row stride ldd elements
   const float* c;             // optional fp32 addend, row stride ldc elements (nullptr when the kernel has no C)

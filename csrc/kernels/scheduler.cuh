@@ -15,19 +15,27 @@ struct Tile {
   int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block
 };
 
-template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN>
+// kCluster == 2 (normal GEMMs only): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
+// n-block (they share the B tile, which the main loop multicasts). The scheduler then walks (m-pair, n-block) units;
+// both CTAs of a cluster walk the same unit sequence, so their pipelines stay in lock step. The second m-block of the
+// last pair may lie past M: it is computed on zero-filled rows and never stored.
+template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster>
 struct TileScheduler {
+  static_assert(kCluster == 1 || kType == GemmType::Normal, "2-CTA clusters are implemented for normal GEMMs only");
   static constexpr int kNumNBlocks = (kN + kBlockN - 1) / kBlockN;
 
   const Fp8GemmParams& p;
-  int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group)
+  int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group); with a cluster, of
+                     // m-block pairs
   int next_index;
   // Masked only: the group that next_index falls into and the first tile index of that group.
   int group = 0;
   int group_first_tile = 0;
 
   __device__ explicit TileScheduler(const Fp8GemmParams& params)
-      : p(params), num_m_blocks((params.m + kBlockM - 1) / kBlockM), next_index(blockIdx.x) {
+      : p(params),
+        num_m_blocks(((params.m + kBlockM - 1) / kBlockM + kCluster - 1) / kCluster),
+        next_index(blockIdx.x / kCluster) {
     if constexpr (kType == GemmType::Masked) num_m_blocks = masked_m_blocks(0);
   }
 
@@ -51,7 +59,7 @@ struct TileScheduler {
   __device__ bool next(Tile& t) {
     while (true) {
       const int index = next_index;
-      next_index += gridDim.x;
+      next_index += gridDim.x / kCluster;
       if constexpr (kType == GemmType::Masked) {
         while (index >= group_first_tile + num_m_blocks * kNumNBlocks) {
           group_first_tile += num_m_blocks * kNumNBlocks;
@@ -67,6 +75,7 @@ struct TileScheduler {
       } else {
         if (index >= num_m_blocks * kNumNBlocks) return false;
         rasterize(index, num_m_blocks, t.m_block, t.n_block);
+        if constexpr (kCluster > 1) t.m_block = t.m_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
         t.a_row = t.m_block * kBlockM;
         t.row_end = p.m;
         t.sfa_kb0 = 0;

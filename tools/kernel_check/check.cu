@@ -171,6 +171,29 @@ int run_case(const Case& c, const std::string& dir) {
   check_cu(driver().ModuleLoadData(&mod, cubin.data()), "cuModuleLoadData");
   check_cu(driver().ModuleGetFunction(&fn, mod, c.name.c_str()), "cuModuleGetFunction");
   prepare_fp8_gemm_function(fn, cfg);
+  int max_clusters = 0;
+  if (cfg.cluster_size > 1) {  // how many clusters can be resident at once (a persistent grid must not exceed it)
+    static decltype(&cuOccupancyMaxActiveClusters) occ = nullptr;
+    if (!occ) {
+      cudaDriverEntryPointQueryResult q{};
+      void* ptr = nullptr;
+      CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuOccupancyMaxActiveClusters", &ptr, CUDA_VERSION, cudaEnableDefault, &q));
+      occ = reinterpret_cast<decltype(&cuOccupancyMaxActiveClusters)>(ptr);
+    }
+    CUlaunchAttribute attr{};
+    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = cfg.cluster_size;
+    attr.value.clusterDim.y = attr.value.clusterDim.z = 1;
+    CUlaunchConfig lc{};
+    lc.gridDimX = cfg.num_sms / cfg.cluster_size * cfg.cluster_size;
+    lc.gridDimY = lc.gridDimZ = 1;
+    lc.blockDimX = cfg.num_threads;
+    lc.blockDimY = lc.blockDimZ = 1;
+    lc.sharedMemBytes = cfg.smem_bytes;
+    lc.attrs = &attr;
+    lc.numAttrs = 1;
+    check_cu(occ(&max_clusters, fn, &lc), "cuOccupancyMaxActiveClusters");
+  }
 
   Fp8GemmArgs args{a, sfa, b, sfb, cmat, d, layout, M, N, K, G, K, K, ld_sfa, ldc, ldd};
   CUDA_CHECK(cudaMemset(d, 0xFF, size_t(d_rows) * ldd * out_elem));
@@ -307,10 +330,11 @@ int run_case(const Case& c, const std::string& dir) {
     CUDA_CHECK(cudaFree(flush));
   }
   static const char* kTypes[] = {"normal", "contig", "masked"};
-  std::printf("%-5s %-6s m=%-6d n=%-6d k=%-6d g=%-2d %-7s %s%s bm=%-3d bn=%-3d st=%d | rel=%.2e maxrel=%.1e bad=%lld "
+  std::printf("%-5s %-6s m=%-6d n=%-6d k=%-6d g=%-2d %-7s %s%s bm=%-3d bn=%-3d st=%d cl=%d(%d) | rel=%.2e maxrel=%.1e bad=%lld "
               "nan=%lld clob=%lld %s",
               c.kind.c_str(), kTypes[cfg.gemm_type], M, N, K, G, row_recipe ? "1x128" : "128x128",
-              out_fp32 ? "fp32" : "bf16", has_c ? "+C" : "", cfg.block_m, cfg.block_n, cfg.num_stages, rel,
+              out_fp32 ? "fp32" : "bf16", has_c ? "+C" : "", cfg.block_m, cfg.block_n, cfg.num_stages,
+              cfg.cluster_size, max_clusters, rel,
               res.max_rel, res.bad, res.unwritten, res.clobbered, ok ? "PASS" : "FAIL");
   if (c.kind == "bench") std::printf(" | %.4f ms %.0f TFLOPS", ms, tflops);
   std::printf("\n");

@@ -63,6 +63,13 @@ def _cases(only):
         Case("check", "normal", 77, 96, 1024, recipe="1x128", out="fp32", has_c=True, ldd_pad=1),
         Case("check", "normal", 1000, 100, 576, ldd_pad=4, force=dict(block_m=128, block_n=32)),
         Case("check", "normal", 4097, 576, 576, ldd_pad=16),
+        # 2-CTA clusters (B multicast): odd m-block count (the last pair's second tile lies past M), N tails, fp32 + C.
+        Case("check", "normal", 4097, 2112, 576, force=dict(block_m=128, block_n=160, cluster=2)),
+        Case("check", "normal", 300, 576, 7168, force=dict(block_m=128, block_n=144, cluster=2)),
+        Case("check", "normal", 129, 200, 1024, recipe="1x128", out="fp32", has_c=True, ldd_pad=1,
+             force=dict(block_m=64, block_n=112, cluster=2)),
+        Case("check", "normal", 520, 2000, 1024, force=dict(block_m=128, block_n=192, cluster=2)),
+        Case("check", "normal", 300, 576, 2048, recipe="1x128", force=dict(block_m=128, block_n=192)),
         Case("check", "contiguous", 0, 4096, 7168, groups=(200, 0, 385, 128)),
         Case("check", "contiguous", 0, 576, 576, recipe="1x128", groups=(1, 300, 64), force=dict(block_m=64, block_n=64)),
         Case("check", "masked", 256, 2112, 576, groups=(0, 1, 200, 256), expected_m=128),
@@ -92,10 +99,18 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--num-sms", type=int, default=132)
     ap.add_argument("--only", choices=("check", "bench"))
+    ap.add_argument("--perf", help="bench only these normal bf16 cases instead: 'M,N,K[,BM,BN[,CLUSTER]];...' (forced)")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     lines, written = [], set()
-    for case in _cases(args.only):
+    cases = _cases(args.only)
+    if args.perf:
+        cases = []
+        for spec in filter(None, args.perf.split(";")):
+            v = [int(x) for x in spec.split(",")]
+            force = dict(block_m=v[3], block_n=v[4], cluster=v[5] if len(v) >= 6 else 1) if len(v) >= 5 else None
+            cases.append(Case("bench", "normal", v[0], v[1], v[2], force=force))
+    for case in cases:
         groups = max(1, len(case.groups))
         cfg = heuristics.choose_fp8_gemm_config(
             _rows(case), case.n, case.k, num_sms=args.num_sms, out_dtype=case.out, sfb_recipe=case.recipe,
@@ -104,7 +119,8 @@ def main():
             bm, bn = case.force["block_m"], case.force["block_n"]
             stages = heuristics._max_stages(bm, bn, case.out)
             cfg = dataclasses.replace(cfg, block_m=bm, block_n=bn, num_stages=stages, num_math_warpgroups=bm // 64,
-                                      num_threads=(bm // 64 + 1) * 128, smem_bytes=heuristics.smem_bytes(bm, bn, stages, case.out))
+                                      num_threads=(bm // 64 + 1) * 128, smem_bytes=heuristics.smem_bytes(bm, bn, stages, case.out),
+                                      cluster_size=case.force.get("cluster", 1))
         src, name = codegen.fp8_gemm_source(cfg, case.n, case.k)
         if name not in written:
             with open(os.path.join(args.out_dir, name + ".cu"), "w") as f:
