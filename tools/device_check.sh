@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One device call: GPU tests (parallel groups sharing the JIT disk cache, which is multi-process safe), then the
+# dense and grouped benchmarks. Usage on the device (carry .whl): bash tools/device_check.sh OUT_DIR [tests|bench|all]
+set -uo pipefail
+out=${1:?usage: device_check.sh OUT_DIR [tests|bench|all]}
+what=${2:-all}
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+export PYTHONPATH=/tmp/site:$PWD DG_JIT_CACHE_DIR=/tmp/dg TORCH_EXTENSIONS_DIR=/tmp/ext PYTHONUNBUFFERED=1
+python3 -c "from deepgemm_ops import _runtime; _runtime.host_module()" || exit 1
+if [ "$what" != bench ]; then
+  groups=("test_seed_shapes" "test_edges or fp32_out" "grouped" "not seed_shapes and not edges and not fp32_out and not grouped")
+  for i in "${!groups[@]}"; do
+    timeout 330 python3 -m pytest test/test_gpu.py -q -rfE -k "${groups[$i]}" > "$out/gpu_$i.log" 2>&1 &
+  done
+  timeout 330 python3 -m pytest test/test_runtime.py -q -rfE > "$out/gpu_runtime.log" 2>&1 &
+  wait
+  tail -n 3 "$out"/gpu_*.log
+fi
+if [ "$what" != tests ]; then
+  timeout 150 python3 -m deepgemm_ops bench --overhead --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
+  timeout 120 python3 -m deepgemm_ops bench --grouped --json "$out/bench_grouped.json" 2>&1 | tee "$out/bench_grouped.log"
+fi
