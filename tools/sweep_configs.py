@@ -1,0 +1,55 @@
+"""A/B kernel configs for a few shapes under the bench's own conditions (device tool; developer use only).
+
+    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl|MxNxK:..."
+
+Every variant of a shape runs on the same inputs, compiled in parallel first, timed with bench.Timer (L2 flushed,
+median); the heuristic's own choice is timed first and last, so the spread between those two is the noise.
+"""
+import concurrent.futures
+import dataclasses
+import os
+import sys
+
+import torch
+
+import deepgemm_ops  # noqa: F401
+from deepgemm_ops import _codegen, _cuda, _heuristics as H, _jit, bench
+
+chosen = H.choose_fp8_gemm_config
+
+
+def forced(cfg, bm, bn, cl):
+    stages = H._max_stages(bm, bn, cfg.out_dtype)
+    return dataclasses.replace(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages,
+                               num_math_warpgroups=bm // 64, num_threads=(bm // 64 + 1) * 128,
+                               smem_bytes=H.smem_bytes(bm, bn, stages, cfg.out_dtype))
+
+
+def main(spec: str) -> None:
+    timer = bench.Timer(torch.device("cuda"))
+    jobs = []
+    for item in spec.split("|"):
+        shape, variants = item.split(":")
+        m, n, k = map(int, shape.split("x"))
+        base = chosen(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16", sfb_recipe="128x128",
+                      has_c=False, gemm_type="normal")
+        cfgs = [base] + [forced(base, *map(int, v.split(","))) for v in variants.split(";")] + [base]
+        jobs.append(((m, n, k), cfgs))
+    sources = {_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs}
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
+    for (m, n, k), cfgs in jobs:
+        a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), timer.device)
+        sfa = torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sfa)
+        for cfg in cfgs:
+            H.choose_fp8_gemm_config = lambda *args, _c=cfg, **kw: _c
+            _cuda._config.cache_clear()
+            us = timer.time_us(lambda: torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb), reps=30)
+            print(f"{m}x{n}x{k} bm{cfg.block_m} bn{cfg.block_n} cl{cfg.cluster_size} st{cfg.num_stages}: "
+                  f"{us:8.1f} us {2 * m * n * k / us / 1e6:7.1f} TFLOPS", flush=True)
+        H.choose_fp8_gemm_config = chosen
+        _cuda._config.cache_clear()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
