@@ -1,8 +1,8 @@
 """``python -m deepgemm_ops bench``: our FP8 GEMM against cuBLASLt blockwise FP8 (``torch._scaled_mm``).
 
 Method (DESIGN §5): fresh random bf16 inputs per shape, quantized with our cast ops; each rep writes a 256 MB buffer
-first (flushes L2, so every rep reads its operands from HBM), then is timed with CUDA events; the median is
-reported. Bytes moved = A + B + both scale tensors + D; the memory-bound yardstick is a device-to-device copy of a
+first (flushes L2, so every rep reads its operands from HBM), then is timed with CUDA events; ours and cuBLASLt
+alternate rep by rep (the clocks drift with the power draw); the median is reported. Bytes moved = A + B + both scale tensors + D; the memory-bound yardstick is a device-to-device copy of a
 large buffer measured once per run (bytes read + written per second). Accuracy: max |D - D_ref| / max |D_ref|, with
 D_ref computed in float64 from the same quantized operands.
 
@@ -101,16 +101,26 @@ class Timer:
         self.flush_buffer = torch.empty(flush_bytes, dtype=torch.uint8, device=device)
 
     def time_us(self, fn: Callable[[], object], reps: int = 30, warmup: int = 5) -> float:
+        return self.time_interleaved({"fn": fn}, reps, warmup)["fn"]
+
+    def time_interleaved(self, fns: dict[str, Callable[[], object]], reps: int = 30, warmup: int = 5) -> dict:
+        """Median µs of each callable, their reps interleaved (A B A B ...): under FP8 load the clocks drift with
+        the power draw (seen here: the same kernel 16% slower half a minute later), and interleaving makes every
+        candidate see the same drift, so their ratio stays fair."""
         for _ in range(warmup):
-            fn()
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for start, end in events:
-            self.flush_buffer.zero_()
-            start.record()
-            fn()
-            end.record()
+            for fn in fns.values():
+                fn()
+        events = {name: [] for name in fns}
+        for _ in range(reps):
+            for name, fn in fns.items():
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                self.flush_buffer.zero_()
+                start.record()
+                fn()
+                end.record()
+                events[name].append((start, end))
         torch.cuda.synchronize(self.device)
-        return statistics.median(start.elapsed_time(end) * 1e3 for start, end in events)
+        return {name: statistics.median(s.elapsed_time(e) * 1e3 for s, e in pairs) for name, pairs in events.items()}
 
 
 def copy_bandwidth_gbps(timer: Timer, nbytes: int = 1 << 30) -> float:
@@ -170,13 +180,13 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         "cublaslt": lambda: torch._scaled_mm(a, b.t(), scale_a=sfa_outer, scale_b=sfb.t(), out_dtype=torch.bfloat16),
     }
     outputs = {}
-    for label, fn in candidates.items():
+    for label, fn in list(candidates.items()):
         try:
             outputs[label] = fn()
         except NotImplementedError as e:
             row[label] = {"error": f"NotImplementedError: {e}"}
-            continue
-        us = timer.time_us(fn, reps=reps)
+            del candidates[label]
+    for label, us in timer.time_interleaved(candidates, reps=reps).items():
         row[label] = {
             "us": us,
             "tflops": tflops(gemm_flops(s), us),
