@@ -170,7 +170,9 @@ def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, s
     m, n, k as the op sees them: ``fp8_gemm_nt``: A [m, k], B [n, k]; ``gemm_type="contiguous"``: m = rows of A
     (all groups); ``"masked"``: m = Mmax, with ``num_groups`` and the call's ``expected_m``.
     """
-    device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+    device = torch.device("cuda" if device is None else device)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     dtype = V.resolve_out_dtype(out_dtype, with_c)
     if min(m, n, k, num_groups) < 1:
         return  # these shapes launch no kernel
