@@ -44,15 +44,11 @@ def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_group
     cfg = _heuristics.choose_fp8_gemm_config(
         m, n, k, num_sms=num_sms, out_dtype=out_dtype, sfb_recipe=sfb_recipe, has_c=has_c, gemm_type=gemm_type,
         num_groups=num_groups, expected_m=expected_m)
-    key = kernel_key(cfg, n, k)
+    key = fp8_gemm_kernel_name(cfg, n, k)  # readable: it names the kernel in error messages
     _kernels[key] = (cfg, n, k)
     if _jit.print_configs_enabled():
         print(f"[deepgemm_ops] {gemm_type} m={m} n={n} k={k}: {cfg}", file=sys.stderr)
     return key, list(cfg.as_ints())
-
-
-def kernel_key(cfg, n, k) -> str:
-    return fp8_gemm_kernel_name(cfg, n, k)
 
 
 # key -> (config, n, k) of every kernel a config lookup has named; (key, device) pairs loaded in the host module.

@@ -7,6 +7,7 @@
 #include <torch/extension.h>
 
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "fp8_gemm_launch.hpp"
@@ -15,6 +16,9 @@
 
 namespace deepgemm_ops {
 namespace {
+
+// Fp8GemmKernelConfig is a flat list of ints in GemmConfig.as_ints() order (fp8_gemm_launch.hpp).
+static_assert(std::is_standard_layout_v<Fp8GemmKernelConfig> && sizeof(Fp8GemmKernelConfig) % sizeof(int) == 0);
 
 Fp8GemmKernelConfig config_from_ints(const std::vector<int>& v) {
   constexpr size_t kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);
@@ -26,9 +30,9 @@ Fp8GemmKernelConfig config_from_ints(const std::vector<int>& v) {
 
 // a, b: [rows, K] views (grouped operands flattened to 2-D by the caller); d: [rows, N]; strides in elements.
 void launch(const std::string& key, const std::vector<int>& cfg_ints, const at::Tensor& a, const at::Tensor& sfa,
-              int64_t ld_sfa, const at::Tensor& b, const at::Tensor& sfb, const std::optional<at::Tensor>& c,
-              const at::Tensor& d, const std::optional<at::Tensor>& grouped_layout, int64_t m, int64_t n, int64_t k,
-              int64_t num_groups) {
+            int64_t ld_sfa, const at::Tensor& b, const at::Tensor& sfb, const std::optional<at::Tensor>& c,
+            const at::Tensor& d, const std::optional<at::Tensor>& grouped_layout, int64_t m, int64_t n, int64_t k,
+            int64_t num_groups) {
   const Fp8GemmKernelConfig cfg = config_from_ints(cfg_ints);
   const auto device = a.get_device();
   c10::cuda::CUDAGuard guard(a.device());
