@@ -109,10 +109,13 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
                        gemm_type, p.num_groups, expected_m)
     # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
     ld_sfa = _layout.get_tma_aligned_size(p.m, 4)
-    k = p.k
     ensure_loaded(key, a.device.index)
-    _runtime.check(host().fp8_gemm(key, cfg, a.reshape(-1, k), sfa, ld_sfa, b.reshape(-1, k), sfb.contiguous(), c,
-                                   out.view(-1, p.n), grouped_layout, p.m, p.n, k, p.num_groups))
+    if a.dim() == 3:  # masked: [G, Mmax, K] -> [G*Mmax, K]
+        a, out = a.reshape(-1, p.k), out.view(-1, p.n)
+    if b.dim() == 3:  # grouped: [G, N, K] -> [G*N, K]
+        b = b.reshape(-1, p.k)
+    _runtime.check(host().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
+                                   p.k, p.num_groups))
 
 
 @_impl("fp8_gemm_nt", "CUDA")
