@@ -16,7 +16,11 @@
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
+// The extended wgmma N sizes (24, 40, ..., 248) are 56k lines of CuTe, a third of nvcc's time: only kernels that use
+// one include them (the generated source defines DG_GMMA_EXT_SHAPES, see _codegen.py).
+#ifdef DG_GMMA_EXT_SHAPES
 #include <cute/arch/mma_sm90_gmma_ext.hpp>
+#endif
 #include <cutlass/arch/barrier.h>
 
 #include "params.h"
@@ -72,11 +76,14 @@ struct Fp8Gmma;
   struct Fp8Gmma<N> {  \
     using type = cute::SM90::GMMA::MMA_64x##N##x32_F32E4M3E4M3_SS_TN<>; \
   };
-DG_FP8_GMMA(8) DG_FP8_GMMA(16) DG_FP8_GMMA(24) DG_FP8_GMMA(32) DG_FP8_GMMA(40) DG_FP8_GMMA(48) DG_FP8_GMMA(56)
-DG_FP8_GMMA(64) DG_FP8_GMMA(72) DG_FP8_GMMA(80) DG_FP8_GMMA(88) DG_FP8_GMMA(96) DG_FP8_GMMA(104) DG_FP8_GMMA(112)
-DG_FP8_GMMA(120) DG_FP8_GMMA(128) DG_FP8_GMMA(136) DG_FP8_GMMA(144) DG_FP8_GMMA(152) DG_FP8_GMMA(160)
-DG_FP8_GMMA(168) DG_FP8_GMMA(176) DG_FP8_GMMA(184) DG_FP8_GMMA(192) DG_FP8_GMMA(200) DG_FP8_GMMA(208)
-DG_FP8_GMMA(216) DG_FP8_GMMA(224) DG_FP8_GMMA(232) DG_FP8_GMMA(240) DG_FP8_GMMA(248) DG_FP8_GMMA(256)
+DG_FP8_GMMA(8) DG_FP8_GMMA(16) DG_FP8_GMMA(32) DG_FP8_GMMA(64) DG_FP8_GMMA(96) DG_FP8_GMMA(128) DG_FP8_GMMA(192)
+DG_FP8_GMMA(256)
+#ifdef DG_GMMA_EXT_SHAPES
+DG_FP8_GMMA(24) DG_FP8_GMMA(40) DG_FP8_GMMA(48) DG_FP8_GMMA(56) DG_FP8_GMMA(72) DG_FP8_GMMA(80) DG_FP8_GMMA(88)
+DG_FP8_GMMA(104) DG_FP8_GMMA(112) DG_FP8_GMMA(120) DG_FP8_GMMA(136) DG_FP8_GMMA(144) DG_FP8_GMMA(152)
+DG_FP8_GMMA(160) DG_FP8_GMMA(168) DG_FP8_GMMA(176) DG_FP8_GMMA(184) DG_FP8_GMMA(200) DG_FP8_GMMA(208)
+DG_FP8_GMMA(216) DG_FP8_GMMA(224) DG_FP8_GMMA(232) DG_FP8_GMMA(240) DG_FP8_GMMA(248)
+#endif
 #undef DG_FP8_GMMA
 
 template <int N, size_t... I>
