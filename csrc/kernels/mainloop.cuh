@@ -239,29 +239,34 @@ struct Mainloop {
   }
 
   // acc += p * sfa * sfb with the scales of stage s (still held), then releases stage s.
+  // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's
+  // per-column B scales (accumulator layout below, above consume_single).
+  __device__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
+                                 float (&acc)[kBlockN / 2]) {
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      if constexpr (kRecipe == SfbRecipe::Block128x128) {
+        const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
+        const float s0 = sa0 * sb, s1 = sa1 * sb;
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
+      } else {
+        const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+      }
+    }
+  }
+
   __device__ void promote_release(int s, int r0, int lane, float (&p)[kBlockN / 2], float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     const float* sfa = sfa_stage(s);
-    const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
-    const float* sfb = sfb_stage(s);
-#pragma unroll
-    for (int j = 0; j < kBlockN / 8; ++j) {
-      if constexpr (kRecipe == SfbRecipe::Block128x128) {
-        const float sb = sfb[j * 8];
-        const float s0 = sa0 * sb, s1 = sa1 * sb;
-        acc[4 * j + 0] = fmaf(p[4 * j + 0], s0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(p[4 * j + 1], s0, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(p[4 * j + 2], s1, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(p[4 * j + 3], s1, acc[4 * j + 3]);
-      } else {
-        const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
-        acc[4 * j + 0] = fmaf(p[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(p[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(p[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(p[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
-      }
-    }
+    promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(s), lane, acc);
     release(s, lane);
   }
 
@@ -353,23 +358,7 @@ struct Mainloop {
       }
       if (false)
 #endif
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-        if constexpr (kRecipe == SfbRecipe::Block128x128) {
-          const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
-          const float s0 = sa0 * sb, s1 = sa1 * sb;
-          acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
-          acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
-          acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
-          acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
-        } else {
-          const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
-          acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
-          acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
-          acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
-          acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
-        }
-      }
+      promote(part, sa0, sa1, sfb, lane, acc);
       // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
       release(st.stage, lane);
     }
