@@ -55,17 +55,6 @@ def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_group
 _kernels: dict = {}
 _loaded: set = set()
 _lock = threading.Lock()
-_module = None
-
-
-def host():
-    """The host module (built on first use)."""
-    global _module
-    if _module is None:
-        with _lock:
-            if _module is None:
-                _module = _runtime.host_module()
-    return _module
 
 
 def ensure_loaded(key: str, device: int) -> None:
@@ -75,7 +64,7 @@ def ensure_loaded(key: str, device: int) -> None:
     """
     if (key, device) in _loaded:
         return
-    module = host()  # before taking _lock: host() takes it too
+    module = _runtime.host_module()
     with _lock:
         if (key, device) in _loaded:
             return
@@ -114,7 +103,7 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
         a, out = a.reshape(-1, p.k), out.view(-1, p.n)
     if b.dim() == 3:  # grouped: [G, N, K] -> [G*N, K]
         b = b.reshape(-1, p.k)
-    _runtime.check(host().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
+    _runtime.check(_runtime.host_module().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
                                    p.k, p.num_groups))
 
 

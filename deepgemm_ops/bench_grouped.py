@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .bench import BF16_BYTES, BLOCK, FP8_BYTES, FP32_BYTES, Timer, ceil_div, gbps, max_rel_error, tflops
+from .bench import (BF16_BYTES, BLOCK, FP8_BYTES, FP32_BYTES, Timer, _dequantize, ceil_div, gbps, max_rel_error,
+                    tflops)
 
 # (layout, groups, expected M, N, K, DeepGEMM TFLOPS on the H200 of DESIGN §6)
 CASES = (
@@ -44,9 +45,7 @@ def _weights(groups: int, n: int, k: int, device):
 
 
 def _reference(a, sfa, b, sfb):
-    a64 = a.double() * sfa.double().repeat_interleave(BLOCK, -1)[..., : a.shape[-1]]
-    sfb = sfb.double().repeat_interleave(BLOCK, 0)[: b.shape[0]].repeat_interleave(BLOCK, 1)[:, : b.shape[1]]
-    return a64 @ (b.double() * sfb).t()
+    return _dequantize(a, sfa, 1) @ _dequantize(b, sfb, BLOCK).t()
 
 
 def bench_case(case, timer: Timer, copy_gbps: float, reps: int) -> dict:
