@@ -1,7 +1,7 @@
 """nvcc compile of representative FP8 GEMM kernel configs for sm_90a, with SASS checks (CPU machine, no GPU needed).
 
-Checks per kernel: ptxas reports no stack frame and no spills, the SASS has FP8 wgmma (QGMMA) and no local-memory
-traffic (LDL/STL). Skips when nvcc, cuobjdump or the CUTLASS headers are missing.
+Checks per kernel: ptxas reports no stack frame and no spills and does not serialise the wgmmas (C7510-C7519: an
+injected wait or a serialised pipeline), the SASS has FP8 wgmma (QGMMA) and no local-memory traffic (LDL/STL). Skips when nvcc, cuobjdump or the CUTLASS headers are missing.
 """
 
 import concurrent.futures
@@ -68,6 +68,7 @@ CASES = {
     "dense_bf16_large": _cfg(4096, 7168, 16384),
     "dense_fp32_c_1x128_k576": _cfg(4097, 576, 576, out="fp32", recipe="1x128", has_c=True, force=(64, 48)),
     "dense_fp32_bn144": _cfg(300, 2112, 576, out="fp32", force=(128, 144)),
+    "dense_bm64_bn112_pingpong": _cfg(128, 7168, 16384),  # the tightest register budget of the ping-pong loop
     "contiguous_1x128": _cfg(8192, 2112, 7168, recipe="1x128", gemm_type="contiguous", groups=4),
     "masked_k576": _cfg(256, 576, 576, gemm_type="masked", groups=8),
 }
@@ -107,6 +108,7 @@ class TestKernelCompile(TestCase):
                 self.assertIn(symbol, ptxas)
                 self.assertRegex(ptxas, r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads")
                 self.assertNotIn("C7508", ptxas)  # setmaxnreg ignored
+                self.assertIsNone(re.search(r"\(C751\d\)", ptxas), "ptxas serialised or waited on wgmma")
                 self.assertRegex(sass, r"QGMMA\.64x\d+x32\.F32\.E4M3\.E4M3")
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
 

@@ -238,7 +238,6 @@ struct Mainloop {
     cute::warpgroup_commit_batch();
   }
 
-  // acc += p * sfa * sfb with the scales of stage s (still held), then releases stage s.
   // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's
   // per-column B scales (accumulator layout below, above consume_single).
   __device__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
@@ -262,49 +261,50 @@ struct Mainloop {
     }
   }
 
-  __device__ void promote_release(int s, int r0, int lane, float (&p)[kBlockN / 2], float (&acc)[kBlockN / 2]) const {
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
-    const float* sfa = sfa_stage(s);
-    promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(s), lane, acc);
-    release(s, lane);
+  // Waits for stage st to be full, issues its k-block into p and moves st on.
+  __device__ void issue_next(PipelineState<kStages>& st, int math_wg, float (&p)[kBlockN / 2]) const {
+    full(st.stage).wait(st.phase);
+    issue_kblock(st.stage, math_wg, p);
+    st.advance();
   }
 
+  // Promotes the finished k-block p of stage rel into acc, releases the stage and moves rel on.
+  __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, float (&p)[kBlockN / 2],
+                         float (&acc)[kBlockN / 2]) const {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    const float* sfa = sfa_stage(rel.stage);
+    promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(rel.stage), lane, acc);
+    release(rel.stage, lane);
+    rel.advance();
+  }
+
+  // ptxas keeps wgmma batches asynchronous only in straight-line code that starts and ends with no batch in flight:
+  // a batch still in flight on a loop back edge made it inject a wait there (C7517) or serialise every wgmma of the
+  // kernel (C7514/C7515/C7518). So k-blocks go in pairs, drained at the end of each pair: the promotion of the first
+  // overlaps the second's wgmmas. (Longer unrolled runs, 4 or 8 k-blocks per drain, raised register pressure and were
+  // slower or serialised for lack of registers: docs/PERF.md.)
   __device__ void consume_pingpong(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
                                    float (&acc)[kBlockN / 2]) const {
     float p0[kBlockN / 2], p1[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
-    PipelineState<kStages> rel = st;  // the k-block being promoted; st runs one k-block ahead (issue)
-    full(st.stage).wait(st.phase);
-    issue_kblock(st.stage, math_wg, p0);
-    st.advance();
+    PipelineState<kStages> rel = st;  // the k-block being promoted; st runs ahead (issue)
 #pragma unroll 1
-    for (int kb = 0; kb < kNumKBlocks; kb += 2) {
-      if (kb + 1 < kNumKBlocks) {
-        full(st.stage).wait(st.phase);
-        issue_kblock(st.stage, math_wg, p1);
-        st.advance();
-        cute::warpgroup_wait<1>();
-      } else {
-        cute::warpgroup_wait<0>();
-      }
-      promote_release(rel.stage, r0, lane, p0, acc);
-      rel.advance();
-      if (kb + 1 >= kNumKBlocks) break;
-      if (kb + 2 < kNumKBlocks) {
-        full(st.stage).wait(st.phase);
-        issue_kblock(st.stage, math_wg, p0);
-        st.advance();
-        cute::warpgroup_wait<1>();
-      } else {
-        cute::warpgroup_wait<0>();
-      }
-      promote_release(rel.stage, r0, lane, p1, acc);
-      rel.advance();
+    for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
+      issue_next(st, math_wg, p0);
+      issue_next(st, math_wg, p1);
+      cute::warpgroup_wait<1>();
+      retire(rel, r0, lane, p0, acc);
+      cute::warpgroup_wait<0>();
+      retire(rel, r0, lane, p1, acc);
     }
-    st = rel;
+    if constexpr (kNumKBlocks % 2 == 1) {
+      issue_next(st, math_wg, p0);
+      cute::warpgroup_wait<0>();
+      retire(rel, r0, lane, p0, acc);
+    }
   }
 
   // One math warpgroup computes its 64 x BLOCK_N slice of the tile into acc (FP32, already scaled):
