@@ -7,6 +7,8 @@ it (flags and include dirs: ``_jit.BASE_FLAGS``, ``_jit.kernel_dir()``, ``_jit.c
 
 from __future__ import annotations
 
+import math
+
 from ._heuristics import BLOCK_K, GemmConfig, smem_bytes
 
 _GEMM_TYPE_ENUM = {"normal": "Normal", "contiguous": "Contiguous", "masked": "Masked"}
@@ -48,6 +50,12 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
         problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
     if cfg.out_dtype == "bf16" and cfg.block_n % 16 != 0:
         problems.append(f"a bf16 output needs block_n % 16 == 0 (stmatrix epilogue), got {cfg.block_n}")
+    if cfg.sfb_recipe == "128x128" and cfg.block_n > 128 + math.gcd(cfg.block_n, 128):
+        # the main loop keeps the B scales of two 128-column blocks per tile (mainloop.cuh, kSfbGcd)
+        problems.append(
+            f"with 128x128 B scales a tile must span at most two 128-column blocks, block_n <= 128 + gcd(block_n, 128); "
+            f"got {cfg.block_n}"
+        )
     if cfg.has_c and cfg.out_dtype != "fp32":
         problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
     if n < 1 or k < 16 or k % 16 != 0:

@@ -31,10 +31,11 @@ BLOCK_M_CANDIDATES = (128, 64)
 BLOCK_N_CANDIDATES = (192,) + tuple(range(160, 15, -16))
 # Problems with at least this many BLOCK_M=128 m-blocks are treated as compute-bound and use the wide-tile fit below.
 _WIDE_TILE_MIN_M_BLOCKS = 4
-# Relative main-loop efficiency of BLOCK_M=128 tiles wider than 128 columns, fitted to H200 kernel_check timings
-# (docs/PERF_kernel_notes.md): BLOCK_N <= 128 use the ping-pong loop, wider ones the single-buffer loop, whose
-# per-k-block overhead is amortised over more columns; 144 also stores D in 16-column boxes.
-_WIDE_TILE_EFFICIENCY = {144: 0.85, 160: 0.90, 192: 0.93}
+# Relative main-loop efficiency of BLOCK_M=128 tiles of compute-bound problems, fitted to same-run sweeps
+# (docs/PERF.md, 2026-11-22, H100): 128 (the widest ping-pong tile, promotion overlapped with the next k-block's
+# wgmmas) ~ 192 > 160 > 144 (single-buffer loop; 144 also stores D in 16-column boxes); narrower ping-pong tiles
+# (112, 96: 0.85x and 0.82x of 128 per tile) use the generic formula in _estimated_cycles.
+_WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
 SWIZZLE_GROUP_N = 8
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.

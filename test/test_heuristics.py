@@ -36,11 +36,11 @@ class TestHeuristics(TestCase):
 128x4096x7168: bm=64 bn=64 st=8 cl=1 smem=143488
 128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
 4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
-4096x24576x1536: bm=128 bn=192 st=4 cl=2 smem=218176
+4096x24576x1536: bm=128 bn=128 st=5 cl=1 smem=201808
 4096x32768x512: bm=128 bn=192 st=4 cl=1 smem=218176
-4096x7168x16384: bm=128 bn=160 st=5 cl=2 smem=231120
-4096x4096x7168: bm=128 bn=192 st=4 cl=2 smem=218176
-4096x7168x2048: bm=128 bn=160 st=5 cl=2 smem=231120""")
+4096x7168x16384: bm=128 bn=128 st=5 cl=1 smem=201808
+4096x4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
+4096x7168x2048: bm=128 bn=128 st=5 cl=1 smem=201808""")
 
     def test_grouped_seed_shapes(self):
         lines = []
@@ -56,10 +56,10 @@ class TestHeuristics(TestCase):
                                            has_c=False, gemm_type="masked", num_groups=g, expected_m=m)
             lines.append(f"masked {g}x{m} {n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-contiguous 4x8192 4096x7168: bm=128 bn=192 st=4 cl=1 smem=218176
-contiguous 4x8192 7168x2048: bm=128 bn=192 st=4 cl=1 smem=218176
-contiguous 8x4096 4096x7168: bm=128 bn=192 st=4 cl=1 smem=218176
-contiguous 8x4096 7168x2048: bm=128 bn=192 st=4 cl=1 smem=218176
+contiguous 4x8192 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
+contiguous 4x8192 7168x2048: bm=128 bn=128 st=5 cl=1 smem=201808
+contiguous 8x4096 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
+contiguous 8x4096 7168x2048: bm=128 bn=128 st=5 cl=1 smem=201808
 masked 1x1024 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
 masked 2x512 7168x2048: bm=128 bn=160 st=5 cl=1 smem=231120
 masked 4x256 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808

@@ -148,11 +148,18 @@ dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16(const __grid_c
 }
 """)
 
+    def test_rejects_tile_spanning_three_scale_blocks(self):
+        cfg, n, k = _cfg(4096, 7168, 2048, force=(128, 176))
+        with self.assertRaises(ValueError) as e:
+            _codegen.fp8_gemm_source(cfg, n, k)
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: with 128x128 B scales a tile must span at most two 128-column blocks, block_n <= 128 + gcd(block_n, 128); got 176""")
+        _codegen.fp8_gemm_source(dataclasses.replace(cfg, sfb_recipe="1x128"), n, k)  # per-column scales: any width
+
     def test_rejects_bad_config(self):
         cfg, n, k = CASES["dense_bf16_large"]
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, block_m=96, smem_bytes=1), n, k)
-        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: block_m must be 64 or 128, got 96; num_math_warpgroups/num_threads must be 1/256 for block_m=96, got 2/384; smem_bytes must be 199760, got 1""")
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: block_m must be 64 or 128, got 96; num_math_warpgroups/num_threads must be 1/256 for block_m=96, got 2/384; smem_bytes must be 172496, got 1""")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
     float acc[kBlockN / 2];
     uint8_t* smem_d = smem + Loop::Layout::d + warpgroup * 64 * kBlockN * 2;
     while (sched.next(t)) {
-      loop.consume(st, warpgroup, warp_in_wg, lane, acc);
+      loop.consume(st, t.n_block, warpgroup, warp_in_wg, lane, acc);
       if constexpr (kOutFp32) {
         Epi::store_direct(p, t, warpgroup, warp_in_wg, lane, acc);
       } else if (p.store_d_by_tma) {

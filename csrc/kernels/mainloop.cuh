@@ -1,8 +1,9 @@
 // Main loop: shared-memory layout, the TMA producer and the wgmma consumer of the multi-stage pipeline.
 //
 // Per stage s the producer fills A[s] (BLOCK_M x 128 fp8, 128B swizzle), B[s] (BLOCK_N x 128), SFA[s] (BLOCK_M fp32
-// scales of this k-block, by TMA) and SFB[s] (BLOCK_N fp32: the B scale of every column of the tile, written by plain
-// cp.async from one producer warp, because sfb is K-major and its rows need not be 16-byte aligned for TMA).
+// scales of this k-block, by TMA) and SFB[s] (the B scales of this k-block, written by plain cp.async from one producer
+// warp, because sfb is K-major and its rows need not be 16-byte aligned for TMA): with the 1x128 recipe one per column
+// of the tile; with the 128x128 recipe only two, those of the 128-column blocks the tile touches (see kSfbGcd).
 // full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
 // has finished reading the stage.
 #pragma once
@@ -42,7 +43,7 @@ struct SmemLayout {
   static constexpr int kABytes = kBlockM * kBlockK;        // one fp8 byte per element, 128 B per row
   static constexpr int kBBytes = kBlockN * kBlockK;
   static constexpr int kSfaBytes = align_up(kBlockM * 4, 128);  // TMA destinations want 128 B alignment
-  static constexpr int kSfbBytes = kBlockN * 4;
+  static constexpr int kSfbBytes = kBlockN * 4;  // the 128x128 recipe uses the first 8 bytes
   static constexpr int d = 0;
   static constexpr int a = d + kDBytes;
   static constexpr int b = a + kStages * kABytes;
@@ -180,21 +181,25 @@ struct Mainloop {
     }
   }
 
-  // Per-column B scales of one tile; run by a full warp. cp.async copies each lane's scales into the stage and
+  // B scales of one tile; run by a full warp. cp.async copies each lane's scales into the stage and
   // cp.async.mbarrier.arrive.noinc counts the lane's arrival on full[s] once they have landed, so the warp never
-  // waits on global-memory latency and can run as far ahead as the free stages allow. Columns >= N get 0 (zero-fill;
-  // their outputs are never stored).
+  // waits on global-memory latency and can run as far ahead as the free stages allow. 1x128: lane l copies the scales
+  // of columns l, l + 32, ...; 128x128: lanes 0 and 1 copy the scales of the tile's first 128-column block and the
+  // next one. Scales past N are zero-filled (their columns are never stored).
   __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const float* sfb, int lane) const {
-    constexpr int kPerLane = (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
-    constexpr int kSfbRows = kRecipe == SfbRecipe::Block128x128 ? (kN + 127) / 128 : kN;
+    constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
+    constexpr int kPerLane = kBlockScales ? 1 : (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
+    constexpr int kSfbRows = kBlockScales ? (kN + 127) / 128 : kN;
     const float* group_sfb = sfb + static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks;
     int src_row[kPerLane];
-    bool in_range[kPerLane];
+    bool copies[kPerLane], in_range[kPerLane];
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
-      const int n = t.n_block * kBlockN + lane + i * kNumSfbLoaderLanes;
-      in_range[i] = n < kN;
-      src_row[i] = in_range[i] ? (kRecipe == SfbRecipe::Block128x128 ? n / 128 : n) : 0;
+      const int col = lane + i * kNumSfbLoaderLanes;
+      const int row = kBlockScales ? t.n_block * kBlockN / 128 + lane : t.n_block * kBlockN + col;
+      copies[i] = kBlockScales ? lane < 2 : col < kBlockN;
+      in_range[i] = row < kSfbRows;
+      src_row[i] = in_range[i] ? row : 0;
     }
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
@@ -202,10 +207,9 @@ struct Mainloop {
       float* dst = sfb_stage(st.stage);
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
-        const int col = lane + i * kNumSfbLoaderLanes;
-        if (col < kBlockN) {
-          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb], dst[col],
-                                                             in_range[i]);
+        if (copies[i]) {
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb],
+                                                             dst[lane + i * kNumSfbLoaderLanes], in_range[i]);
         }
       }
       cutlass::arch::cpasync_barrier_arrive_noinc(reinterpret_cast<const uint64_t*>(&full(st.stage)));
@@ -238,20 +242,36 @@ struct Mainloop {
     cute::warpgroup_commit_batch();
   }
 
-  // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's
-  // per-column B scales (accumulator layout below, above consume_single).
+  // 128x128 recipe: a tile spans at most two 128-column blocks of B scales. Its columns start at n0 = n_block *
+  // BLOCK_N, a multiple of g = gcd(BLOCK_N, 128), so n0 % 128 <= 128 - g and the last column is below 256 when
+  // BLOCK_N <= 128 + g. The 8-column groups j < g / 8 always lie in the first block.
+  static constexpr int kSfbGcd = kBlockN % 128 == 0 ? 128 : kBlockN % 64 == 0 ? 64 : kBlockN % 32 == 0 ? 32
+                                 : kBlockN % 16 == 0 ? 16 : 8;
+  static_assert(kRecipe != SfbRecipe::Block128x128 || kBlockN <= 128 + kSfbGcd,
+                "with 128x128 B scales a tile must span at most two 128-column blocks: BLOCK_N <= 128 + gcd(BLOCK_N, 128)");
+
+  // First 8-column group of the tile that lies in the second 128-column block (>= kBlockN / 8 when none does).
+  __device__ static int second_block_group(int n_block) { return (128 - n_block * kBlockN % 128) / 8; }
+
+  // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's B scales
+  // (accumulator layout below, above consume_single); `second` from second_block_group().
   __device__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
-                                 float (&acc)[kBlockN / 2]) {
+                                 int second, float (&acc)[kBlockN / 2]) {
+    if constexpr (kRecipe == SfbRecipe::Block128x128) {
+      const float2 sb = *reinterpret_cast<const float2*>(sfb);  // first and second block
+      const float s00 = sa0 * sb.x, s10 = sa1 * sb.x, s01 = sa0 * sb.y, s11 = sa1 * sb.y;
 #pragma unroll
-    for (int j = 0; j < kBlockN / 8; ++j) {
-      if constexpr (kRecipe == SfbRecipe::Block128x128) {
-        const float sb = sfb[j * 8];  // one scale per 8 columns: they share a 128-column block
-        const float s0 = sa0 * sb, s1 = sa1 * sb;
+      for (int j = 0; j < kBlockN / 8; ++j) {
+        const bool in_second = j >= kSfbGcd / 8 && j >= second;
+        const float s0 = in_second ? s01 : s00, s1 = in_second ? s11 : s10;
         acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
         acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
         acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
         acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
-      } else {
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
         const float2 sb = *reinterpret_cast<const float2*>(sfb + j * 8 + (lane % 4) * 2);
         acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
         acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
@@ -269,12 +289,12 @@ struct Mainloop {
   }
 
   // Promotes the finished k-block p of stage rel into acc, releases the stage and moves rel on.
-  __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, float (&p)[kBlockN / 2],
+  __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
                          float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     const float* sfa = sfa_stage(rel.stage);
-    promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(rel.stage), lane, acc);
+    promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(rel.stage), lane, second, acc);
     release(rel.stage, lane);
     rel.advance();
   }
@@ -284,26 +304,27 @@ struct Mainloop {
   // kernel (C7514/C7515/C7518). So k-blocks go in pairs, drained at the end of each pair: the promotion of the first
   // overlaps the second's wgmmas. (Longer unrolled runs, 4 or 8 k-blocks per drain, raised register pressure and were
   // slower or serialised for lack of registers: docs/PERF.md.)
-  __device__ void consume_pingpong(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+  __device__ void consume_pingpong(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                                    float (&acc)[kBlockN / 2]) const {
     float p0[kBlockN / 2], p1[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const int second = second_block_group(n_block);
     PipelineState<kStages> rel = st;  // the k-block being promoted; st runs ahead (issue)
 #pragma unroll 1
     for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
       issue_next(st, math_wg, p0);
       issue_next(st, math_wg, p1);
       cute::warpgroup_wait<1>();
-      retire(rel, r0, lane, p0, acc);
+      retire(rel, r0, lane, second, p0, acc);
       cute::warpgroup_wait<0>();
-      retire(rel, r0, lane, p1, acc);
+      retire(rel, r0, lane, second, p1, acc);
     }
     if constexpr (kNumKBlocks % 2 == 1) {
       issue_next(st, math_wg, p0);
       cute::warpgroup_wait<0>();
-      retire(rel, r0, lane, p0, acc);
+      retire(rel, r0, lane, second, p0, acc);
     }
   }
 
@@ -311,21 +332,22 @@ struct Mainloop {
   // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
   // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
   // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
-  __device__ void consume(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+  __device__ void consume(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kBlockN / 2]) const {
     if constexpr (kPingPong) {
-      consume_pingpong(st, math_wg, warp_in_wg, lane, acc);
+      consume_pingpong(st, n_block, math_wg, warp_in_wg, lane, acc);
     } else {
-      consume_single(st, math_wg, warp_in_wg, lane, acc);
+      consume_single(st, n_block, math_wg, warp_in_wg, lane, acc);
     }
   }
 
-  __device__ void consume_single(PipelineState<kStages>& st, int math_wg, int warp_in_wg, int lane,
+  __device__ void consume_single(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                                  float (&acc)[kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const int second = second_block_group(n_block);
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       full(st.stage).wait(st.phase);
@@ -358,7 +380,7 @@ struct Mainloop {
       }
       if (false)
 #endif
-      promote(part, sa0, sa1, sfb, lane, acc);
+      promote(part, sa0, sa1, sfb, lane, second, acc);
       // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
       release(st.stage, lane);
     }
