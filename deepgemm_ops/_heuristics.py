@@ -175,10 +175,11 @@ def choose_fp8_gemm_config(
     _, block_m, block_n = best
     num_math_warpgroups = block_m // 64
     # 2-CTA cluster multicasting B to two m-blocks (normal GEMMs): measured +2-4% for 160/192-wide tiles at K >= 1536,
-    # nothing at K = 512 or for narrower tiles. Only when pairing m-blocks adds no wave.
+    # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
+    # m-blocks adds no wave.
     cluster_size = 1
     m_blocks = _ceil_div(m, block_m)
-    if (gemm_type == "normal" and block_n >= 160 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
+    if (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
             and _ceil_div(_ceil_div(m_blocks, 2) * 2 * _ceil_div(n, block_n), num_sms // 2 * 2)
             <= _ceil_div(m_blocks * _ceil_div(n, block_n), num_sms)):
         cluster_size = 2

@@ -36,11 +36,11 @@ class TestHeuristics(TestCase):
 128x4096x7168: bm=64 bn=64 st=8 cl=1 smem=143488
 128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
 4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
-4096x24576x1536: bm=128 bn=128 st=5 cl=1 smem=201808
+4096x24576x1536: bm=128 bn=128 st=5 cl=2 smem=201808
 4096x32768x512: bm=128 bn=192 st=4 cl=1 smem=218176
-4096x7168x16384: bm=128 bn=128 st=5 cl=1 smem=201808
-4096x4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
-4096x7168x2048: bm=128 bn=128 st=5 cl=1 smem=201808""")
+4096x7168x16384: bm=128 bn=128 st=5 cl=2 smem=201808
+4096x4096x7168: bm=128 bn=128 st=5 cl=2 smem=201808
+4096x7168x2048: bm=128 bn=128 st=5 cl=2 smem=201808""")
 
     def test_grouped_seed_shapes(self):
         lines = []
