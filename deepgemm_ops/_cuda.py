@@ -94,8 +94,9 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
     if out.dim() == 3 and out.stride(0) != p.m * out.stride(1):
         raise ValueError(f"out must hold its groups back to back (stride(0) == Mmax * stride(1) = "
                          f"{p.m * out.stride(1)}), got strides {tuple(out.stride())}")
-    key, cfg = _config(p.m, p.n, p.k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None,
-                       gemm_type, p.num_groups, expected_m)
+    num_sms = _sms.get_num_sms()
+    key, cfg = _config(p.m, p.n, p.k, num_sms, _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None, gemm_type,
+                       p.num_groups, expected_m)
     # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
     ld_sfa = _layout.get_tma_aligned_size(p.m, 4)
     ensure_loaded(key, a.device.index)
@@ -103,12 +104,30 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
         a, out = a.reshape(-1, p.k), out.view(-1, p.n)
     if b.dim() == 3:  # grouped: [G, N, K] -> [G*N, K]
         b = b.reshape(-1, p.k)
-    _runtime.check(_runtime.host_module().fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
+    module = _runtime.host_module()
+    _runtime.check(module.fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
                                    p.k, p.num_groups))
+    if gemm_type == "normal":  # later calls of this problem can take the C++ fast path of fp8_gemm_nt
+        recipe = _heuristics.SFB_RECIPES.index(p.sfb_recipe)
+        out_dtype = _heuristics.OUT_DTYPES.index(_OUT_DTYPE_NAMES[out.dtype])
+        _runtime.check(module.register_fp8_gemm_nt(a.device.index, p.m, p.n, p.k, recipe, out_dtype, c is not None,
+                                                   num_sms, key, cfg))
+
+
+# out_dtype -> the fast path's code (-1: None); any other value takes the Python path, which raises.
+_FAST_OUT_CODES = {None: -1, torch.bfloat16: 0, torch.float32: 1}
 
 
 @_impl("fp8_gemm_nt", "CUDA")
 def _(a, sfa, b, sfb, c=None, out_dtype=None):
+    # A problem seen before, in the layouts the kernel reads, is checked and launched in C++ (csrc/host/
+    # gemm_fast_path.cpp); everything else, including every error, goes through the Python path below.
+    out = _runtime.host_module().fp8_gemm_nt_fast(a, sfa, b, sfb, c, _FAST_OUT_CODES.get(out_dtype, 2),
+                                                  _sms.num_sms_setting())
+    if out is not None:
+        if isinstance(out, str):
+            _runtime.check(out)
+        return out
     p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
     out = gemm_output(a, p)
     _launch("normal", a, sfa, b, sfb, c, out, p)

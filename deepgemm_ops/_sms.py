@@ -28,3 +28,8 @@ def get_num_sms() -> int:
     if not torch.cuda.is_available():
         raise RuntimeError("get_num_sms: no CUDA device is available and set_num_sms(n) was not called")
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+
+
+def num_sms_setting() -> int:
+    """The set_num_sms value, 0 when unset (the C++ fast path then reads the current device's SM count itself)."""
+    return _num_sms or 0

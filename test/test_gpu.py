@@ -85,6 +85,36 @@ def test_gpu_shape_errors():
         ops.fp8_gemm_nt(a[:, :100], sfa[:, :1], b[:, :100], sfb[:, :1])
 
 
+def test_fast_path_of_repeated_calls():
+    # A repeated fp8_gemm_nt call whose layouts the kernel reads as they are is checked and launched in C++
+    # (csrc/host/gemm_fast_path.cpp): same numbers, and every misuse still gets the Python path's error.
+    from deepgemm_ops import _cuda
+
+    m, n, k = 96, 2112, 7168
+    a, sfa, b, sfb, c = gemm_inputs(m, n, k, device="cuda", with_c=True, seed=5)
+    sfa = torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sfa)
+    first = ops.fp8_gemm_nt(a, sfa, b, sfb)  # Python path: validates, compiles, registers the problem
+    lookups = _cuda._config.cache_info()
+    again = ops.fp8_gemm_nt(a, sfa, b, sfb)
+    assert _cuda._config.cache_info() == lookups, "the repeated call went through the Python path"
+    assert torch.equal(again, first)
+    assert rel_err(again, reference(a, sfa, b, sfb)) < 4e-3
+    with_c = ops.fp8_gemm_nt(a, sfa, b, sfb, c)  # fp32 + C: a problem of its own
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c), with_c)
+    assert rel_err(with_c, reference(a, sfa, b, sfb, c)) < 1e-3
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa.contiguous(), b, sfb), first)  # K-major sfa: the Python path copies
+    with pytest.raises(ValueError, match="out_dtype must be torch.float32 when c is given"):
+        ops.fp8_gemm_nt(a, sfa, b, sfb, c, torch.bfloat16)
+    with pytest.raises(ValueError, match="out_dtype must be torch.bfloat16 or torch.float32"):
+        ops.fp8_gemm_nt(a, sfa, b, sfb, None, torch.float16)
+    with pytest.raises(ValueError, match="sfb must be float32"):
+        ops.fp8_gemm_nt(a, sfa, b, sfb[:, :-1])
+    misaligned = torch.empty(n, k + 8, dtype=b.dtype, device="cuda")[:, :k]  # row stride 7176 bytes
+    misaligned.copy_(b)
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        ops.fp8_gemm_nt(a, sfa, misaligned, sfb)
+
+
 def test_non_default_stream():
     a, sfa, b, sfb, _ = gemm_inputs(256, 2112, 7168, device="cuda", seed=3)
     ref = reference(a, sfa, b, sfb)

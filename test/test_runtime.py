@@ -60,15 +60,23 @@ class TestHostModuleBuild(unittest.TestCase):
             assert _runtime.host_module() is m
             print("exports", sorted(n for n in dir(m) if not n.startswith("_")))
             print("has_kernel", m.has_kernel("nothing", 0), "loaded", m.loaded_kernels())
+            a = torch.zeros(64, 128).to(torch.float8_e4m3fn)
+            sf = torch.ones(64, 1)
+            print("fast path on CPU tensors", m.fp8_gemm_nt_fast(a, sf, a, sf, None, -1, 0))
+            print("register unloaded", m.register_fp8_gemm_nt(0, 64, 64, 128, 0, 0, False, 132, "nothing", []))
             print("seconds", elapsed)
         """
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['fp8_gemm', 'has_kernel', 'load_kernel', 'loaded_kernels']",
+            "exports ['fp8_gemm', 'fp8_gemm_nt_fast', 'has_kernel', 'load_kernel', 'loaded_kernels', "
+            "'register_fp8_gemm_nt']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
+        self.assertIn("fast path on CPU tensors None", cold.stdout)  # declined: the Python path handles it
+        self.assertIn("register unloaded RuntimeError: deepgemm_ops: register_fp8_gemm_nt: kernel 'nothing' is not loaded on cuda:0",
+                      cold.stdout)
 
         warm = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(warm.returncode, 0, warm.stderr[-5000:])
