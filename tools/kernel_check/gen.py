@@ -99,7 +99,7 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--num-sms", type=int, default=132)
     ap.add_argument("--only", choices=("check", "bench"))
-    ap.add_argument("--perf", help="bench only these normal bf16 cases instead: 'M,N,K[,BM,BN[,CLUSTER]];...' (forced)")
+    ap.add_argument("--perf", help="bench only these normal bf16 cases instead: 'M,N,K[,BM,BN[,CLUSTER[,STAGES]]];...' (forced; stages default to the most that fit)")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     lines, written = [], set()
@@ -108,7 +108,8 @@ def main():
         cases = []
         for spec in filter(None, args.perf.split(";")):
             v = [int(x) for x in spec.split(",")]
-            force = dict(block_m=v[3], block_n=v[4], cluster=v[5] if len(v) >= 6 else 1) if len(v) >= 5 else None
+            force = (dict(block_m=v[3], block_n=v[4], cluster=v[5] if len(v) >= 6 else 1,
+                          stages=v[6] if len(v) >= 7 else None) if len(v) >= 5 else None)
             cases.append(Case("bench", "normal", v[0], v[1], v[2], force=force))
     for case in cases:
         groups = max(1, len(case.groups))
@@ -117,7 +118,7 @@ def main():
             has_c=case.has_c, gemm_type=case.gemm_type, num_groups=groups, expected_m=case.expected_m)
         if case.force:
             bm, bn = case.force["block_m"], case.force["block_n"]
-            stages = heuristics._max_stages(bm, bn, case.out)
+            stages = case.force.get("stages") or heuristics._max_stages(bm, bn, case.out)
             cfg = dataclasses.replace(cfg, block_m=bm, block_n=bn, num_stages=stages, num_math_warpgroups=bm // 64,
                                       num_threads=(bm // 64 + 1) * 128, smem_bytes=heuristics.smem_bytes(bm, bn, stages, case.out),
                                       cluster_size=case.force.get("cluster", 1))
