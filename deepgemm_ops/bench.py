@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ BLOCK = 128  # scale-factor granularity (1x128 activations, 128x128 weights)
 SEED_MS = (64, 128, 4096)
 SEED_NKS = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
 OVERHEAD_SHAPE = (64, 256, 128)
+FIRST_CALL_SHAPE = (4096, 7168, 2048)
 FP8_BYTES, BF16_BYTES, FP32_BYTES = 1, 2, 4
 
 
@@ -228,6 +232,53 @@ def bench_overhead(device: torch.device) -> dict:
     return result
 
 
+# Run in a new process: loads the (already built) host module, then times the first and second fp8_gemm_nt call.
+_FIRST_CALL_CHILD = """
+import json, time, torch
+import deepgemm_ops
+from deepgemm_ops import _runtime
+m, n, k = {m}, {n}, {k}
+a, sfa = torch.ops.deepgemm.per_token_cast_to_fp8(torch.randn(m, k, device="cuda", dtype=torch.bfloat16))
+b, sfb = torch.ops.deepgemm.per_block_cast_to_fp8(torch.randn(n, k, device="cuda", dtype=torch.bfloat16))
+torch.cuda.synchronize()
+times = {{}}
+start = time.perf_counter()
+_runtime.host_module()
+times["host_module_s"] = time.perf_counter() - start
+for name in ("first_call_s", "second_call_s"):
+    start = time.perf_counter()
+    torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)
+    torch.cuda.synchronize()
+    times[name] = time.perf_counter() - start
+print(json.dumps(times))
+"""
+
+
+def bench_first_call(s: GemmShape) -> dict:
+    """First fp8_gemm_nt call of a shape in a new process (CUDA context and inputs ready): once with an empty kernel
+    cache (config, codegen, nvcc, load, launch) and once more with that disk cache warm. The host module is built
+    beforehand; loading it is reported apart."""
+    from . import _runtime
+
+    _runtime.host_module()
+    code = textwrap.dedent(_FIRST_CALL_CHILD.format(m=s.m, n=s.n, k=s.k))
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="dg_first_call_") as cache:
+        env = {**os.environ, "DG_JIT_CACHE_DIR": cache}
+        for label in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"bench --first-call: the {label} child process failed:\n{done.stderr[-3000:]}")
+            runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "shape": str(s),
+        "host_module_load_ms": runs["warm"]["host_module_s"] * 1e3,
+        "cold_first_call_s": runs["cold"]["first_call_s"],
+        "warm_first_call_ms": runs["warm"]["first_call_s"] * 1e3,
+        "second_call_ms": runs["warm"]["second_call_s"] * 1e3,
+    }
+
+
 # --- output ---------------------------------------------------------------------------------------------------------
 
 
@@ -249,6 +300,12 @@ def format_table(rows: list[dict]) -> str:
         speedup = f"{row['speedup_vs_cublaslt']:6.2f}x" if "speedup_vs_cublaslt" in row else f"{'-':>7}"
         lines.append(f"{row['shape']:>18} | {left} | {right} | {speedup}")
     return "\n".join(lines)
+
+
+def format_first_call(f: dict) -> str:
+    return (f"first fp8_gemm_nt call of {f['shape']} in a new process: kernel cache cold {f['cold_first_call_s']:.2f} s, "
+            f"warm {f['warm_first_call_ms']:.1f} ms (second call {f['second_call_ms']:.2f} ms); host module load "
+            f"{f['host_module_load_ms']:.1f} ms")
 
 
 def format_overhead(o: dict) -> str:
@@ -314,6 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
+    parser.add_argument("--first-call", action="store_true",
+                        help=f"also time the first call of a new shape ({'x'.join(map(str, FIRST_CALL_SHAPE))}) in a "
+                             "new process, with the kernel cache cold and warm")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -357,6 +417,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))
+    if args.first_call:
+        report["first_call"] = bench_first_call(GemmShape(*FIRST_CALL_SHAPE))
+        print(format_first_call(report["first_call"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot is not None and rows:
@@ -368,6 +431,7 @@ __all__ = [
     "GemmShape",
     "Timer",
     "add_arguments",
+    "bench_first_call",
     "bench_gemm",
     "bench_overhead",
     "copy_bandwidth_gbps",

@@ -134,6 +134,11 @@ host time per eager call, 64x256x128 (best of 5 x 2000 calls):
   deepgemm fp8  NotImplementedError: no kernel""",
         )
 
+    def test_first_call_text(self):
+        f = {"shape": "4096x7168x2048", "host_module_load_ms": 12.5, "cold_first_call_s": 1.234,
+             "warm_first_call_ms": 3.21, "second_call_ms": 0.15}
+        self.assertExpectedInline(bench.format_first_call(f), """first fp8_gemm_nt call of 4096x7168x2048 in a new process: kernel cache cold 1.23 s, warm 3.2 ms (second call 0.15 ms); host module load 12.5 ms""")
+
 
 if __name__ == "__main__":
     unittest.main()
