@@ -135,13 +135,30 @@ def nvcc_path() -> str:
 
 @functools.cache
 def nvcc_version(nvcc: str) -> str:
-    """``nvcc --version`` output (once per process and compiler)."""
+    """``nvcc --version`` output, once per compiler: it is also memoized in the cache directory under the executable's
+    identity (real path, size, mtime, inode), so a new process does not pay the subprocess (a few ms of the first call
+    of a cached kernel)."""
+    memo = None
+    try:
+        real = os.path.realpath(nvcc)
+        st = os.stat(real)
+        ident = hashlib.sha256(f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:24]
+        memo = cache_dir() / "nvcc" / f"{ident}.version"
+        return memo.read_text()
+    except OSError:
+        pass
     try:
         done = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
     except OSError as e:
         raise RuntimeError(f"deepgemm_ops: cannot run nvcc at {nvcc!r}: {e}") from e
     if done.returncode != 0:
         raise RuntimeError(f"deepgemm_ops: '{nvcc} --version' failed (exit {done.returncode}): {done.stderr.strip()}")
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(memo, done.stdout.encode())
+        except OSError:
+            pass  # a read-only cache directory only costs the subprocess next time
     return done.stdout
 
 

@@ -221,6 +221,33 @@ class TestCompileCubin(JitTestCase):
         )
 
 
+class TestNvccVersion(JitTestCase):
+    def test_memoized_on_disk_per_executable(self):
+        # A fake nvcc that logs each run: a new process (cleared in-process memo) reads the disk memo instead of
+        # running it again; replacing the executable (new size/mtime) runs it again.
+        log = self.tmp / "version.log"
+        fake = self.tmp / "fake_nvcc"
+
+        def write(version: str) -> None:
+            fake.write_text(f'#!/bin/sh\necho run >> "{log}"\necho "Cuda compilation tools, release {version}"\n')
+            fake.chmod(0o755)
+
+        def runs() -> int:
+            return len(log.read_text().splitlines()) if log.exists() else 0
+
+        write("13.0")
+        self.assertIn("release 13.0", _jit.nvcc_version(str(fake)))
+        _jit.nvcc_version.cache_clear()
+        self.assertIn("release 13.0", _jit.nvcc_version(str(fake)))
+        self.assertEqual(runs(), 1)
+        write("13.1, a newer build")
+        os.utime(fake, ns=(0, 10**18))  # a different mtime even within the clock's resolution
+        _jit.nvcc_version.cache_clear()
+        self.assertIn("release 13.1", _jit.nvcc_version(str(fake)))
+        self.assertEqual(runs(), 2)
+        _jit.nvcc_version.cache_clear()
+
+
 class TestSettings(JitTestCase):
     def test_bad_name(self):
         with self.assertRaises(ValueError) as ctx:
