@@ -164,4 +164,8 @@ def check(error: str) -> None:
     exception reach pybind11 (see ``no_throw`` in csrc/host/python_bindings.hpp)."""
     if error:
         kind, _, message = error.partition(": ")
-        raise (ValueError if kind == "ValueError" else RuntimeError)(message)
+        if kind == "ValueError":
+            raise ValueError(message)
+        if message.startswith("CUDA out of memory"):  # an allocation in the C++ fast path: torch's own type
+            raise torch.OutOfMemoryError(message)
+        raise RuntimeError(message)

@@ -102,7 +102,10 @@ def test_fast_path_of_repeated_calls():
     with_c = ops.fp8_gemm_nt(a, sfa, b, sfb, c)  # fp32 + C: a problem of its own
     assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c), with_c)
     assert rel_err(with_c, reference(a, sfa, b, sfb, c)) < 1e-3
-    assert torch.equal(ops.fp8_gemm_nt(a, sfa.contiguous(), b, sfb), first)  # K-major sfa: the Python path copies
+    lookups = _cuda._config.cache_info()
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa.contiguous(), b, sfb), first)  # K-major sfa: copied MN-major in C++
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb.t().contiguous().t()), first)  # non-contiguous sfb
+    assert _cuda._config.cache_info() == lookups
     with pytest.raises(ValueError, match="out_dtype must be torch.float32 when c is given"):
         ops.fp8_gemm_nt(a, sfa, b, sfb, c, torch.bfloat16)
     with pytest.raises(ValueError, match="out_dtype must be torch.bfloat16 or torch.float32"):

@@ -100,6 +100,16 @@ class TestHostModuleBuild(unittest.TestCase):
         self.assertIn("RuntimeError", result.stdout)
 
 
+class TestCheck(unittest.TestCase):
+    def test_error_texts_become_exceptions(self):
+        _runtime.check("")
+        for text, kind in (("ValueError: bad a", ValueError), ("RuntimeError: launch failed", RuntimeError),
+                           ("RuntimeError: CUDA out of memory. Tried to allocate 56.00 MiB", torch.OutOfMemoryError)):
+            with self.assertRaises(kind) as e:
+                _runtime.check(text)
+            self.assertEqual(str(e.exception), text.partition(": ")[2])
+
+
 class TestModuleName(unittest.TestCase):
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="dg_runtime_test_"))

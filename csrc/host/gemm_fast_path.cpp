@@ -1,8 +1,8 @@
 // Per-call fast path of fp8_gemm_nt: a problem that went once through the Python path (validation, heuristic, JIT,
 // load; deepgemm_ops/_cuda.py) is remembered here with its loaded kernel, and later calls with the same shape are
 // checked and launched without Python in between. The check is an exact "is this the plain well-formed case" test:
-// anything else (another shape, a layout that needs a copy the Python path makes, a bad argument) returns None and
-// the caller takes the Python path, which raises the library's error messages. Saves ~2/3 of the host time per call.
+// anything else (another shape, a layout the kernel cannot read, a bad argument) returns None and the caller takes
+// the Python path, which raises the library's error messages. Saves ~2/3 of the host time per call.
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
@@ -94,14 +94,11 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
   const int64_t m = a.size(0), k = a.size(1), n = b.size(0);
   if (m < 1 || n < 1 || k < 16 || k % 16 != 0 || b.size(1) != k) return pybind11::none();
   const int64_t kb = ceil_div(k, 128);
-  // sfa exactly as the kernel reads it: MN-major with the TMA-aligned M stride (size-1 dims take any stride).
-  const int64_t ld_sfa = ceil_div(m, 4) * 4;
   if (sfa.device() != device || sfa.scalar_type() != at::kFloat || sfa.dim() != 2 || sfa.size(0) != m ||
-      sfa.size(1) != kb || (m > 1 && sfa.stride(0) != 1) || (kb > 1 && sfa.stride(1) != ld_sfa)) {
+      sfa.size(1) != kb) {
     return pybind11::none();
   }
-  if (sfb.device() != device || sfb.scalar_type() != at::kFloat || sfb.dim() != 2 || sfb.size(1) != kb ||
-      !sfb.is_contiguous()) {
+  if (sfb.device() != device || sfb.scalar_type() != at::kFloat || sfb.dim() != 2 || sfb.size(1) != kb) {
     return pybind11::none();
   }
   // The same order as _validate._check_sfb: the 128x128 shape wins when both match (N = 1).
@@ -140,8 +137,18 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
 
   at::Tensor d;
   const std::string error = no_throw([&] {
+    c10::cuda::CUDAGuard guard(device);
+    // The layouts the kernel reads, made the way the Python path makes them (_layout.to_mn_major_tma_aligned,
+    // sfb.contiguous()): sfa MN-major with the TMA-aligned M stride (size-1 dims may carry any stride).
+    const int64_t ld_sfa = ceil_div(m, 4) * 4;
+    at::Tensor sfa_mn = sfa;
+    if ((m > 1 && sfa.stride(0) != 1) || (kb > 1 && sfa.stride(1) != ld_sfa)) {
+      sfa_mn = at::empty_strided({m, kb}, {1, ld_sfa}, sfa.options());
+      sfa_mn.copy_(sfa);
+    }
+    const at::Tensor sfb_c = sfb.contiguous();
     d = at::empty({m, n}, a.options().dtype(out_dtype == 1 ? at::kFloat : at::kBFloat16));
-    launch_loaded(*entry->kernel, entry->cfg, a, sfa, ld_sfa, b, sfb, c, d, std::nullopt, m, n, k, 1);
+    launch_loaded(*entry->kernel, entry->cfg, a, sfa_mn, ld_sfa, b, sfb_c, c, d, std::nullopt, m, n, k, 1);
   });
   if (!error.empty()) return pybind11::str(error);
   return pybind11::cast(d);
