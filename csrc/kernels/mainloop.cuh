@@ -302,8 +302,8 @@ struct Mainloop {
   // ptxas keeps wgmma batches asynchronous only in straight-line code that starts and ends with no batch in flight:
   // a batch still in flight on a loop back edge made it inject a wait there (C7517) or serialise every wgmma of the
   // kernel (C7514/C7515/C7518). So k-blocks go in pairs, drained at the end of each pair: the promotion of the first
-  // overlaps the second's wgmmas. (Longer unrolled runs, 4 or 8 k-blocks per drain, raised register pressure and were
-  // slower or serialised for lack of registers: docs/PERF.md.)
+  // overlaps the second's wgmmas. (Longer unrolled runs were no faster with 4 k-blocks per drain and, with 8, ran out
+  // of registers and were serialised: docs/PERF.md.)
   __device__ void consume_pingpong(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                                    float (&acc)[kBlockN / 2]) const {
     float p0[kBlockN / 2], p1[kBlockN / 2];
