@@ -228,6 +228,7 @@ struct Mainloop {
       kBlockN <= 128;
 #endif
 
+  // Issues the 4 wgmmas of stage s's k-block into p (p = the raw FP8 products) as one committed batch.
   __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
     const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
     const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(s));
@@ -236,6 +237,7 @@ struct Mainloop {
     cute::warpgroup_arrive();
 #pragma unroll
     for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
+      // Advancing the start address by 32 bytes selects the next K slice inside the swizzled 128-byte rows.
       const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
       fp8_gmma<kBlockN>(desc_a + step, desc_b + step, p, kk > 0);
     }
@@ -354,18 +356,7 @@ struct Mainloop {
       const float* sfa = sfa_stage(st.stage);
       const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
       const float* sfb = sfb_stage(st.stage);
-      const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(st.stage) + math_wg * 64 * kBlockK);
-      const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(st.stage));
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
-      cute::warpgroup_arrive();
-#pragma unroll
-      for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
-        // Advancing the start address by 32 bytes selects the next K slice inside the swizzled 128-byte rows.
-        const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
-        fp8_gmma<kBlockN>(desc_a + step, desc_b + step, part, kk > 0);
-      }
-      cute::warpgroup_commit_batch();
+      issue_kblock(st.stage, math_wg, part);
       // (Reading the sfb scales here, under the wgmmas, and releasing the stage right after the wait was measured 6-9%
       // slower at BLOCK_N = 160: the loads landed between the QGMMAs.)
       cute::warpgroup_wait<0>();
