@@ -15,9 +15,6 @@ setup(
     package_data={"deepgemm_ops.csrc": ["host/*.hpp", "host/*.cpp", "host/*.h", "kernels/*.cuh", "kernels/*.h"]},
     install_requires=["torch>=2.11", "ninja"],
     extras_require={
-        # CUTLASS/CuTe headers for the JIT when third_party/cutlass is not checked out. Install it with --no-deps:
-        # the headers need none of the wheel's Python dependencies.
-        "cutlass": ["nvidia-cutlass==4.2.0.0"],
         "test": ["pytest", "expecttest", "nvidia-cuda-cuobjdump", "nvidia-cuda-nvdisasm"],
         "plot": ["matplotlib"],
     },

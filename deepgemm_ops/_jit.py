@@ -1,7 +1,7 @@
 """Compile CUDA kernel source to an sm_90a cubin, cached on disk by content.
 
 Public entry point: :func:`compile_cubin`. The cache key covers everything that can change the cubin — the source,
-every project header it includes (transitively), the CUTLASS version, the nvcc version, the flags and the arch — and
+every project header it includes (transitively), the nvcc version, the flags and the arch — and
 no absolute path, so a cache survives a moved checkout or virtualenv.
 
 Layout: ``<cache_dir>/kernels/<name>_<hash16>/`` holds ``kernel.cu`` (kept for debugging), ``kernel.cubin``,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -41,7 +40,7 @@ BASE_FLAGS = (
     "-cubin",
 )
 # Bump when the key's composition or the cache layout changes.
-_KEY_SCHEMA = "deepgemm_ops-jit-1"
+_KEY_SCHEMA = "deepgemm_ops-jit-2"
 _ELF_MAGIC = b"\x7fELF"
 _HEADER_SUFFIXES = (".h", ".hpp", ".cuh", ".inl")
 
@@ -66,7 +65,7 @@ def debug_log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Locations: our sources, CUTLASS headers, the CUDA toolkit.
+# Locations: our sources, the CUDA toolkit.
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -83,25 +82,6 @@ def csrc_dir() -> Path:
 
 def kernel_dir() -> Path:
     return csrc_dir() / "kernels"
-
-
-def cutlass_include_dir() -> Path:
-    """CUTLASS/CuTe headers: the ``third_party/cutlass`` submodule if checked out, else the nvidia-cutlass wheel's."""
-    submodule = _PACKAGE_DIR.parent / "third_party" / "cutlass" / "include"
-    if (submodule / "cutlass" / "version.h").is_file():
-        return submodule
-    # find_spec, not import: the wheel's Python dependencies are usually not installed (only its headers are used).
-    spec = importlib.util.find_spec("cutlass_library")
-    if spec is not None and spec.submodule_search_locations:
-        wheel = Path(next(iter(spec.submodule_search_locations))) / "source" / "include"
-        if (wheel / "cutlass" / "version.h").is_file():
-            return wheel
-    raise RuntimeError(
-        "deepgemm_ops: CUTLASS headers not found. Either check out the submodule "
-        f"(git submodule update --init third_party/cutlass, expected {submodule}) or install the nvidia-cutlass "
-        "wheel for its headers (pip install --no-deps nvidia-cutlass==4.2.0.0, expected "
-        "<site-packages>/cutlass_library/source/include)"
-    )
 
 
 def cuda_home() -> Path | None:
@@ -189,7 +169,7 @@ def _include_targets(text: str) -> list[tuple[str, bool]]:
 def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
     """Contents of every header that ``source`` includes, transitively, resolving inside ``roots`` (our own source
     trees), keyed by ``"<root index>/<path relative to its root>"`` so the result holds no absolute path. Headers
-    found elsewhere (CUTLASS, CUDA, the C++ library) are not followed. Plain os.path strings: this runs on the
+    found elsewhere (CUDA, the C++ library) are not followed. Plain os.path strings: this runs on the
     first use of every kernel in a process."""
     real_roots = [os.path.realpath(r) for r in roots]
     found: dict[str, bytes] = {}
@@ -214,7 +194,7 @@ def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
 
 
 def cache_key(
-    source: str, *, project_dirs: Sequence[Path], cutlass_dir: Path, nvcc_version_text: str, flags: Sequence[str]
+    source: str, *, project_dirs: Sequence[Path], nvcc_version_text: str, flags: Sequence[str]
 ) -> str:
     """sha256 hex digest over everything that determines the cubin (see module docstring)."""
     h = hashlib.sha256()
@@ -228,7 +208,6 @@ def cache_key(
     part("arch", ARCH)
     part("nvcc", nvcc_version_text)
     part("flags", "\0".join(flags))
-    part("cutlass", (cutlass_dir / "cutlass" / "version.h").read_bytes())
     part("source", source)
     for rel, data in sorted(project_headers(source, project_dirs).items()):
         part(f"header {rel}", data)
@@ -312,7 +291,7 @@ def compile_cubin(
     """Path of the sm_90a cubin for ``source``, compiling it on a cache miss.
 
     ``name`` prefixes the cache directory (for humans; the key is content-derived). ``include_dirs`` are extra
-    project header roots: searched after ``csrc/kernels`` and before CUTLASS, and hashed like ``csrc/kernels``.
+    project header roots: searched after ``csrc/kernels``, and hashed like it.
     ``extra_flags`` go to nvcc after the base flags and are part of the key. Safe to call from many processes and
     threads at once: the first compiles, the others wait on a per-key file lock and reuse the result.
     Raises RuntimeError with nvcc's output and the kept source path when compilation fails.
@@ -320,13 +299,10 @@ def compile_cubin(
     _validate_name(name)
     nvcc = nvcc_path()
     project_dirs = [kernel_dir(), *(Path(d) for d in include_dirs or ())]
-    cutlass_dir = cutlass_include_dir()
     flags = list(BASE_FLAGS) + list(extra_flags)
     if _env_flag("DG_JIT_PTXAS_VERBOSE"):
         flags += ["-Xptxas", "-v"]
-    key = cache_key(
-        source, project_dirs=project_dirs, cutlass_dir=cutlass_dir, nvcc_version_text=nvcc_version(nvcc), flags=flags
-    )
+    key = cache_key(source, project_dirs=project_dirs, nvcc_version_text=nvcc_version(nvcc), flags=flags)
     entry = cache_dir() / "kernels" / f"{name}_{key[:16]}"
     cubin = entry / "kernel.cubin"
     if _is_published(cubin):
@@ -347,7 +323,7 @@ def compile_cubin(
             stale.unlink(missing_ok=True)
         src_path = entry / "kernel.cu"
         _write_atomic(src_path, source.encode())
-        include_flags = [f"-I{d}" for d in (*project_dirs, cutlass_dir)]
+        include_flags = [f"-I{d}" for d in project_dirs]
         fd, tmp = tempfile.mkstemp(dir=entry, prefix="kernel.cubin.tmp")
         os.close(fd)
         tmp_path = Path(tmp)

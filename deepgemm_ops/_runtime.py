@@ -42,12 +42,11 @@ def host_sources() -> list[Path]:
 
 
 def module_name(sources: list[Path]) -> str:
-    """``deepgemm_ops_host_<hash12>`` over the sources, the project headers they include, flags and the torch,
-    Python and CUTLASS versions."""
+    """``deepgemm_ops_host_<hash12>`` over the sources, the project headers they include, flags and the torch
+    and Python versions."""
     h = hashlib.sha256()
     for part in (torch.__version__, f"{sys.version_info.major}.{sys.version_info.minor}", *_CFLAGS):
         h.update(part.encode() + b"\0")
-    h.update((_jit.cutlass_include_dir() / "cutlass" / "version.h").read_bytes())
     roots = [host_dir(), _jit.kernel_dir()]
     headers: dict[str, bytes] = {}
     for src in sources:
@@ -107,7 +106,7 @@ def _build(name: str, sources: list[Path], build_dir: Path) -> ModuleType:
     from torch.utils import cpp_extension
 
     home = ensure_cuda_home()
-    include_paths = [host_dir(), _jit.kernel_dir(), _jit.cutlass_include_dir(), home / "include"]
+    include_paths = [host_dir(), _jit.kernel_dir(), home / "include"]
     build_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # Torch derives nvcc arch flags even when there is no .cu source, and fails without a GPU unless this is set.

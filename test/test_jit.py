@@ -166,10 +166,6 @@ class TestCompileCubin(JitTestCase):
         leftovers = sorted(p.name for p in Path(paths[0]).parent.iterdir())
         self.assertEqual(leftovers, [".lock", "kernel.cu", "kernel.cubin", "kernel.cubin.sha256"])
 
-    def test_includes_cute(self):
-        source = "#include <cute/arch/mma_sm90_gmma.hpp>\n#include <cutlass/arch/barrier.h>\n" + TINY_KERNEL
-        self.assertTrue(_jit.compile_cubin(source, "cute").read_bytes().startswith(b"\x7fELF"))
-
     def test_compile_error_names_kernel_and_kept_source(self):
         with self.assertRaises(RuntimeError) as ctx:
             _jit.compile_cubin("this is not C++;\n", "broken")
@@ -191,12 +187,11 @@ class TestCompileCubin(JitTestCase):
             cubin = _jit.compile_cubin(TINY_KERNEL, "cmd")
         command = err.getvalue().replace(os.environ["DG_JIT_NVCC_COMPILER"], "<nvcc>")
         command = command.replace(str(cubin.parent), "<entry>").replace(str(_jit.kernel_dir()), "<kernels>")
-        command = command.replace(str(_jit.cutlass_include_dir()), "<cutlass>")
         tmp_name = command.split(" -o ")[1].split()[0]
         self.assertExpectedInline(
             command.replace(tmp_name, "<entry>/<tmp>"),
             """\
-[deepgemm_ops.jit] <nvcc> -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -cubin -I<kernels> -I<cutlass> -o <entry>/<tmp> <entry>/kernel.cu
+[deepgemm_ops.jit] <nvcc> -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -cubin -I<kernels> -o <entry>/<tmp> <entry>/kernel.cu
 """,
         )
 
@@ -268,17 +263,6 @@ class TestSettings(JitTestCase):
         self.assertTrue(_jit.print_configs_enabled())
         os.environ["DG_PRINT_CONFIGS"] = "0"
         self.assertFalse(_jit.print_configs_enabled())
-
-    def test_missing_cutlass_names_both_options(self):
-        with mock.patch.object(_jit, "_PACKAGE_DIR", self.tmp / "pkg"), mock.patch(
-            "importlib.util.find_spec", return_value=None
-        ):
-            with self.assertRaises(RuntimeError) as ctx:
-                _jit.cutlass_include_dir()
-        self.assertExpectedInline(
-            str(ctx.exception).replace(str(self.tmp), "<tmp>"),
-            """deepgemm_ops: CUTLASS headers not found. Either check out the submodule (git submodule update --init third_party/cutlass, expected <tmp>/third_party/cutlass/include) or install the nvidia-cutlass wheel for its headers (pip install --no-deps nvidia-cutlass==4.2.0.0, expected <site-packages>/cutlass_library/source/include)""",
-        )
 
 
 if __name__ == "__main__":

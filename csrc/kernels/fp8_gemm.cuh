@@ -4,14 +4,10 @@
 // (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
 // extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
 #pragma once
-#include <cuda.h>
-
-#include <cute/arch/cluster_sm90.hpp>
-#include <cutlass/arch/reg_reconfig.h>
-
 #include "epilogue.cuh"
 #include "mainloop.cuh"
 #include "params.h"
+#include "ptx.cuh"
 #include "scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
@@ -48,20 +44,20 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
   const int lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {
-    cute::prefetch_tma_descriptor(&tma_a);
-    cute::prefetch_tma_descriptor(&tma_b);
-    cute::prefetch_tma_descriptor(&tma_sfa);
-    if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
+    ptx::prefetch_tensor_map(&tma_a);
+    ptx::prefetch_tensor_map(&tma_b);
+    ptx::prefetch_tensor_map(&tma_sfa);
+    if (!kOutFp32 && p.store_d_by_tma) ptx::prefetch_tensor_map(&tma_d);
     loop.init_barriers();
   }
   if constexpr (kCluster > 1) {
-    cute::cluster_sync();  // the peer's barriers are initialised before any multicast or remote arrive reaches them
+    ptx::cluster_sync();  // the peer's barriers are initialised before any multicast or remote arrive reaches them
   } else {
     __syncthreads();
   }
 
   if (warpgroup == Loop::kNumMathWarpgroups) {
-    cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    ptx::setmaxnreg_dec<kProducerRegs>();
     PipelineState<kStages> st;
     Sched sched(p);
     Tile t;
@@ -73,7 +69,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
       while (sched.next(t)) loop.produce_sfb(t, st, p.sfb, lane);
     }
   } else {
-    cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
+    ptx::setmaxnreg_inc<kMathRegs>();
     PipelineState<kStages> st;
     Sched sched(p);
     Tile t;
@@ -96,7 +92,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const CU
   if constexpr (kCluster > 1) {
     // No CTA may exit while its peer can still arrive on its barriers (the last empty[s] releases).
     __syncwarp();
-    cute::cluster_sync();
+    ptx::cluster_sync();
   }
 #endif
 }

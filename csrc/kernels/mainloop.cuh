@@ -7,23 +7,7 @@
 // full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
 // has finished reading the stage.
 #pragma once
-#include <cuda.h>
-
-#include <utility>
-
-#include <cute/arch/cluster_sm90.hpp>
-#include <cute/arch/copy_sm80.hpp>
-#include <cute/arch/copy_sm90_desc.hpp>
-#include <cute/arch/copy_sm90_tma.hpp>
-#include <cute/arch/mma_sm90_desc.hpp>
-#include <cute/arch/mma_sm90_gmma.hpp>
-// The extended wgmma N sizes (24, 40, ..., 248) are 56k lines of CuTe, a third of nvcc's time: only kernels that use
-// one include them (the generated source defines DG_GMMA_EXT_SHAPES, see _codegen.py).
-#ifdef DG_GMMA_EXT_SHAPES
-#include <cute/arch/mma_sm90_gmma_ext.hpp>
-#endif
-#include <cutlass/arch/barrier.h>
-
+#include "ptx.cuh"
 #include "params.h"
 #include "scheduler.cuh"
 
@@ -57,49 +41,6 @@ struct SmemLayout {
   static_assert(kSfbBytes % 8 == 0, "barriers need 8-byte alignment");
 };
 
-// Shared-memory matrix descriptor for a K-major tile with 128-byte rows, 128B swizzle: core-matrix groups of 8 rows
-// are 1024 bytes apart (SBO); LBO is unused for swizzled K-major layouts.
-__device__ __forceinline__ uint64_t make_kmajor_sw128_desc(const void* smem_ptr) {
-  cute::GmmaDescriptor desc;
-  desc.bitfield.start_address_ = static_cast<uint16_t>(cute::cast_smem_ptr_to_uint(smem_ptr) >> 4);
-  desc.bitfield.leading_byte_offset_ = 0;
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;
-  desc.bitfield.base_offset_ = 0;
-  desc.bitfield.layout_type_ = 1;  // SWIZZLE_128B
-  return desc.desc_;
-}
-
-// wgmma m64nNk32 e4m3 x e4m3 -> f32 for every N that CuTe provides (multiples of 8 up to 256).
-template <int N>
-struct Fp8Gmma;
-#define DG_FP8_GMMA(N) \
-  template <>          \
-  struct Fp8Gmma<N> {  \
-    using type = cute::SM90::GMMA::MMA_64x##N##x32_F32E4M3E4M3_SS_TN<>; \
-  };
-DG_FP8_GMMA(8) DG_FP8_GMMA(16) DG_FP8_GMMA(32) DG_FP8_GMMA(64) DG_FP8_GMMA(96) DG_FP8_GMMA(128) DG_FP8_GMMA(192)
-DG_FP8_GMMA(256)
-#ifdef DG_GMMA_EXT_SHAPES
-DG_FP8_GMMA(24) DG_FP8_GMMA(40) DG_FP8_GMMA(48) DG_FP8_GMMA(56) DG_FP8_GMMA(72) DG_FP8_GMMA(80) DG_FP8_GMMA(88)
-DG_FP8_GMMA(104) DG_FP8_GMMA(112) DG_FP8_GMMA(120) DG_FP8_GMMA(136) DG_FP8_GMMA(144) DG_FP8_GMMA(152)
-DG_FP8_GMMA(160) DG_FP8_GMMA(168) DG_FP8_GMMA(176) DG_FP8_GMMA(184) DG_FP8_GMMA(200) DG_FP8_GMMA(208)
-DG_FP8_GMMA(216) DG_FP8_GMMA(224) DG_FP8_GMMA(232) DG_FP8_GMMA(240) DG_FP8_GMMA(248)
-#endif
-#undef DG_FP8_GMMA
-
-template <int N, size_t... I>
-__device__ __forceinline__ void fp8_gmma_impl(uint64_t desc_a, uint64_t desc_b, float* d, bool accumulate,
-                                              std::index_sequence<I...>) {
-  using Mma = typename Fp8Gmma<N>::type;
-  Mma::fma(desc_a, desc_b, d[I]...,
-           accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
-}
-
-template <int N>
-__device__ __forceinline__ void fp8_gmma(uint64_t desc_a, uint64_t desc_b, float (&d)[N / 2], bool accumulate) {
-  fp8_gmma_impl<N>(desc_a, desc_b, d, accumulate, std::make_index_sequence<N / 2>{});
-}
-
 // Stage index + mbarrier parity, advanced in lock step by every role.
 template <int kStages>
 struct PipelineState {
@@ -128,7 +69,7 @@ struct Mainloop {
   static_assert(kCluster == 1 || (kCluster == 2 && kBlockN % 16 == 0),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
-  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using Barrier = ptx::Mbarrier;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
@@ -148,16 +89,15 @@ struct Mainloop {
       full(s).init(1 + kNumSfbLoaderLanes);
       empty(s).init(kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
     }
-    cutlass::arch::fence_barrier_init();
+    ptx::fence_barrier_init();
   }
 
   // TMA issue for one tile; run by a single thread.
   __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const CUtensorMap& tma_a,
                               const CUtensorMap& tma_b, const CUtensorMap& tma_sfa) const {
-    constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
     const int b_row = t.group * kN + t.n_block * kBlockN;
     const int sfa_col = t.m_block * kBlockM;
-    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(ptx::cluster_cta_rank()) : 0;
     constexpr int kBRows = kBlockN / kCluster;  // rows of B this CTA loads (and multicasts)
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
@@ -167,17 +107,15 @@ struct Mainloop {
       // Timing experiment (wrong results): after the first round, stages are re-used without reloading.
       if (st.count >= kStages) { bar.arrive(); continue; }
 #endif
-      bar.arrive_and_expect_tx(kTmaBytes);
-      uint64_t* mbar = reinterpret_cast<uint64_t*>(&bar);
-      cute::SM90_TMA_LOAD_2D::copy(&tma_a, mbar, kHint, a_tile(st.stage), kb * kBlockK, t.a_row);
+      bar.arrive_expect_tx(kTmaBytes);
+      ptx::tma_load_2d(&tma_a, bar, a_tile(st.stage), kb * kBlockK, t.a_row);
       if constexpr (kCluster == 1) {
-        cute::SM90_TMA_LOAD_2D::copy(&tma_b, mbar, kHint, b_tile(st.stage), kb * kBlockK, b_row);
+        ptx::tma_load_2d(&tma_b, bar, b_tile(st.stage), kb * kBlockK, b_row);
       } else {
-        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, mbar, static_cast<uint16_t>((1 << kCluster) - 1), kHint,
-                                               b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
-                                               b_row + rank * kBRows);
+        ptx::tma_load_2d_multicast(&tma_b, bar, b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
+                                   b_row + rank * kBRows, static_cast<uint16_t>((1 << kCluster) - 1));
       }
-      cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, mbar, kHint, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
+      ptx::tma_load_2d(&tma_sfa, bar, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
     }
   }
 
@@ -208,11 +146,11 @@ struct Mainloop {
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
         if (copies[i]) {
-          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb],
-                                                             dst[lane + i * kNumSfbLoaderLanes], in_range[i]);
+          ptx::cp_async_4_zfill(dst + lane + i * kNumSfbLoaderLanes, group_sfb + src_row[i] * kNumKBlocks + kb,
+                                in_range[i]);
         }
       }
-      cutlass::arch::cpasync_barrier_arrive_noinc(reinterpret_cast<const uint64_t*>(&full(st.stage)));
+      ptx::cp_async_arrive_noinc(full(st.stage));
     }
   }
 
@@ -230,18 +168,18 @@ struct Mainloop {
 
   // Issues the 4 wgmmas of stage s's k-block into p (p = the raw FP8 products) as one committed batch.
   __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
-    const uint64_t desc_a = make_kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
-    const uint64_t desc_b = make_kmajor_sw128_desc(b_tile(s));
+    const uint64_t desc_a = ptx::kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
+    const uint64_t desc_b = ptx::kmajor_sw128_desc(b_tile(s));
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
-    cute::warpgroup_arrive();
+    for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(p[i]);
+    ptx::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
       // Advancing the start address by 32 bytes selects the next K slice inside the swizzled 128-byte rows.
       const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
-      fp8_gmma<kBlockN>(desc_a + step, desc_b + step, p, kk > 0);
+      ptx::Fp8Wgmma<kBlockN>::fma(desc_a + step, desc_b + step, p, kk > 0);
     }
-    cute::warpgroup_commit_batch();
+    ptx::wgmma_commit();
   }
 
   // 128x128 recipe: a tile spans at most two 128-column blocks of B scales. Its columns start at n0 = n_block *
@@ -294,7 +232,7 @@ struct Mainloop {
   __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
                          float (&acc)[kBlockN / 2]) const {
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(p[i]);
     const float* sfa = sfa_stage(rel.stage);
     promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(rel.stage), lane, second, acc);
     release(rel.stage, lane);
@@ -318,14 +256,14 @@ struct Mainloop {
     for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
       issue_next(st, math_wg, p0);
       issue_next(st, math_wg, p1);
-      cute::warpgroup_wait<1>();
+      ptx::wgmma_wait<1>();
       retire(rel, r0, lane, second, p0, acc);
-      cute::warpgroup_wait<0>();
+      ptx::wgmma_wait<0>();
       retire(rel, r0, lane, second, p1, acc);
     }
     if constexpr (kNumKBlocks % 2 == 1) {
       issue_next(st, math_wg, p0);
-      cute::warpgroup_wait<0>();
+      ptx::wgmma_wait<0>();
       retire(rel, r0, lane, second, p0, acc);
     }
   }
@@ -359,9 +297,9 @@ struct Mainloop {
       issue_kblock(st.stage, math_wg, part);
       // (Reading the sfb scales here, under the wgmmas, and releasing the stage right after the wait was measured 6-9%
       // slower at BLOCK_N = 160: the loads landed between the QGMMAs.)
-      cute::warpgroup_wait<0>();
+      ptx::wgmma_wait<0>();
 #pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
+      for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(part[i]);
 
 #ifdef DG_EXP_NO_PROMOTE
       // Timing experiment (wrong results): no promotion except a copy at the last k-block.
@@ -383,7 +321,7 @@ struct Mainloop {
     if constexpr (kCluster == 1) {
       if (lane == 0) empty(s).arrive();
     } else {
-      if (lane < kCluster) empty(s).arrive(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
+      if (lane < kCluster) empty(s).arrive_cluster(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
     }
   }
 };

@@ -1,4 +1,4 @@
-// Plain kernel parameters shared by the host launcher and the device kernel (no CUDA/CUTLASS types, so the host
+// Plain kernel parameters shared by the host launcher and the device kernel (no CUDA types, so the host
 // side can include it without device headers). Tensor maps travel as separate __grid_constant__ arguments.
 #pragma once
 #include <stdint.h>
