@@ -105,6 +105,25 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     return stages
 
 
+def with_tile(
+    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: Optional[int] = None, cluster_size: int = 1
+) -> GemmConfig:
+    """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
+    memory; stages default to the most that fit). For tools and tests that force a config."""
+    if num_stages is None:
+        num_stages = _max_stages(block_m, block_n, cfg.out_dtype)
+    return dataclasses.replace(
+        cfg,
+        block_m=block_m,
+        block_n=block_n,
+        num_stages=num_stages,
+        num_math_warpgroups=block_m // 64,
+        num_threads=(block_m // 64 + 1) * 128,
+        cluster_size=cluster_size,
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, cfg.out_dtype),
+    )
+
+
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
                       wide: bool = False) -> Optional[float]:
     """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).

@@ -82,6 +82,18 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                     self.assertEqual(cfg.smem_bytes, H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out))
                     self.assertEqual(H.choose_fp8_gemm_config.__wrapped__(m, n, 576, **kw), cfg)
 
+    def test_with_tile_derives_the_dependent_fields(self):
+        base = H.choose_fp8_gemm_config(4096, 7168, 2048, num_sms=132, out_dtype="bf16", sfb_recipe="128x128",
+                                        has_c=False, gemm_type="normal")
+        cfg = H.with_tile(base, block_m=64, block_n=112)
+        self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
+                                  """bm=64 bn=112 st=8 cl=1 smem=200320 wg=1 threads=256""")
+        cfg = H.with_tile(base, block_m=128, block_n=192, cluster_size=2)
+        self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
+                                  """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
+        self.assertGreater(H.smem_bytes(128, 192, 5, "bf16"), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
+        self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
+
     def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
         for bm in H.BLOCK_M_CANDIDATES:
             self.assertEqual(H.get_mk_alignment_for_contiguous_layout() % bm, 0)

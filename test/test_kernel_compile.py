@@ -45,11 +45,8 @@ CUOBJDUMP = _find_cuobjdump()
 def _cfg(m, n, k, *, out="bf16", recipe="128x128", has_c=False, gemm_type="normal", groups=1, force=None):
     cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype=out, sfb_recipe=recipe, has_c=has_c,
                                    gemm_type=gemm_type, num_groups=groups)
-    if force:
-        bm, bn = force
-        stages = H._max_stages(bm, bn, out)
-        cfg = dataclasses.replace(cfg, block_m=bm, block_n=bn, num_stages=stages, num_math_warpgroups=bm // 64,
-                                  num_threads=(bm // 64 + 1) * 128, smem_bytes=H.smem_bytes(bm, bn, stages, out))
+    if force:  # (block_m, block_n)
+        cfg = H.with_tile(cfg, block_m=force[0], block_n=force[1])
     return cfg, n, k
 
 

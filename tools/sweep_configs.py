@@ -6,7 +6,6 @@ Every variant of a shape runs on the same inputs, compiled in parallel first, ti
 median); the heuristic's own choice is timed first and last, so the spread between those two is the noise.
 """
 import concurrent.futures
-import dataclasses
 import os
 import sys
 
@@ -19,10 +18,7 @@ chosen = H.choose_fp8_gemm_config
 
 
 def forced(cfg, bm, bn, cl):
-    stages = H._max_stages(bm, bn, cfg.out_dtype)
-    return dataclasses.replace(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages,
-                               num_math_warpgroups=bm // 64, num_threads=(bm // 64 + 1) * 128,
-                               smem_bytes=H.smem_bytes(bm, bn, stages, cfg.out_dtype))
+    return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl)
 
 
 def main(spec: str) -> None:

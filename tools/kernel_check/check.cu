@@ -96,8 +96,9 @@ std::vector<Case> read_cases(const std::string& path) {
     Case c;
     std::string spec;
     s >> c.kind >> c.gemm_type >> c.m >> c.n >> c.k >> c.groups >> spec >> c.ldd_pad;
-    int* f = &c.cfg.block_m;  // Fp8GemmKernelConfig is 14 ints in GemmConfig.as_ints() order
-    for (int i = 0; i < 14; ++i) s >> f[i];
+    constexpr int kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);  // GemmConfig.as_ints() order
+    int* f = &c.cfg.block_m;
+    for (int i = 0; i < kFields; ++i) s >> f[i];
     s >> c.name;
     if (spec != "-") {
       std::istringstream g(spec);

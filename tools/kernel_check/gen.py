@@ -117,11 +117,9 @@ def main():
             _rows(case), case.n, case.k, num_sms=args.num_sms, out_dtype=case.out, sfb_recipe=case.recipe,
             has_c=case.has_c, gemm_type=case.gemm_type, num_groups=groups, expected_m=case.expected_m)
         if case.force:
-            bm, bn = case.force["block_m"], case.force["block_n"]
-            stages = case.force.get("stages") or heuristics._max_stages(bm, bn, case.out)
-            cfg = dataclasses.replace(cfg, block_m=bm, block_n=bn, num_stages=stages, num_math_warpgroups=bm // 64,
-                                      num_threads=(bm // 64 + 1) * 128, smem_bytes=heuristics.smem_bytes(bm, bn, stages, case.out),
-                                      cluster_size=case.force.get("cluster", 1))
+            f = case.force
+            cfg = heuristics.with_tile(cfg, block_m=f["block_m"], block_n=f["block_n"], num_stages=f.get("stages"),
+                                       cluster_size=f.get("cluster", 1))
         src, name = codegen.fp8_gemm_source(cfg, case.n, case.k)
         if name not in written:
             with open(os.path.join(args.out_dir, name + ".cu"), "w") as f:
