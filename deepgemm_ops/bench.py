@@ -174,7 +174,9 @@ def quantized_inputs(s: GemmShape, device: torch.device):
 
 
 def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
-    """One row of the dense table: ours and cuBLASLt, each with time, TFLOPS, GB/s and error."""
+    """One row of the dense table: ours and cuBLASLt, each with time, TFLOPS, GB/s and error, and the time of a plain
+    device copy of the same byte count (what this harness allows a memory-bound kernel of this size: the flush leaves
+    L2 dirty and launch costs are fixed, so small copies stay far below the 1 GB copy bandwidth)."""
     a, sfa, b, sfb = quantized_inputs(s, timer.device)
     row: dict = {"shape": str(s), "m": s.m, "n": s.n, "k": s.k}
     nbytes = gemm_bytes(s)
@@ -194,7 +196,11 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         except NotImplementedError as e:
             row[label] = {"error": f"NotImplementedError: {e}"}
             del candidates[label]
-    for label, us in timer.time_interleaved(candidates, reps=reps).items():
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device=timer.device)
+    dst = torch.empty_like(src)
+    times = timer.time_interleaved({**candidates, "copy": lambda: dst.copy_(src)}, reps=reps)
+    row["same_bytes_copy_us"] = times.pop("copy")
+    for label, us in times.items():
         row[label] = {
             "us": us,
             "tflops": tflops(gemm_flops(s), us),
@@ -285,7 +291,7 @@ def bench_first_call(s: GemmShape) -> dict:
 def format_table(rows: list[dict]) -> str:
     header = (
         f"{'shape':>18} | {'ours us':>9} {'TFLOPS':>7} {'GB/s':>6} {'%copy':>6} {'rel err':>8} | "
-        f"{'cuBLASLt us':>11} {'TFLOPS':>7} {'rel err':>8} | {'speedup':>7}"
+        f"{'cuBLASLt us':>11} {'TFLOPS':>7} {'rel err':>8} | {'speedup':>7} | {'copy us':>7}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -298,7 +304,8 @@ def format_table(rows: list[dict]) -> str:
         )
         right = f"{cub['us']:11.1f} {cub['tflops']:7.1f} {cub['rel_err']:8.1e}" if "us" in cub else f"{'-':>28}"
         speedup = f"{row['speedup_vs_cublaslt']:6.2f}x" if "speedup_vs_cublaslt" in row else f"{'-':>7}"
-        lines.append(f"{row['shape']:>18} | {left} | {right} | {speedup}")
+        copy = f"{row['same_bytes_copy_us']:7.1f}" if "same_bytes_copy_us" in row else f"{'-':>7}"
+        lines.append(f"{row['shape']:>18} | {left} | {right} | {speedup} | {copy}")
     return "\n".join(lines)
 
 

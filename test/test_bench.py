@@ -96,7 +96,8 @@ class TestHelpers(expecttest.TestCase):
         with mock.patch.object(torch, "_scaled_mm", scaled_mm), mock.patch.object(bench, "host_us_per_call", call_once):
             row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), copy_gbps=1000.0, reps=1)
             overhead = bench.bench_overhead(torch.device("cpu"))
-        self.assertEqual(sorted(row), ["cublaslt", "k", "m", "n", "ours", "shape", "speedup_vs_cublaslt"])
+        self.assertEqual(sorted(row), ["cublaslt", "k", "m", "n", "ours", "same_bytes_copy_us", "shape",
+                                       "speedup_vs_cublaslt"])
         self.assertEqual(row["ours"]["us"], 10.0)
         self.assertAlmostEqual(row["ours"]["copy_fraction"], bench.gemm_bytes(bench.GemmShape(64, 256, 384)) / 1e4 / 1e3)
         self.assertLess(row["ours"]["rel_err"], 1e-2)
@@ -111,15 +112,16 @@ class TestHelpers(expecttest.TestCase):
             "ours": {"us": 20.0, "tflops": 97.0, "gbps": 840.0, "copy_fraction": 0.2, "rel_err": 1e-3},
             "cublaslt": {"us": 30.0, "tflops": 65.0, "gbps": 560.0, "copy_fraction": 0.13, "rel_err": 2e-3},
             "speedup_vs_cublaslt": 1.5,
+            "same_bytes_copy_us": 11.5,
         }
         missing = {"shape": "4096x7168x2048", "ours": {"error": "NotImplementedError: x"}, "cublaslt": row["cublaslt"]}
         self.assertExpectedInline(
             bench.format_table([row, missing]),
             """\
-             shape |   ours us  TFLOPS   GB/s  %copy  rel err | cuBLASLt us  TFLOPS  rel err | speedup
-------------------------------------------------------------------------------------------------------
-      64x2112x7168 |      20.0    97.0    840  20.0%  1.0e-03 |        30.0    65.0  2.0e-03 |   1.50x
-    4096x7168x2048 |                          not implemented |        30.0    65.0  2.0e-03 |       -""",
+             shape |   ours us  TFLOPS   GB/s  %copy  rel err | cuBLASLt us  TFLOPS  rel err | speedup | copy us
+----------------------------------------------------------------------------------------------------------------
+      64x2112x7168 |      20.0    97.0    840  20.0%  1.0e-03 |        30.0    65.0  2.0e-03 |   1.50x |    11.5
+    4096x7168x2048 |                          not implemented |        30.0    65.0  2.0e-03 |       - |       -""",
         )
 
     def test_overhead_text(self):
