@@ -107,23 +107,18 @@ class TestKernelCompile(TestCase):
 
 class TestGeneratedSource(TestCase):
     def test_wgmma_source(self):
-        self.assertExpectedInline(_codegen.wgmma_source(24), """\
-namespace deepgemm_ops::kernels::ptx {
-template <>
-struct Fp8Wgmma<24> {
-  __device__ __forceinline__ static void fma(uint64_t desc_a, uint64_t desc_b, float (&d)[12], bool accumulate) {
-    asm volatile(
-        "{\\n\\t.reg .pred p;\\n\\tsetp.ne.b32 p, %14, 0;\\n\\t"
-        "wgmma.mma_async.sync.aligned.m64n24k32.f32.e4m3.e4m3 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, "
-        "%8, %9, %10, %11}, %12, %13, p, 1, 1;\\n\\t}"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
-        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
-  }
-};
-}  // namespace deepgemm_ops::kernels::ptx
-""")
+        # The full text of one specialisation is in test_source (N = 80); here: every N names its N / 2 accumulators
+        # once, as operands %0 .. %(N/2 - 1), then the two descriptors and the scale-d flag.
+        for n in (8, 24, 136, 256):
+            src = _codegen.wgmma_source(n)
+            regs = n // 2
+            self.assertIn(f"struct Fp8Wgmma<{n}>", src)
+            self.assertIn(f"wgmma.mma_async.sync.aligned.m64n{n}k32.f32.e4m3.e4m3", src)
+            self.assertEqual(re.findall(r'"\+f"\(d\[(\d+)\]\)', src), [str(i) for i in range(regs)])
+            operands = re.search(r"e4m3 \{(.*?)\}, %", src, re.S).group(1)
+            self.assertEqual(re.findall(r"%(\d+)", operands), [str(i) for i in range(regs)])
+            self.assertIn(f"}}, %{regs}, %{regs + 1}, p, 1, 1;", src)
+            self.assertIn(f"setp.ne.b32 p, %{regs + 2}, 0;", src)
         for n in (0, 12, 264):
             with self.assertRaisesRegex(ValueError, f"wgmma N must be a multiple of 8 in \\[8, 256\\], got {n}"):
                 _codegen.wgmma_source(n)

@@ -3,7 +3,7 @@
 // Why our own and not CUTLASS/CuTe's: any one CuTe arch header costs nvcc 0.5-1.7 s of parsing (cluster_sm90.hpp
 // alone doubles the time of an empty kernel; barrier.h pulls in the SM100 headers), and every kernel is compiled cold
 // on the user's first call of a shape. With this header a kernel compiles in well under half the time (docs/PERF.md,
-// "cold JIT"). Every wrapper is one PTX instruction (ISA 8.0, sm_90a) with the operand constraints it needs.
+// "cold JIT"). Each wrapper is one or two PTX instructions (ISA 8.0, sm_90a) with the operand constraints they need.
 #pragma once
 #include <cuda.h>  // CUtensorMap (the tensor maps arrive as __grid_constant__ kernel arguments)
 #include <stdint.h>
