@@ -105,22 +105,28 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     return stages
 
 
-def with_tile(
-    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: Optional[int] = None, cluster_size: int = 1
-) -> GemmConfig:
-    """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
-    memory; stages default to the most that fit). For tools and tests that force a config."""
+def _tile_fields(block_m: int, block_n: int, num_stages: Optional[int], out_dtype: str) -> dict:
+    """The GemmConfig fields a tile shape determines: one math warpgroup per 64 rows plus the producer warpgroup,
+    and the shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
-        num_stages = _max_stages(block_m, block_n, cfg.out_dtype)
-    return dataclasses.replace(
-        cfg,
+        num_stages = _max_stages(block_m, block_n, out_dtype)
+    return dict(
         block_m=block_m,
         block_n=block_n,
         num_stages=num_stages,
         num_math_warpgroups=block_m // 64,
         num_threads=(block_m // 64 + 1) * 128,
-        cluster_size=cluster_size,
-        smem_bytes=smem_bytes(block_m, block_n, num_stages, cfg.out_dtype),
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
+    )
+
+
+def with_tile(
+    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: Optional[int] = None, cluster_size: int = 1
+) -> GemmConfig:
+    """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
+    memory; stages default to the most that fit). For tools and tests that force a config."""
+    return dataclasses.replace(
+        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype)
     )
 
 
@@ -192,7 +198,6 @@ def choose_fp8_gemm_config(
             if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
     _, block_m, block_n = best
-    num_math_warpgroups = block_m // 64
     # 2-CTA cluster multicasting B to two m-blocks (normal GEMMs): measured +2-4% for 160/192-wide tiles at K >= 1536,
     # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
     # m-blocks adds no wave.
@@ -202,17 +207,11 @@ def choose_fp8_gemm_config(
             and _ceil_div(_ceil_div(m_blocks, 2) * 2 * _ceil_div(n, block_n), num_sms // 2 * 2)
             <= _ceil_div(m_blocks * _ceil_div(n, block_n), num_sms)):
         cluster_size = 2
-    num_stages = _max_stages(block_m, block_n, out_dtype)
     return GemmConfig(
-        block_m=block_m,
-        block_n=block_n,
+        **_tile_fields(block_m, block_n, None, out_dtype),
         block_k=BLOCK_K,
-        num_stages=num_stages,
-        num_math_warpgroups=num_math_warpgroups,
-        num_threads=(num_math_warpgroups + 1) * 128,
         cluster_size=cluster_size,
         swizzle_group_n=SWIZZLE_GROUP_N,
-        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
         num_sms=num_sms,
         gemm_type=gemm_type,
         sfb_recipe=sfb_recipe,

@@ -131,11 +131,16 @@ class Timer:
         return {name: statistics.median(s.elapsed_time(e) * 1e3 for s, e in pairs) for name, pairs in events.items()}
 
 
-def copy_bandwidth_gbps(timer: Timer, nbytes: int = 1 << 30) -> float:
-    """Device-to-device copy bandwidth, counting bytes read + written."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=timer.device)
+def device_copy(moved_bytes: int, device: torch.device) -> Callable[[], object]:
+    """A device-to-device copy that moves moved_bytes in all: half read, half written."""
+    src = torch.empty(moved_bytes // 2, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    us = timer.time_us(lambda: dst.copy_(src), reps=10, warmup=2)
+    return lambda: dst.copy_(src)
+
+
+def copy_bandwidth_gbps(timer: Timer, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth of an nbytes copy, counting bytes read + written."""
+    us = timer.time_us(device_copy(2 * nbytes, timer.device), reps=10, warmup=2)
     return gbps(2 * nbytes, us)
 
 
@@ -196,9 +201,7 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         except NotImplementedError as e:
             row[label] = {"error": f"NotImplementedError: {e}"}
             del candidates[label]
-    src = torch.empty(nbytes // 2, dtype=torch.uint8, device=timer.device)
-    dst = torch.empty_like(src)
-    times = timer.time_interleaved({**candidates, "copy": lambda: dst.copy_(src)}, reps=reps)
+    times = timer.time_interleaved({**candidates, "copy": device_copy(nbytes, timer.device)}, reps=reps)
     row["same_bytes_copy_us"] = times.pop("copy")
     for label, us in times.items():
         row[label] = {
@@ -357,9 +360,8 @@ def _require_matplotlib() -> None:
 
 def _git_commit() -> str | None:
     try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
-        )
+        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, check=False)
     except OSError:
         return None
     return done.stdout.strip() or None
@@ -442,6 +444,7 @@ __all__ = [
     "bench_gemm",
     "bench_overhead",
     "copy_bandwidth_gbps",
+    "device_copy",
     "gemm_bytes",
     "gemm_flops",
     "host_us_per_call",
