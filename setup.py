@@ -15,7 +15,10 @@ setup(
     package_data={"deepgemm_ops.csrc": ["host/*.hpp", "host/*.cpp", "host/*.h", "kernels/*.cuh", "kernels/*.h"]},
     install_requires=["torch>=2.11", "ninja"],
     extras_require={
-        "test": ["pytest", "expecttest", "nvidia-cuda-cuobjdump", "nvidia-cuda-nvdisasm"],
+        # libcu++ headers for NVRTC where no CUDA toolkit is installed; match torch's CUDA version (13.0 for the
+        # cu130 builds the tests run with).
+        "nvrtc": ["nvidia-cuda-cccl"],
+        "test": ["pytest", "expecttest", "nvidia-cuda-cuobjdump", "nvidia-cuda-nvdisasm", "nvidia-cuda-cccl==13.0.*"],
         "plot": ["matplotlib"],
     },
 )

@@ -1,19 +1,27 @@
 """Compile CUDA kernel source to an sm_90a cubin, cached on disk by content.
 
-Public entry point: :func:`compile_cubin`. The cache key covers everything that can change the cubin — the source,
-every project header it includes (transitively), the nvcc version, the flags and the arch — and
-no absolute path, so a cache survives a moved checkout or virtualenv.
+Public entry point: :func:`compile_cubin`. Compilers: NVRTC by default (in-process, no CUDA toolkit needed: it
+comes with CUDA torch's wheels; automatic precompiled headers make every compile after the first in a process
+cheaper), nvcc with ``DG_JIT_USE_NVRTC=0``. Where each comes from: ``_toolchain``. The kernels include CUTLASS/CuTe
+(``_toolchain.cutlass_include_dir``).
+
+The cache key covers everything that can change the cubin — the source, every project header it includes
+(transitively), the compiler's identity and flags, the CUTLASS and (NVRTC) CUDA / libcu++ header versions, the
+arch — and no absolute path, so a cache survives a moved checkout or virtualenv. CUTLASS's headers enter by their
+release (``cutlass/version.h``), not their contents: hashing the thousands of CuTe headers would cost every first
+use of a kernel.
 
 Layout: ``<cache_dir>/kernels/<name>_<hash16>/`` holds ``kernel.cu`` (kept for debugging), ``kernel.cubin``,
 ``kernel.cubin.sha256`` (written after the cubin; a cubin without a matching sidecar is rebuilt) and ``.lock``.
 
 Environment variables (read on every call):
   DG_JIT_CACHE_DIR               cache root (default ``~/.cache/deepgemm_ops``)
+  DG_JIT_USE_NVRTC               ``0`` compiles with nvcc instead of NVRTC (default ``1``)
   DG_JIT_DEBUG                   log cache hits, misses and compile times to stderr
   DG_PRINT_CONFIGS               the op layer prints chosen kernel configs (see :func:`print_configs_enabled`)
   DG_JIT_NVCC_COMPILER           nvcc to use (default: ``$CUDA_HOME/bin/nvcc``, ``/usr/local/cuda/bin/nvcc``, PATH)
-  DG_JIT_PTXAS_VERBOSE           compile with ``-Xptxas -v`` and print ptxas' report
-  DG_JIT_PRINT_COMPILER_COMMAND  print each nvcc command line to stderr
+  DG_JIT_PTXAS_VERBOSE           compile with ptxas ``-v`` and print its report
+  DG_JIT_PRINT_COMPILER_COMMAND  print each compiler command line (NVRTC: library and options)
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import fcntl
 import functools
 import hashlib
 import os
-import shutil
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,18 +39,22 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import _nvrtc, _toolchain
+
 ARCH = "sm_90a"
-BASE_FLAGS = (
+NVCC_FLAGS = (
     "-std=c++17",
     "-O3",
     "-gencode=arch=compute_90a,code=sm_90a",
     "--expt-relaxed-constexpr",
     "-cubin",
 )
+# NVRTC optimises device code by default; -default-device lets CuTe's unannotated constexpr helpers run on the device
+# (nvcc: --expt-relaxed-constexpr).
+NVRTC_FLAGS = ("-std=c++17", f"-arch={ARCH}", "-default-device")
 # Bump when the key's composition or the cache layout changes.
-_KEY_SCHEMA = "deepgemm_ops-jit-2"
+_KEY_SCHEMA = "deepgemm_ops-jit-3"
 _ELF_MAGIC = b"\x7fELF"
-_HEADER_SUFFIXES = (".h", ".hpp", ".cuh", ".inl")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -65,7 +77,7 @@ def debug_log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Locations: our sources, the CUDA toolkit.
+# Locations: our sources; the compilers
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -82,35 +94,6 @@ def csrc_dir() -> Path:
 
 def kernel_dir() -> Path:
     return csrc_dir() / "kernels"
-
-
-def cuda_home() -> Path | None:
-    """A CUDA toolkit root holding ``include/cuda.h``: $CUDA_HOME, $CUDA_PATH, /usr/local/cuda, or None."""
-    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if candidate and (Path(candidate) / "include" / "cuda.h").is_file():
-            return Path(candidate)
-    return None
-
-
-def nvcc_path() -> str:
-    override = os.environ.get("DG_JIT_NVCC_COMPILER")
-    if override:
-        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
-            raise RuntimeError(
-                f"deepgemm_ops: DG_JIT_NVCC_COMPILER must name an executable nvcc, got {override!r} "
-                "(no such executable file)"
-            )
-        return override
-    home = cuda_home()
-    if home is not None and (home / "bin" / "nvcc").is_file():
-        return str(home / "bin" / "nvcc")
-    on_path = shutil.which("nvcc")
-    if on_path:
-        return on_path
-    raise RuntimeError(
-        "deepgemm_ops: nvcc not found: set DG_JIT_NVCC_COMPILER or CUDA_HOME, install the toolkit at "
-        "/usr/local/cuda, or put nvcc on PATH"
-    )
 
 
 @functools.cache
@@ -140,6 +123,74 @@ def nvcc_version(nvcc: str) -> str:
         except OSError:
             pass  # a read-only cache directory only costs the subprocess next time
     return done.stdout
+
+
+def use_nvrtc() -> bool:
+    return os.environ.get("DG_JIT_USE_NVRTC", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _first_define(path: Path, macro: str) -> str:
+    """The value of ``#define macro`` in the first 16 KB of ``path`` (version macros sit near the top)."""
+    with open(path, "rb") as f:
+        head = f.read(16384).decode(errors="replace")
+    m = re.search(rf"#\s*define\s+{macro}\s+(\S+)", head)
+    return m.group(1) if m else "unknown"
+
+
+@functools.cache
+def _nvrtc_identity(setup: _toolchain.NvrtcSetup) -> str:
+    """NVRTC's build (library name + size: a stat, so a cache hit never loads the 100 MB library) and the CUDA and
+    libcu++ header versions it compiles against."""
+    cudart = _first_define(setup.cuda_include / "cuda_runtime_api.h", "CUDART_VERSION")
+    cccl = _first_define(setup.libcudacxx_include / "cuda" / "std" / "__cccl" / "version.h", "CCCL_VERSION")
+    return f"nvrtc {setup.library.name} {setup.library.stat().st_size} cudart {cudart} cccl {cccl}"
+
+
+@functools.cache
+def _cutlass_identity(include_dir: Path) -> str:
+    return "cutlass " + (include_dir / "cutlass" / "version.h").read_text()
+
+
+class Compiler:
+    """One compile configuration: what identifies it in the cache key (no paths) and how to run it.
+
+    ``nvrtc`` / ``ptxas_verbose``: None = from the environment (DG_JIT_USE_NVRTC, DG_JIT_PTXAS_VERBOSE)."""
+
+    def __init__(self, extra_flags: Sequence[str] = (), *, nvrtc: bool | None = None,
+                 ptxas_verbose: bool | None = None):
+        verbose = _env_flag("DG_JIT_PTXAS_VERBOSE") if ptxas_verbose is None else ptxas_verbose
+        self.cutlass = _toolchain.cutlass_include_dir()
+        self.nvrtc = use_nvrtc() if nvrtc is None else nvrtc
+        if self.nvrtc:
+            self.setup = _toolchain.nvrtc_setup()
+            self.flags = [*NVRTC_FLAGS, *extra_flags] + (["--ptxas-options=-v"] if verbose else [])
+            self.identity = _nvrtc_identity(self.setup)
+        else:
+            self.nvcc = _toolchain.nvcc_path()
+            self.flags = [*NVCC_FLAGS, *extra_flags] + (["-Xptxas", "-v"] if verbose else [])
+            self.identity = nvcc_version(self.nvcc)
+        self.identity += "\0" + _cutlass_identity(self.cutlass)
+
+    @property
+    def name(self) -> str:
+        return "NVRTC" if self.nvrtc else "nvcc"
+
+    def include_dirs(self, project_dirs: Sequence[Path]) -> list[Path]:
+        toolchain = [self.setup.cuda_include, self.setup.libcudacxx_include] if self.nvrtc else []
+        return [*project_dirs, self.cutlass, *toolchain]
+
+    def compile(self, source: str, src_path: Path, out_path: Path, *, name: str,
+                project_dirs: Sequence[Path] = (), pch: bool | None = None) -> str:
+        """Compile ``source`` (also written at ``src_path``, named in messages) to the cubin ``out_path``; returns
+        the compiler's log (the ptxas report when verbose). ``pch``: see :func:`compile_cubin`."""
+        options = [*self.flags, *(f"-I{d}" for d in self.include_dirs([kernel_dir(), *project_dirs]))]
+        if self.nvrtc:
+            data, log = _run_nvrtc(self.setup.library, options, source, name, src_path, pch)
+            if not data.startswith(_ELF_MAGIC):
+                raise RuntimeError(f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
+            out_path.write_bytes(data)
+            return log
+        return _run_nvcc([self.nvcc, *options, "-o", str(out_path), str(src_path)], name, src_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,9 +244,7 @@ def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
     return found
 
 
-def cache_key(
-    source: str, *, project_dirs: Sequence[Path], nvcc_version_text: str, flags: Sequence[str]
-) -> str:
+def cache_key(source: str, *, project_dirs: Sequence[Path], compiler_identity: str, flags: Sequence[str]) -> str:
     """sha256 hex digest over everything that determines the cubin (see module docstring)."""
     h = hashlib.sha256()
 
@@ -206,7 +255,7 @@ def cache_key(
 
     part("schema", _KEY_SCHEMA)
     part("arch", ARCH)
-    part("nvcc", nvcc_version_text)
+    part("compiler", compiler_identity)
     part("flags", "\0".join(flags))
     part("source", source)
     for rel, data in sorted(project_headers(source, project_dirs).items()):
@@ -287,22 +336,22 @@ def compile_cubin(
     *,
     include_dirs: Iterable[Path] | None = None,
     extra_flags: Sequence[str] = (),
+    pch: bool | None = None,
 ) -> Path:
     """Path of the sm_90a cubin for ``source``, compiling it on a cache miss.
 
     ``name`` prefixes the cache directory (for humans; the key is content-derived). ``include_dirs`` are extra
     project header roots: searched after ``csrc/kernels``, and hashed like it.
-    ``extra_flags`` go to nvcc after the base flags and are part of the key. Safe to call from many processes and
-    threads at once: the first compiles, the others wait on a per-key file lock and reuse the result.
-    Raises RuntimeError with nvcc's output and the kept source path when compilation fails.
+    ``extra_flags`` go to the compiler after the base flags and are part of the key. ``pch`` (NVRTC only): use
+    automatic precompiled headers; None = from this process's second compile on (the first compile of a process
+    is faster without creating one; batch compiles such as ``precompile`` pass True). Safe to call from many
+    processes and threads at once: the first compiles, the others wait on a per-key file lock and reuse the result.
+    Raises RuntimeError with the compiler's output and the kept source path when compilation fails.
     """
     _validate_name(name)
-    nvcc = nvcc_path()
+    compiler = Compiler(extra_flags)
     project_dirs = [kernel_dir(), *(Path(d) for d in include_dirs or ())]
-    flags = list(BASE_FLAGS) + list(extra_flags)
-    if _env_flag("DG_JIT_PTXAS_VERBOSE"):
-        flags += ["-Xptxas", "-v"]
-    key = cache_key(source, project_dirs=project_dirs, nvcc_version_text=nvcc_version(nvcc), flags=flags)
+    key = cache_key(source, project_dirs=project_dirs, compiler_identity=compiler.identity, flags=compiler.flags)
     entry = cache_dir() / "kernels" / f"{name}_{key[:16]}"
     cubin = entry / "kernel.cubin"
     if _is_published(cubin):
@@ -323,35 +372,51 @@ def compile_cubin(
             stale.unlink(missing_ok=True)
         src_path = entry / "kernel.cu"
         _write_atomic(src_path, source.encode())
-        include_flags = [f"-I{d}" for d in project_dirs]
         fd, tmp = tempfile.mkstemp(dir=entry, prefix="kernel.cubin.tmp")
         os.close(fd)
         tmp_path = Path(tmp)
+        start = time.perf_counter()
         try:
-            _run_nvcc([nvcc, *flags, *include_flags, "-o", str(tmp_path), str(src_path)], name, src_path)
+            log = compiler.compile(source, src_path, tmp_path, name=name, project_dirs=project_dirs[1:], pch=pch)
             _publish(tmp_path, cubin)
         finally:
             tmp_path.unlink(missing_ok=True)
         _write_atomic(cubin.with_name(cubin.name + ".sha256"), _sha256_file(cubin).encode())
         _fsync_dir(entry)
+        if _env_flag("DG_JIT_PTXAS_VERBOSE"):
+            print(log, file=sys.stderr, end="", flush=True)
+        if debug_enabled():
+            debug_log(f"compiled {entry.name} in {time.perf_counter() - start:.2f} s ({compiler.name})")
     return cubin
 
 
-def _run_nvcc(command: list[str], name: str, src_path: Path) -> None:
+def _run_nvrtc(library: Path, options: list[str], source: str, name: str, src_path: Path,
+               pch: bool | None) -> tuple[bytes, str]:
+    nvrtc = _nvrtc.load(library)
+    use_pch = nvrtc.compiles > 0 if pch is None else pch
+    if _env_flag("DG_JIT_PRINT_COMPILER_COMMAND"):
+        shown = [*options, "-pch"] if use_pch else options
+        print(f"[deepgemm_ops.jit] NVRTC {library} {subprocess.list2cmdline(shown)} {src_path}", file=sys.stderr,
+              flush=True)
+    try:
+        result = nvrtc.compile(source, options, pch=use_pch)
+    except _nvrtc.NvrtcError as e:
+        raise RuntimeError(
+            f"deepgemm_ops: NVRTC failed to compile kernel {name!r} ({e}); source kept at {src_path}\n{e.log.strip()}"
+        ) from e
+    return result.cubin, result.log
+
+
+def _run_nvcc(command: list[str], name: str, src_path: Path) -> str:
     if _env_flag("DG_JIT_PRINT_COMPILER_COMMAND"):
         print(f"[deepgemm_ops.jit] {subprocess.list2cmdline(command)}", file=sys.stderr, flush=True)
-    start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as e:
         raise RuntimeError(f"deepgemm_ops: cannot run nvcc at {command[0]!r}: {e}") from e
-    elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(
             f"deepgemm_ops: nvcc failed to compile kernel {name!r} (exit code {done.returncode}); "
             f"source kept at {src_path}\n{(done.stderr + done.stdout).strip()}"
         )
-    if _env_flag("DG_JIT_PTXAS_VERBOSE"):
-        print(done.stdout + done.stderr, file=sys.stderr, end="", flush=True)
-    if debug_enabled():
-        debug_log(f"compiled {src_path.parent.name} in {elapsed:.2f} s")
+    return done.stdout + done.stderr

@@ -24,7 +24,7 @@ from types import ModuleType
 
 import torch
 
-from . import _jit
+from . import _jit, _toolchain
 
 _CFLAGS = ("-O3",)
 _MODULE_PREFIX = "deepgemm_ops_host"
@@ -91,7 +91,7 @@ def ensure_cuda_home() -> Path:
     guess = cpp_extension.CUDA_HOME
     if guess and (Path(guess) / "include" / "cuda.h").is_file():
         return Path(guess)
-    home = _jit.cuda_home()
+    home = _toolchain.cuda_home()
     if home is None:
         raise RuntimeError(
             "deepgemm_ops: building the host module needs the CUDA toolkit headers: set CUDA_HOME to a toolkit "

@@ -1,4 +1,7 @@
-"""deepgemm_ops._jit: nvcc → cubin with a content-hashed disk cache. Needs nvcc (skips without), no GPU."""
+"""deepgemm_ops._jit: source -> cubin with NVRTC (default) or nvcc and a content-hashed disk cache; _toolchain lookups.
+
+Compiling needs the CUTLASS headers (skips without); no GPU.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import io
 import multiprocessing as mp
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 import unittest
@@ -14,18 +19,24 @@ from unittest import mock
 
 import expecttest
 
-from deepgemm_ops import _jit
+from deepgemm_ops import _jit, _nvrtc, _toolchain
+
+REPO = Path(__file__).resolve().parent.parent
 
 
-def _find_nvcc() -> str | None:
+def _available(lookup) -> bool:
     try:
-        return _jit.nvcc_path()
+        lookup()
+        return True
     except RuntimeError:
-        return None
+        return False
 
 
-NVCC = _find_nvcc()
-requires_nvcc = unittest.skipIf(NVCC is None, "nvcc not found")
+HAVE_CUTLASS = _available(_toolchain.cutlass_include_dir)
+NVCC = _toolchain.nvcc_path() if _available(_toolchain.nvcc_path) else None
+HAVE_NVRTC = _available(_toolchain.nvrtc_setup)
+requires_nvcc = unittest.skipIf(NVCC is None or not HAVE_CUTLASS, "needs nvcc and the CUTLASS headers")
+requires_nvrtc = unittest.skipIf(not HAVE_NVRTC or not HAVE_CUTLASS, "needs NVRTC and the CUTLASS headers")
 
 TINY_KERNEL = textwrap.dedent(
     """\
@@ -35,6 +46,8 @@ TINY_KERNEL = textwrap.dedent(
     }
     """
 )
+# Includes a CuTe header, so a precompiled header has something to cover.
+CUTE_KERNEL = '#include <cute/arch/mma_sm90_gmma.hpp>\n' + TINY_KERNEL
 
 
 def _nvcc_wrapper(directory: Path, log: Path) -> Path:
@@ -50,6 +63,7 @@ def _nvcc_wrapper(directory: Path, log: Path) -> Path:
 def _race_worker(cache: str, nvcc: str, barrier, results) -> None:
     os.environ["DG_JIT_CACHE_DIR"] = cache
     os.environ["DG_JIT_NVCC_COMPILER"] = nvcc
+    os.environ["DG_JIT_USE_NVRTC"] = "0"
     barrier.wait()
     try:
         results.put(str(_jit.compile_cubin(TINY_KERNEL, "race")))
@@ -66,6 +80,7 @@ class JitTestCase(expecttest.TestCase):
         self.log = self.tmp / "nvcc.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DG_")}
         env["DG_JIT_CACHE_DIR"] = str(self.cache)
+        env["DG_JIT_USE_NVRTC"] = "0"  # the nvcc tests count compiles through a wrapper; TestNvrtc sets it back
         if NVCC is not None:
             env["DG_JIT_NVCC_COMPILER"] = str(_nvcc_wrapper(self.tmp, self.log))
         patcher = mock.patch.dict(os.environ, env, clear=True)
@@ -187,11 +202,12 @@ class TestCompileCubin(JitTestCase):
             cubin = _jit.compile_cubin(TINY_KERNEL, "cmd")
         command = err.getvalue().replace(os.environ["DG_JIT_NVCC_COMPILER"], "<nvcc>")
         command = command.replace(str(cubin.parent), "<entry>").replace(str(_jit.kernel_dir()), "<kernels>")
+        command = command.replace(str(_toolchain.cutlass_include_dir()), "<cutlass>")
         tmp_name = command.split(" -o ")[1].split()[0]
         self.assertExpectedInline(
             command.replace(tmp_name, "<entry>/<tmp>"),
             """\
-[deepgemm_ops.jit] <nvcc> -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -cubin -I<kernels> -o <entry>/<tmp> <entry>/kernel.cu
+[deepgemm_ops.jit] <nvcc> -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -cubin -I<kernels> -I<cutlass> -o <entry>/<tmp> <entry>/kernel.cu
 """,
         )
 
@@ -263,6 +279,205 @@ class TestSettings(JitTestCase):
         self.assertTrue(_jit.print_configs_enabled())
         os.environ["DG_PRINT_CONFIGS"] = "0"
         self.assertFalse(_jit.print_configs_enabled())
+
+
+def _nvrtc_compiles() -> int:
+    return _nvrtc.load(_toolchain.nvrtc_setup().library).compiles
+
+
+@requires_nvrtc
+class TestNvrtc(JitTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        del os.environ["DG_JIT_USE_NVRTC"]  # the default
+
+    def test_default_compiler_miss_then_hit(self):
+        before = _nvrtc_compiles()
+        first = _jit.compile_cubin(TINY_KERNEL, "tiny")
+        self.assertTrue(first.read_bytes().startswith(b"\x7fELF"))
+        self.assertEqual(_jit.compile_cubin(TINY_KERNEL, "tiny"), first)
+        self.assertEqual(_nvrtc_compiles(), before + 1)
+        self.assertEqual(self.compiles(), 0)  # nvcc never ran
+
+    def test_key_differs_from_nvcc(self):
+        if NVCC is None:
+            self.skipTest("needs nvcc")
+        nvrtc = _jit.compile_cubin(TINY_KERNEL, "both")
+        os.environ["DG_JIT_USE_NVRTC"] = "0"
+        self.assertNotEqual(_jit.compile_cubin(TINY_KERNEL, "both"), nvrtc)
+
+    def test_compile_error_names_kernel_and_kept_source(self):
+        with self.assertRaises(RuntimeError) as ctx:
+            _jit.compile_cubin("this is not C++;\n", "broken")
+        (entry,) = (self.cache / "kernels").iterdir()
+        lines = str(ctx.exception).replace(str(entry), "<entry>").splitlines()
+        self.assertExpectedInline(
+            lines[0],
+            """deepgemm_ops: NVRTC failed to compile kernel 'broken' (nvrtcCompileProgram failed: NVRTC_ERROR_COMPILATION (6)); source kept at <entry>/kernel.cu""",
+        )
+        self.assertIn("error", lines[1])
+        self.assertEqual(sorted(p.name for p in entry.iterdir()), [".lock", "kernel.cu"])
+
+    def test_print_compiler_command(self):
+        os.environ["DG_JIT_PRINT_COMPILER_COMMAND"] = "1"
+        setup = _toolchain.nvrtc_setup()
+        with mock.patch("sys.stderr", new_callable=io.StringIO) as err:
+            cubin = _jit.compile_cubin(TINY_KERNEL, "cmd", pch=False)
+        command = err.getvalue()
+        for path, tag in ((cubin.parent, "<entry>"), (_jit.kernel_dir(), "<kernels>"), (setup.library, "<libnvrtc>"),
+                          (_toolchain.cutlass_include_dir(), "<cutlass>"), (setup.libcudacxx_include, "<libcu++>"),
+                          (setup.cuda_include, "<cuda>")):
+            command = command.replace(str(path), tag)
+        self.assertExpectedInline(
+            command,
+            """\
+[deepgemm_ops.jit] NVRTC <libnvrtc> -std=c++17 -arch=sm_90a -default-device -I<kernels> -I<cutlass> -I<cuda> -I<libcu++> <entry>/kernel.cu
+""",
+        )
+
+    def test_ptxas_verbose(self):
+        os.environ["DG_JIT_PTXAS_VERBOSE"] = "1"
+        with mock.patch("sys.stderr", new_callable=io.StringIO) as err:
+            _jit.compile_cubin(TINY_KERNEL, "verbose")
+        self.assertIn("ptxas info", err.getvalue())
+
+    def test_pch_from_the_second_compile_of_a_process(self):
+        # A fresh process: no PCH for its first compile (the fastest cold first call), one for the next.
+        code = f"""
+            import os
+            from deepgemm_ops import _jit, _nvrtc, _toolchain
+            nvrtc = _nvrtc.load(_toolchain.nvrtc_setup().library)
+            source = {CUTE_KERNEL!r}
+            _jit.compile_cubin(source, "first")
+            print(sorted(os.listdir(nvrtc.pch_dir())))
+            _jit.compile_cubin(source.replace("fill", "fill2"), "second")
+            print([name.endswith(".pch") for name in os.listdir(nvrtc.pch_dir())])
+        """
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=os.environ.copy(),
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.splitlines(), ["[]", "[True]"])
+
+
+class TestToolchain(expecttest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = Path(tempfile.mkdtemp(prefix="dg_toolchain_test_"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        for cached in (_toolchain.cutlass_include_dir, _toolchain.nvrtc_setup):
+            cached.cache_clear()
+            self.addCleanup(cached.cache_clear)
+
+    def fake_cutlass(self, root: Path, minor: int) -> Path:
+        (root / "cute" / "arch").mkdir(parents=True)
+        (root / "cute" / "arch" / "mma_sm90_gmma.hpp").write_text("")
+        (root / "cutlass").mkdir()
+        (root / "cutlass" / "version.h").write_text(
+            f"#define CUTLASS_MAJOR 4\n#define CUTLASS_MINOR {minor}\n#define CUTLASS_PATCH 0\n")
+        return root
+
+    def test_cutlass_submodule_before_wheel_and_version_check(self):
+        submodule = self.fake_cutlass(self.tmp / "third_party" / "cutlass" / "include", minor=2)
+        wheel = self.fake_cutlass(self.tmp / "wheel", minor=2)
+        with mock.patch.object(_toolchain, "_cutlass_candidates", return_value=[submodule, wheel]):
+            self.assertEqual(_toolchain.cutlass_include_dir(), submodule)
+        old = self.fake_cutlass(self.tmp / "old", minor=1)
+        _toolchain.cutlass_include_dir.cache_clear()
+        with mock.patch.object(_toolchain, "_cutlass_candidates", return_value=[self.tmp / "empty", old]):
+            with self.assertRaises(RuntimeError) as ctx:
+                _toolchain.cutlass_include_dir()
+        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: the kernels need CUTLASS >= 4.2, found 4.1.0 at <tmp>/old: pip install --no-deps 'nvidia-cutlass==4.2.0.0'""")
+
+    def test_cutlass_missing(self):
+        with mock.patch.object(_toolchain, "_cutlass_candidates", return_value=[self.tmp / "a", self.tmp / "b"]):
+            with self.assertRaises(RuntimeError) as ctx:
+                _toolchain.cutlass_include_dir()
+        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: CUTLASS/CuTe headers not found (the kernels are built on them). In a source checkout: git submodule update --init third_party/cutlass; otherwise: pip install --no-deps 'nvidia-cutlass==4.2.0.0' (headers only; --no-deps skips its Python dependencies, which are not needed). Looked in: <tmp>/a, <tmp>/b""")
+
+    def test_the_submodule_is_pinned_and_looked_up(self):
+        gitmodules = (REPO / ".gitmodules").read_text()
+        self.assertIn('[submodule "third_party/cutlass"]', gitmodules)
+        self.assertEqual(_toolchain._cutlass_candidates()[0], REPO / "third_party" / "cutlass" / "include")
+
+    def fake_wheel_root(self, *, cccl: bool) -> Path:
+        root = self.tmp / "nvidia" / "cu13"
+        (root / "lib").mkdir(parents=True)
+        for name in ("libnvrtc.so.13", "libnvrtc.alt.so.13", "libnvrtc-builtins.so.13.0"):
+            (root / "lib" / name).write_text("")
+        (root / "include").mkdir()
+        (root / "include" / "cuda_bf16.h").write_text("")
+        if cccl:
+            (root / "include" / "cccl" / "cuda" / "std").mkdir(parents=True)
+            (root / "include" / "cccl" / "cuda" / "std" / "cstdint").write_text("")
+        return root
+
+    def test_nvrtc_from_wheels(self):
+        root = self.fake_wheel_root(cccl=True)
+        with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[root]), \
+                mock.patch.object(_toolchain, "cuda_home", return_value=None):
+            setup = _toolchain.nvrtc_setup()
+        self.assertEqual(setup, _toolchain.NvrtcSetup(root / "lib" / "libnvrtc.so.13", root / "include",
+                                                      root / "include" / "cccl", "wheels"))
+
+    def test_nvrtc_without_libcudacxx_names_the_wheel(self):
+        root = self.fake_wheel_root(cccl=False)
+        with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[root]), \
+                mock.patch.object(_toolchain, "cuda_home", return_value=None):
+            with self.assertRaises(RuntimeError) as ctx:
+                _toolchain.nvrtc_setup()
+        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: NVRTC (<tmp>/nvidia/cu13/lib/libnvrtc.so.13) needs the libcu++ headers (cuda/std/cstdint: pip install nvidia-cuda-cccl) with the same CUDA version, or a CUDA toolkit (set CUDA_HOME); looked in <tmp>/nvidia/cu13""")
+
+    def test_no_nvrtc_anywhere(self):
+        with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[]), \
+                mock.patch.object(_toolchain, "cuda_home", return_value=None):
+            with self.assertRaises(RuntimeError) as ctx:
+                _toolchain.nvrtc_setup()
+        self.assertExpectedInline(str(ctx.exception), """deepgemm_ops: NVRTC not found: a CUDA build of torch installs it (the nvidia-cuda-nvrtc wheel), so does a CUDA toolkit (lib64/libnvrtc.so; set CUDA_HOME). Or compile with nvcc: DG_JIT_USE_NVRTC=0""")
+
+
+def _without_toolkit_command() -> list[str] | None:
+    """A command prefix that runs its argument with the CUDA toolkit hidden: a private mount namespace with an empty
+    tmpfs over /usr/local/cuda (needs root and unshare), or None where that is not possible."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not Path("/usr/local/cuda").is_dir():
+        return None
+    probe = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs none /usr/local/cuda && test -z \"$(ls -A /usr/local/cuda)\""],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return None
+    return [unshare, "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none /usr/local/cuda && exec "$@"',
+            "hide-toolkit"]
+
+
+@requires_nvrtc
+class TestWithoutToolkit(unittest.TestCase):
+    def test_compiles_and_sass_checks_a_kernel_from_the_wheels_alone(self):
+        hide = _without_toolkit_command()
+        if hide is None:
+            self.skipTest("cannot hide the CUDA toolkit here (needs root and unshare)")
+        env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH") and not k.startswith("DG_")}
+        env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
+                                      if d and not os.path.exists(os.path.join(d, "nvcc")))
+        with tempfile.TemporaryDirectory() as cache:
+            env["DG_JIT_CACHE_DIR"] = cache
+            code = """
+                import shutil, subprocess, sys
+                sys.path.insert(0, "test")
+                from deepgemm_ops import _codegen, _jit, _toolchain
+                from test_kernel_compile import CASES, CUOBJDUMP
+                assert shutil.which("nvcc") is None and _toolchain.cuda_home() is None, "the toolkit is visible"
+                setup = _toolchain.nvrtc_setup()
+                cfg, n, k = CASES["dense_bf16_large"]
+                source, symbol = _codegen.fp8_gemm_source(cfg, n, k)
+                cubin = _jit.compile_cubin(source, symbol)
+                sass = subprocess.run([CUOBJDUMP, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+                print(setup.source, "QGMMA.64x128x32.F32.E4M3.E4M3" in sass, "STSM" in sass)
+            """
+            done = subprocess.run([*hide, sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
+                                  capture_output=True, text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        self.assertEqual(done.stdout.split(), ["wheels", "True", "True"])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""nvcc compile of representative FP8 GEMM kernel configs for sm_90a, with SASS checks (CPU machine, no GPU needed).
+"""Compile representative FP8 GEMM kernel configs for sm_90a with NVRTC (the default) and nvcc, with SASS checks
+(CPU machine, no GPU needed).
 
-Checks per kernel: ptxas reports no stack frame and no spills and does not serialise the wgmmas (C7510-C7519: an
-injected wait or a serialised pipeline), the SASS has FP8 wgmma (QGMMA) and no local-memory traffic (LDL/STL). Skips
-when nvcc or cuobjdump is missing.
+Checks per kernel and compiler: ptxas reports no stack frame and no spills and does not serialise the wgmmas
+(C7510-C7519: an injected wait or a serialised pipeline), the SASS has FP8 wgmma (QGMMA) and no local-memory traffic
+(LDL/STL), and the main loop (the innermost loop around the QGMMAs) has no more instructions than MAIN_LOOP_BOUND
+allows. Skips a compiler that is not installed, and everything without cuobjdump.
 """
 
 import concurrent.futures
@@ -13,10 +15,11 @@ import shutil
 import subprocess
 import tempfile
 import unittest
+from pathlib import Path
 
 from expecttest import TestCase
 
-from deepgemm_ops import _codegen, _heuristics as H, _jit
+from deepgemm_ops import _codegen, _heuristics as H, _jit, _toolchain
 
 
 def _find_cuobjdump():
@@ -31,14 +34,17 @@ def _find_cuobjdump():
     return shutil.which("cuobjdump")
 
 
-def _nvcc_or_none():
+def _available(lookup):
     try:
-        return _jit.nvcc_path()
+        lookup()
+        return True
     except RuntimeError:
-        return None
+        return False
 
 
-NVCC = _nvcc_or_none()
+HAVE_CUTLASS = _available(_toolchain.cutlass_include_dir)
+HAVE_NVCC = _available(_toolchain.nvcc_path)
+HAVE_NVRTC = _available(_toolchain.nvrtc_setup)
 CUOBJDUMP = _find_cuobjdump()
 
 
@@ -62,27 +68,61 @@ CASES = {
 }
 
 
-def _compile(name, cfg, n, k, out_dir):
+# Instructions in the innermost loop around the QGMMAs (one k-block, or a ping-pong pair) per warp: the larger of
+# NVRTC's and nvcc's count when the kernels moved onto CuTe's primitives with 32-bit, warp-uniform descriptor
+# advances (the hand-written PTX layer before: 286, 254, 214, 354, 300, 311). A change that lengthens the main loop
+# fails here; lower a bound when the loop gets shorter.
+MAIN_LOOP_BOUND = {
+    "dense_bf16_large": 243,
+    "dense_fp32_c_1x128_k576": 229,
+    "dense_fp32_bn144": 198,
+    "dense_bm64_bn112_pingpong": 327,
+    "contiguous_1x128": 291,
+    "masked_k576": 292,
+}
+
+_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-9_.]*[^;]*);")
+_BACK_BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:!?U?P\w+,\s*)?(0x[0-9a-f]+)")
+
+
+def main_loop_instructions(sass: str) -> int:
+    """Instruction count of the smallest loop (a backward branch and its target) whose body issues a QGMMA."""
+    code = [(int(addr, 16), text) for addr, text in _INSTRUCTION.findall(sass)]
+    sizes = []
+    for addr, text in code:
+        m = _BACK_BRANCH.search(text)
+        if m and int(m.group(1), 16) < addr:
+            body = [t for a, t in code if int(m.group(1), 16) <= a <= addr]
+            if any("QGMMA" in t for t in body):
+                sizes.append(len(body))
+    if not sizes:
+        raise AssertionError("no loop with a QGMMA in the SASS")
+    return min(sizes)
+
+
+def _compile(compiler, name, cfg, n, k, out_dir):
     src, symbol = _codegen.fp8_gemm_source(cfg, n, k)
-    cu = os.path.join(out_dir, name + ".cu")
-    cubin = os.path.join(out_dir, name + ".cubin")
-    with open(cu, "w") as f:
-        f.write(src)
-    cmd = [NVCC, *_jit.BASE_FLAGS, f"-I{_jit.kernel_dir()}", "-Xptxas", "-v", "-o", cubin, cu]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise AssertionError(f"nvcc failed for {name}:\n{res.stderr[-4000:]}")
-    sass = subprocess.run([CUOBJDUMP, "-sass", cubin], capture_output=True, text=True, check=True).stdout
-    return symbol, res.stderr, sass
+    cu = Path(out_dir) / f"{name}.cu"
+    cubin = Path(out_dir) / f"{name}.cubin"
+    cu.write_text(src)
+    log = compiler.compile(src, cu, cubin, name=name, pch=True)
+    sass = subprocess.run([CUOBJDUMP, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    return symbol, log, sass
 
 
-@unittest.skipIf(NVCC is None or CUOBJDUMP is None, "needs nvcc and cuobjdump")
-class TestKernelCompile(TestCase):
+class _KernelCompile:
+    """The checks, for one compiler (the subclasses below)."""
+
+    NVRTC: bool
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            futures = {name: pool.submit(_compile, name, *case, cls.tmp.name) for name, case in CASES.items()}
+        compiler = _jit.Compiler(nvrtc=cls.NVRTC, ptxas_verbose=True)
+        # NVRTC compiles in this process (one at a time, with PCH); nvcc runs as parallel subprocesses.
+        workers = 1 if cls.NVRTC else max(2, os.cpu_count() or 2)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {name: pool.submit(_compile, compiler, name, *case, cls.tmp.name) for name, case in CASES.items()}
             cls.results = {name: f.result() for name, f in futures.items()}
 
     @classmethod
@@ -99,61 +139,50 @@ class TestKernelCompile(TestCase):
                 self.assertRegex(sass, r"QGMMA\.64x\d+x32\.F32\.E4M3\.E4M3")
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
 
+    def test_main_loop_length(self):
+        for name, (_, _, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                self.assertLessEqual(main_loop_instructions(sass), MAIN_LOOP_BOUND[name])
+
     def test_bf16_epilogue_uses_stmatrix_and_tma_store(self):
         _, _, sass = self.results["dense_bf16_large"]
         self.assertIn("STSM", sass)
         self.assertIn("UTMASTG", sass)
 
 
+@unittest.skipIf(not (HAVE_CUTLASS and HAVE_NVRTC and CUOBJDUMP), "needs CUTLASS headers, NVRTC and cuobjdump")
+class TestKernelCompileNvrtc(_KernelCompile, TestCase):
+    NVRTC = True
+
+
+@unittest.skipIf(not (HAVE_CUTLASS and HAVE_NVCC and CUOBJDUMP), "needs CUTLASS headers, nvcc and cuobjdump")
+class TestKernelCompileNvcc(_KernelCompile, TestCase):
+    NVRTC = False
+
+
 class TestGeneratedSource(TestCase):
-    def test_wgmma_source(self):
-        # The full text of one specialisation is in test_source (N = 80); here: every N names its N / 2 accumulators
-        # once, as operands %0 .. %(N/2 - 1), then the two descriptors and the scale-d flag.
-        for n in (8, 24, 136, 256):
-            src = _codegen.wgmma_source(n)
-            regs = n // 2
-            self.assertIn(f"struct Fp8Wgmma<{n}>", src)
-            self.assertIn(f"wgmma.mma_async.sync.aligned.m64n{n}k32.f32.e4m3.e4m3", src)
-            self.assertEqual(re.findall(r'"\+f"\(d\[(\d+)\]\)', src), [str(i) for i in range(regs)])
-            operands = re.search(r"e4m3 \{(.*?)\}, %", src, re.S).group(1)
-            self.assertEqual(re.findall(r"%(\d+)", operands), [str(i) for i in range(regs)])
-            self.assertIn(f"}}, %{regs}, %{regs + 1}, p, 1, 1;", src)
-            self.assertIn(f"setp.ne.b32 p, %{regs + 2}, 0;", src)
+    def test_wgmma_atom(self):
+        self.assertEqual(_codegen.wgmma_atom(128), ("cute::SM90::GMMA::MMA_64x128x32_F32E4M3E4M3_SS_TN<>", None))
+        self.assertEqual(_codegen.wgmma_atom(80),
+                         ("cute::SM90::GMMA::MMA_64x80x32_F32E4M3E4M3_SS_TN<>", "cute/arch/mma_sm90_gmma_ext.hpp"))
+        if HAVE_CUTLASS:  # every N names an atom that the header it picks defines
+            root = _toolchain.cutlass_include_dir()
+            for n in range(8, 257, 8):
+                atom, header = _codegen.wgmma_atom(n)
+                text = (root / (header or "cute/arch/mma_sm90_gmma.hpp")).read_text()
+                self.assertIn(f"struct {atom.split('::')[-1][:-2]}\n", text)
         for n in (0, 12, 264):
             with self.assertRaisesRegex(ValueError, f"wgmma N must be a multiple of 8 in \\[8, 256\\], got {n}"):
-                _codegen.wgmma_source(n)
+                _codegen.wgmma_atom(n)
 
     def test_source(self):
         cfg, n, k = CASES["masked_k576"]
         src, symbol = _codegen.fp8_gemm_source(cfg, n, k)
         self.assertExpectedInline(symbol, """dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16""")
         self.assertExpectedInline(src, """\
-// Generated by deepgemm_ops._codegen: FP8 NT GEMM (masked), N=576, K=576.
-#include "ptx.cuh"
-
-namespace deepgemm_ops::kernels::ptx {
-template <>
-struct Fp8Wgmma<80> {
-  __device__ __forceinline__ static void fma(uint64_t desc_a, uint64_t desc_b, float (&d)[40], bool accumulate) {
-    asm volatile(
-        "{\\n\\t.reg .pred p;\\n\\tsetp.ne.b32 p, %42, 0;\\n\\t"
-        "wgmma.mma_async.sync.aligned.m64n80k32.f32.e4m3.e4m3 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, "
-        "%8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, "
-        "%24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39}, %40, %41, p, 1, 1;\\n\\t}"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
-        : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
-  }
-};
-}  // namespace deepgemm_ops::kernels::ptx
-
 #include "fp8_gemm.cuh"
+#include <cute/arch/mma_sm90_gmma_ext.hpp>
+// Generated by deepgemm_ops._codegen: FP8 NT GEMM (masked), N=576, K=576.
 
 static_assert(deepgemm_ops::kernels::smem_bytes<128, 80, 7, false>() == 212784,
               "GemmConfig.smem_bytes disagrees with the kernel's shared-memory layout");
@@ -162,9 +191,11 @@ static_assert(deepgemm_ops::kernels::num_threads(128) == 384,
 
 extern "C" __global__ void __launch_bounds__(384, 1)
 dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16(const __grid_constant__ deepgemm_ops::Fp8GemmParams params,
-    const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_b,
-    const __grid_constant__ CUtensorMap tma_sfa, const __grid_constant__ CUtensorMap tma_d) {
-  deepgemm_ops::kernels::fp8_gemm_kernel<576, 576, 128, 80, 7, 8, deepgemm_ops::GemmType::Masked, deepgemm_ops::SfbRecipe::Block128x128, false, false, 1>(params, tma_a, tma_b, tma_sfa, tma_d);
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_a,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_b,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_sfa,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_d) {
+  deepgemm_ops::kernels::fp8_gemm_kernel<576, 576, 128, 80, 7, 8, deepgemm_ops::GemmType::Masked, deepgemm_ops::SfbRecipe::Block128x128, false, false, 1, cute::SM90::GMMA::MMA_64x80x32_F32E4M3E4M3_SS_TN<>>(params, tma_a, tma_b, tma_sfa, tma_d);
 }
 """)
 

@@ -18,14 +18,14 @@ from unittest import mock
 import expecttest
 import torch
 
-from deepgemm_ops import _jit, _runtime
+from deepgemm_ops import _jit, _runtime, _toolchain
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _has_nvcc() -> bool:
     try:
-        _jit.nvcc_path()
+        _toolchain.nvcc_path()
         return True
     except RuntimeError:
         return False
@@ -142,7 +142,7 @@ class TestCudaHome(expecttest.TestCase):
     def test_replaces_a_guess_without_headers(self):
         from torch.utils import cpp_extension
 
-        if _jit.cuda_home() is None:
+        if _toolchain.cuda_home() is None:
             self.skipTest("no CUDA toolkit")
         with mock.patch.object(cpp_extension, "CUDA_HOME", "/usr/local"), mock.patch.dict(os.environ):
             os.environ.pop("CUDA_HOME", None)
@@ -155,7 +155,7 @@ class TestCudaHome(expecttest.TestCase):
         from torch.utils import cpp_extension
 
         with mock.patch.object(cpp_extension, "CUDA_HOME", "/usr/local"), mock.patch.object(
-            _jit, "cuda_home", return_value=None
+            _toolchain, "cuda_home", return_value=None
         ):
             with self.assertRaises(RuntimeError) as ctx:
                 _runtime.ensure_cuda_home()

@@ -10,7 +10,7 @@
 #include <cuda_bf16.h>
 
 #include "params.h"
-#include "ptx.cuh"
+#include "primitives.cuh"
 #include "scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
@@ -91,21 +91,22 @@ struct Epilogue {
   }
 
   __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane, const float (&acc)[kBlockN / 2],
-                                   uint8_t* smem_d, const CUtensorMap& tma_d) {
-    const uint32_t barrier_id = 1 + static_cast<uint32_t>(math_wg);  // 0 is __syncthreads'
-    if (warp_in_wg == 0) ptx::tma_store_wait_read<0>();  // the previous tile's stores have read the staging tile
-    ptx::named_barrier_sync(barrier_id, 128);
+                                   uint8_t* smem_d, const TmaDescriptor& tma_d) {
+    const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
+    if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
     // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
     const int q = lane / 8;
     const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
 #pragma unroll
     for (int j = 0; j < kBlockN / 8; j += 2) {
       uint8_t* dst = smem_d + staged_offset(row, j + q / 2);
-      ptx::stmatrix_x4(dst, pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
-                       pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]));
+      cute::SM90_U32x4_STSM_N::copy(pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
+                                    pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]),
+                                    *reinterpret_cast<cute::uint128_t*>(dst));
     }
-    ptx::fence_async_smem();  // make the generic-proxy smem writes visible to the TMA (async proxy)
-    ptx::named_barrier_sync(barrier_id, 128);
+    cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
+    cutlass::arch::NamedBarrier::sync(128, barrier_id);
 #ifdef DG_EXP_NO_STORE
     if (false) {  // timing experiment (output not written)
 #else
@@ -115,18 +116,18 @@ struct Epilogue {
         const int col = t.n_block * kBlockN + c * kBoxCols;
         if (col >= kN) break;
         if constexpr (kType == GemmType::Masked) {
-          ptx::tma_store_3d(&tma_d, smem_d + c * kBoxBytes, col, t.m_block * kBlockM + math_wg * 64, t.group);
+          cute::SM90_TMA_STORE_3D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.m_block * kBlockM + math_wg * 64, t.group);
         } else {
-          ptx::tma_store_2d(&tma_d, smem_d + c * kBoxBytes, col, t.a_row + math_wg * 64);
+          cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.a_row + math_wg * 64);
         }
       }
-      ptx::tma_store_commit();
+      cute::tma_store_arrive();  // commits the group of stores
     }
   }
 
   // Before the CTA exits: the staging tile must stay valid until the last stores have read it.
   __device__ static void drain(int warp_in_wg) {
-    if (warp_in_wg == 0) ptx::tma_store_wait_read<0>();
+    if (warp_in_wg == 0) cute::tma_store_wait<0>();
   }
 };
 

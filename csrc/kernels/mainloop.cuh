@@ -7,8 +7,8 @@
 // full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
 // has finished reading the stage.
 #pragma once
-#include "ptx.cuh"
 #include "params.h"
+#include "primitives.cuh"
 #include "scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
@@ -63,21 +63,22 @@ struct PipelineState {
 // kCluster == 2: the two CTAs of a cluster work on tiles with the same n-block; each loads half of the B tile's rows
 // and multicasts it into both CTAs' stage, so a stage may be refilled only when the consumers of both CTAs released
 // it: empty[s] counts the math warps of the whole cluster (each warp arrives on its own and the peer's barrier).
+// Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
-          int kCluster>
+          int kCluster, class Wgmma>
 struct Mainloop {
   static_assert(kCluster == 1 || (kCluster == 2 && kBlockN % 16 == 0),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
-  using Barrier = ptx::Mbarrier;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = kBlockM / 64;
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
 
   uint8_t* smem;
 
-  __device__ Barrier& full(int s) const { return reinterpret_cast<Barrier*>(smem + Layout::full_bar)[s]; }
-  __device__ Barrier& empty(int s) const { return reinterpret_cast<Barrier*>(smem + Layout::empty_bar)[s]; }
+  // The mbarrier words; Barrier's static members operate on them.
+  __device__ uint64_t* full(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::full_bar) + s; }
+  __device__ uint64_t* empty(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::empty_bar) + s; }
   __device__ uint8_t* a_tile(int s) const { return smem + Layout::a + s * Layout::kABytes; }
   __device__ uint8_t* b_tile(int s) const { return smem + Layout::b + s * Layout::kBBytes; }
   __device__ float* sfa_stage(int s) const { return reinterpret_cast<float*>(smem + Layout::sfa + s * Layout::kSfaBytes); }
@@ -86,36 +87,37 @@ struct Mainloop {
   // One thread.
   __device__ void init_barriers() const {
     for (int s = 0; s < kStages; ++s) {
-      full(s).init(1 + kNumSfbLoaderLanes);
-      empty(s).init(kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
+      Barrier::init(full(s), 1 + kNumSfbLoaderLanes);
+      Barrier::init(empty(s), kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
     }
-    ptx::fence_barrier_init();
+    cutlass::arch::fence_barrier_init();
   }
 
   // TMA issue for one tile; run by a single thread.
-  __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const CUtensorMap& tma_a,
-                              const CUtensorMap& tma_b, const CUtensorMap& tma_sfa) const {
+  __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const TmaDescriptor& tma_a,
+                              const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa) const {
     const int b_row = t.group * kN + t.n_block * kBlockN;
     const int sfa_col = t.m_block * kBlockM;
-    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(ptx::cluster_cta_rank()) : 0;
+    [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
     constexpr int kBRows = kBlockN / kCluster;  // rows of B this CTA loads (and multicasts)
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
-      empty(st.stage).wait(st.phase ^ 1);
-      Barrier& bar = full(st.stage);
+      wait_barrier(empty(st.stage), st.phase ^ 1);
+      uint64_t* bar = full(st.stage);
 #ifdef DG_EXP_NO_LOAD
       // Timing experiment (wrong results): after the first round, stages are re-used without reloading.
-      if (st.count >= kStages) { bar.arrive(); continue; }
+      if (st.count >= kStages) { Barrier::arrive(bar); continue; }
 #endif
-      bar.arrive_expect_tx(kTmaBytes);
-      ptx::tma_load_2d(&tma_a, bar, a_tile(st.stage), kb * kBlockK, t.a_row);
+      Barrier::arrive_and_expect_tx(bar, kTmaBytes);
+      cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), kb * kBlockK, t.a_row);
       if constexpr (kCluster == 1) {
-        ptx::tma_load_2d(&tma_b, bar, b_tile(st.stage), kb * kBlockK, b_row);
+        cute::SM90_TMA_LOAD_2D::copy(&tma_b, bar, kL2EvictNormal, b_tile(st.stage), kb * kBlockK, b_row);
       } else {
-        ptx::tma_load_2d_multicast(&tma_b, bar, b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
-                                   b_row + rank * kBRows, static_cast<uint16_t>((1 << kCluster) - 1));
+        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, bar, static_cast<uint16_t>((1 << kCluster) - 1), kL2EvictNormal,
+                                               b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
+                                               b_row + rank * kBRows);
       }
-      ptx::tma_load_2d(&tma_sfa, bar, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
+      cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, bar, kL2EvictNormal, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
     }
   }
 
@@ -141,16 +143,16 @@ struct Mainloop {
     }
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
-      empty(st.stage).wait(st.phase ^ 1);
+      wait_barrier(empty(st.stage), st.phase ^ 1);
       float* dst = sfb_stage(st.stage);
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
         if (copies[i]) {
-          ptx::cp_async_4_zfill(dst + lane + i * kNumSfbLoaderLanes, group_sfb + src_row[i] * kNumKBlocks + kb,
-                                in_range[i]);
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb],
+                                                             dst[lane + i * kNumSfbLoaderLanes], in_range[i]);
         }
       }
-      ptx::cp_async_arrive_noinc(full(st.stage));
+      cutlass::arch::cpasync_barrier_arrive_noinc(full(st.stage));
     }
   }
 
@@ -168,18 +170,17 @@ struct Mainloop {
 
   // Issues the 4 wgmmas of stage s's k-block into p (p = the raw FP8 products) as one committed batch.
   __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
-    const uint64_t desc_a = ptx::kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
-    const uint64_t desc_b = ptx::kmajor_sw128_desc(b_tile(s));
+    const uint64_t desc_a = kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
+    const uint64_t desc_b = kmajor_sw128_desc(b_tile(s));
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(p[i]);
-    ptx::wgmma_fence();
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
+    cute::warpgroup_arrive();
 #pragma unroll
     for (int kk = 0; kk < kBlockK / kWgmmaK; ++kk) {
       // Advancing the start address by 32 bytes selects the next K slice inside the swizzled 128-byte rows.
-      const uint64_t step = static_cast<uint64_t>(kk * kWgmmaK) >> 4;
-      ptx::Fp8Wgmma<kBlockN>::fma(desc_a + step, desc_b + step, p, kk > 0);
+      wgmma_fma<Wgmma>(advance_desc(desc_a, kk * kWgmmaK), advance_desc(desc_b, kk * kWgmmaK), p, kk > 0);
     }
-    ptx::wgmma_commit();
+    cute::warpgroup_commit_batch();
   }
 
   // 128x128 recipe: a tile spans at most two 128-column blocks of B scales. Its columns start at n0 = n_block *
@@ -223,7 +224,7 @@ struct Mainloop {
 
   // Waits for stage st to be full, issues its k-block into p and moves st on.
   __device__ void issue_next(PipelineState<kStages>& st, int math_wg, float (&p)[kBlockN / 2]) const {
-    full(st.stage).wait(st.phase);
+    wait_barrier(full(st.stage), st.phase);
     issue_kblock(st.stage, math_wg, p);
     st.advance();
   }
@@ -232,7 +233,7 @@ struct Mainloop {
   __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
                          float (&acc)[kBlockN / 2]) const {
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(p[i]);
+    for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     const float* sfa = sfa_stage(rel.stage);
     promote(p, sfa[r0], sfa[r0 + 8], sfb_stage(rel.stage), lane, second, acc);
     release(rel.stage, lane);
@@ -256,14 +257,14 @@ struct Mainloop {
     for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
       issue_next(st, math_wg, p0);
       issue_next(st, math_wg, p1);
-      ptx::wgmma_wait<1>();
+      cute::warpgroup_wait<1>();
       retire(rel, r0, lane, second, p0, acc);
-      ptx::wgmma_wait<0>();
+      cute::warpgroup_wait<0>();
       retire(rel, r0, lane, second, p1, acc);
     }
     if constexpr (kNumKBlocks % 2 == 1) {
       issue_next(st, math_wg, p0);
-      ptx::wgmma_wait<0>();
+      cute::warpgroup_wait<0>();
       retire(rel, r0, lane, second, p0, acc);
     }
   }
@@ -290,16 +291,16 @@ struct Mainloop {
     const int second = second_block_group(n_block);
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
-      full(st.stage).wait(st.phase);
+      wait_barrier(full(st.stage), st.phase);
       const float* sfa = sfa_stage(st.stage);
       const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];
       const float* sfb = sfb_stage(st.stage);
       issue_kblock(st.stage, math_wg, part);
       // (Reading the sfb scales here, under the wgmmas, and releasing the stage right after the wait was measured 6-9%
       // slower at BLOCK_N = 160: the loads landed between the QGMMAs.)
-      ptx::wgmma_wait<0>();
+      cute::warpgroup_wait<0>();
 #pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) ptx::fence_operand(part[i]);
+      for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
 
 #ifdef DG_EXP_NO_PROMOTE
       // Timing experiment (wrong results): no promotion except a copy at the last k-block.
@@ -319,9 +320,9 @@ struct Mainloop {
   __device__ void release(int s, int lane) const {
     __syncwarp();
     if constexpr (kCluster == 1) {
-      if (lane == 0) empty(s).arrive();
+      if (lane == 0) Barrier::arrive(empty(s));
     } else {
-      if (lane < kCluster) empty(s).arrive_cluster(static_cast<uint32_t>(lane));  // lane r: CTA r of the cluster
+      if (lane < kCluster) Barrier::arrive(empty(s), static_cast<uint32_t>(lane), 1u);  // lane r: CTA r of the cluster
     }
   }
 };

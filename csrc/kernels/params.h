@@ -1,7 +1,11 @@
 // Plain kernel parameters shared by the host launcher and the device kernel (no CUDA types, so the host
 // side can include it without device headers). Tensor maps travel as separate __grid_constant__ arguments.
 #pragma once
+#ifdef __CUDACC_RTC__
+#include <cuda/std/cstdint>  // NVRTC has no C library headers; libcu++ has the fixed-width integer types
+#else
 #include <stdint.h>
+#endif
 
 namespace deepgemm_ops {
 

@@ -13,10 +13,11 @@ for v in "$@"; do
   python3 "$root/tools/kernel_check/gen.py" "$out/$name" --perf "$spec" >/dev/null || exit 1
   echo "$flags" > "$out/$name/flags"
 done
-export nvcc root
+cutlass=$(cd "$root" && python3 -c "from deepgemm_ops import _toolchain; print(_toolchain.cutlass_include_dir())")
+export nvcc root cutlass
 ls "$out"/*/*.cu | xargs -P "$(nproc)" -I{} sh -c '
   f={}; d=$(dirname "$f"); "$nvcc" -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr $(cat "$d/flags") \
-    -I"$root/csrc/kernels" -Xptxas -v -cubin -o "${f%.cu}.cubin" "$f" > "${f%.cu}.log" 2>&1 || { tail -5 "${f%.cu}.log"; exit 1; }'
+    -I"$root/csrc/kernels" -I"$cutlass" -Xptxas -v -cubin -o "${f%.cu}.cubin" "$f" > "${f%.cu}.log" 2>&1 || { tail -5 "${f%.cu}.log"; exit 1; }'
 [ -x "$out/check" ] || "$nvcc" -std=c++17 -O2 -gencode=arch=compute_90,code=sm_90 -I"$root/csrc/host" -o "$out/check" \
   "$root/tools/kernel_check/check.cu" || exit 1
 for v in "$@"; do
