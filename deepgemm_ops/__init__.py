@@ -6,11 +6,14 @@ Importing registers the ops (schemas, fakes, CPU reference kernels) without init
 from . import _ops  # noqa: F401  (registers torch.ops.deepgemm.*: schemas, fakes, CPU kernels)
 from . import _cuda  # noqa: F401  (registers the CUDA kernels; builds nothing until first use)
 from ._cuda import warmup
+from ._precompile import GemmCall, precompile
 from ._layout import get_tma_aligned_size
 from ._heuristics import get_mk_alignment_for_contiguous_layout
 from ._sms import get_num_sms, set_num_sms
 
 __all__ = [
+    "GemmCall",
+    "precompile",
     "get_tma_aligned_size",
     "get_mk_alignment_for_contiguous_layout",
     "get_num_sms",

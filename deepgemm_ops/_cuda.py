@@ -170,15 +170,25 @@ def _(a, sfa, b, sfb, masked_m, expected_m, out):
     _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
 
 
+def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:
+    """Compile (disk-cached) and load a kernel planned outside the op path (``precompile``): the ops find it by the
+    same key, which names every config field."""
+    _kernels.setdefault(key, (cfg, n, k))
+    ensure_loaded(key, device)
+
+
 def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, sfb_recipe: str = "128x128",
            with_c: bool = False, gemm_type: str = "normal", num_groups: int = 1, expected_m: Optional[int] = None,
            device=None) -> None:
     """Compile and load the kernel that a GEMM of this shape will use, so that the call can then be captured in a
-    CUDA graph (kernels cannot be compiled or loaded during capture).
+    CUDA graph (kernels cannot be compiled or loaded during capture). For many shapes at once use
+    :func:`deepgemm_ops.precompile` with ``device=``: one process compiles them faster together.
 
     m, n, k as the op sees them: ``fp8_gemm_nt``: A [m, k], B [n, k]; ``gemm_type="contiguous"``: m = rows of A
     (all groups); ``"masked"``: m = Mmax, with ``num_groups`` and the call's ``expected_m``.
     """
+    from ._precompile import GemmCall, precompile
+
     device = torch.device("cuda" if device is None else device)
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -187,6 +197,5 @@ def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, s
         return  # these shapes launch no kernel
     check_gpu_k(k)
     with torch.cuda.device(device):
-        key, _ = _config(m, n, k, _sms.get_num_sms(), _OUT_DTYPE_NAMES[dtype], sfb_recipe, with_c, gemm_type,
-                         num_groups, expected_m)
-        ensure_loaded(key, device.index)
+        call = GemmCall(m, n, k, gemm_type, num_groups, expected_m, _OUT_DTYPE_NAMES[dtype], sfb_recipe, with_c)
+        precompile([call], num_sms=_sms.get_num_sms(), device=device.index)

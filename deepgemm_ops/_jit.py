@@ -330,6 +330,17 @@ def _validate_name(name: str) -> None:
                          f"directory), got {name!r}")
 
 
+def _cubin_path(source: str, name: str, compiler: Compiler, project_dirs: Sequence[Path]) -> Path:
+    _validate_name(name)
+    key = cache_key(source, project_dirs=project_dirs, compiler_identity=compiler.identity, flags=compiler.flags)
+    return cache_dir() / "kernels" / f"{name}_{key[:16]}" / "kernel.cubin"
+
+
+def is_cached(source: str, name: str) -> bool:
+    """Whether :func:`compile_cubin` (default flags, this environment's compiler) would be served from the cache."""
+    return _is_published(_cubin_path(source, name, Compiler(), [kernel_dir()]))
+
+
 def compile_cubin(
     source: str,
     name: str,
@@ -348,12 +359,10 @@ def compile_cubin(
     processes and threads at once: the first compiles, the others wait on a per-key file lock and reuse the result.
     Raises RuntimeError with the compiler's output and the kept source path when compilation fails.
     """
-    _validate_name(name)
     compiler = Compiler(extra_flags)
     project_dirs = [kernel_dir(), *(Path(d) for d in include_dirs or ())]
-    key = cache_key(source, project_dirs=project_dirs, compiler_identity=compiler.identity, flags=compiler.flags)
-    entry = cache_dir() / "kernels" / f"{name}_{key[:16]}"
-    cubin = entry / "kernel.cubin"
+    cubin = _cubin_path(source, name, compiler, project_dirs)
+    entry = cubin.parent
     if _is_published(cubin):
         if debug_enabled():
             debug_log(f"cache hit {entry.name}")
