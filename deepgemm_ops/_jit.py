@@ -176,7 +176,7 @@ class Compiler:
         return "NVRTC" if self.nvrtc else "nvcc"
 
     def include_dirs(self, project_dirs: Sequence[Path]) -> list[Path]:
-        toolchain = [self.setup.cuda_include, self.setup.libcudacxx_include] if self.nvrtc else []
+        toolchain = self.setup.include_dirs() if self.nvrtc else []
         return [*project_dirs, self.cutlass, *toolchain]
 
     def compile(self, source: str, src_path: Path, out_path: Path, *, name: str,

@@ -119,6 +119,15 @@ class NvrtcSetup:
     libcudacxx_include: Path  # libcu++ headers (cuda/std/...)
     source: str  # "wheels" or "toolkit <root>", for messages
 
+    def include_dirs(self) -> list[Path]:
+        """-I directories for NVRTC. With CUDA 13 CUTLASS spells libcu++ includes ``<cccl/cuda/std/...>``, so the
+        directory holding ``cccl/`` is needed besides ``cccl/`` itself (they differ from the CUDA headers' directory
+        when the nvidia-cuda-cccl wheel sits in another site directory than nvidia-cuda-runtime)."""
+        dirs = [self.cuda_include, self.libcudacxx_include]
+        if self.libcudacxx_include.name == "cccl":
+            dirs.append(self.libcudacxx_include.parent)
+        return list(dict.fromkeys(dirs))
+
 
 def _find_include(probe: str, roots: list[Path]) -> Path | None:
     for root in roots:

@@ -326,7 +326,7 @@ class TestNvrtc(JitTestCase):
         command = err.getvalue()
         for path, tag in ((cubin.parent, "<entry>"), (_jit.kernel_dir(), "<kernels>"), (setup.library, "<libnvrtc>"),
                           (_toolchain.cutlass_include_dir(), "<cutlass>"), (setup.libcudacxx_include, "<libcu++>"),
-                          (setup.cuda_include, "<cuda>")):
+                          (setup.cuda_include, "<cuda>")):  # here the CUDA headers hold cccl/, so no third -I
             command = command.replace(str(path), tag)
         self.assertExpectedInline(
             command,
@@ -418,6 +418,17 @@ class TestToolchain(expecttest.TestCase):
             setup = _toolchain.nvrtc_setup()
         self.assertEqual(setup, _toolchain.NvrtcSetup(root / "lib" / "libnvrtc.so.13", root / "include",
                                                       root / "include" / "cccl", "wheels"))
+
+    def test_nvrtc_include_dirs_with_libcudacxx_in_another_site_directory(self):
+        # CUTLASS includes <cccl/cuda/std/...> under CUDA 13: the directory above cccl/ must be searched too.
+        root = self.fake_wheel_root(cccl=False)
+        other = self.tmp / "site2" / "nvidia" / "cu13"
+        (other / "include" / "cccl" / "cuda" / "std").mkdir(parents=True)
+        (other / "include" / "cccl" / "cuda" / "std" / "cstdint").write_text("")
+        with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[other, root]), \
+                mock.patch.object(_toolchain, "cuda_home", return_value=None):
+            dirs = _toolchain.nvrtc_setup().include_dirs()
+        self.assertEqual(dirs, [root / "include", other / "include" / "cccl", other / "include"])
 
     def test_nvrtc_without_libcudacxx_names_the_wheel(self):
         root = self.fake_wheel_root(cccl=False)
