@@ -49,9 +49,11 @@ NVCC_FLAGS = (
     "--expt-relaxed-constexpr",
     "-cubin",
 )
-# NVRTC optimises device code by default; -default-device lets CuTe's unannotated constexpr helpers run on the device
-# (nvcc: --expt-relaxed-constexpr).
+# NVRTC (to LTO IR, _nvrtc adds -dlto): -default-device lets CUTLASS's unannotated constexpr helpers run on the device
+# (nvcc: --expt-relaxed-constexpr). nvJitLink (LTO IR -> cubin): -optimize-unused-variables drops the device globals
+# -default-device makes of every static constexpr member the headers instantiate.
 NVRTC_FLAGS = ("-std=c++17", f"-arch={ARCH}", "-default-device")
+NVJITLINK_FLAGS = (f"-arch={ARCH}", "-lto", "-optimize-unused-variables")
 # Bump when the key's composition or the cache layout changes.
 _KEY_SCHEMA = "deepgemm_ops-jit-3"
 _ELF_MAGIC = b"\x7fELF"
@@ -139,11 +141,12 @@ def _first_define(path: Path, macro: str) -> str:
 
 @functools.cache
 def _nvrtc_identity(setup: _toolchain.NvrtcSetup) -> str:
-    """NVRTC's build (library name + size: a stat, so a cache hit never loads the 100 MB library) and the CUDA and
-    libcu++ header versions it compiles against."""
+    """NVRTC's and nvJitLink's builds (library name + size: a stat, so a cache hit never loads the 100 MB libraries)
+    and the CUDA and libcu++ header versions they compile against."""
     cudart = _first_define(setup.cuda_include / "cuda_runtime_api.h", "CUDART_VERSION")
     cccl = _first_define(setup.libcudacxx_include / "cuda" / "std" / "__cccl" / "version.h", "CCCL_VERSION")
-    return f"nvrtc {setup.library.name} {setup.library.stat().st_size} cudart {cudart} cccl {cccl}"
+    libs = " ".join(f"{lib.name} {lib.stat().st_size}" for lib in (setup.library, setup.jitlink))
+    return f"nvrtc {libs} cudart {cudart} cccl {cccl}"
 
 
 @functools.cache
@@ -163,7 +166,8 @@ class Compiler:
         self.nvrtc = use_nvrtc() if nvrtc is None else nvrtc
         if self.nvrtc:
             self.setup = _toolchain.nvrtc_setup()
-            self.flags = [*NVRTC_FLAGS, *extra_flags] + (["--ptxas-options=-v"] if verbose else [])
+            self.flags = [*NVRTC_FLAGS, *extra_flags]
+            self.link_flags = [*NVJITLINK_FLAGS] + (["-Xptxas=-v"] if verbose else [])
             self.identity = _nvrtc_identity(self.setup)
         else:
             self.nvcc = _toolchain.nvcc_path()
@@ -185,7 +189,7 @@ class Compiler:
         the compiler's log (the ptxas report when verbose). ``pch``: see :func:`compile_cubin`."""
         options = [*self.flags, *(f"-I{d}" for d in self.include_dirs([kernel_dir(), *project_dirs]))]
         if self.nvrtc:
-            data, log = _run_nvrtc(self.setup.library, options, source, name, src_path, pch)
+            data, log = _run_nvrtc(self.setup, options, self.link_flags, source, name, src_path, pch)
             if not data.startswith(_ELF_MAGIC):
                 raise RuntimeError(f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
             out_path.write_bytes(data)
@@ -332,7 +336,8 @@ def _validate_name(name: str) -> None:
 
 def _cubin_path(source: str, name: str, compiler: Compiler, project_dirs: Sequence[Path]) -> Path:
     _validate_name(name)
-    key = cache_key(source, project_dirs=project_dirs, compiler_identity=compiler.identity, flags=compiler.flags)
+    flags = compiler.flags + (["|link", *compiler.link_flags] if compiler.nvrtc else [])
+    key = cache_key(source, project_dirs=project_dirs, compiler_identity=compiler.identity, flags=flags)
     return cache_dir() / "kernels" / f"{name}_{key[:16]}" / "kernel.cubin"
 
 
@@ -399,16 +404,16 @@ def compile_cubin(
     return cubin
 
 
-def _run_nvrtc(library: Path, options: list[str], source: str, name: str, src_path: Path,
-               pch: bool | None) -> tuple[bytes, str]:
-    nvrtc = _nvrtc.load(library)
+def _run_nvrtc(setup: _toolchain.NvrtcSetup, options: list[str], link_options: list[str], source: str, name: str,
+               src_path: Path, pch: bool | None) -> tuple[bytes, str]:
+    nvrtc = _nvrtc.load(setup.library, setup.jitlink)
     use_pch = nvrtc.compiles > 0 if pch is None else pch
     if _env_flag("DG_JIT_PRINT_COMPILER_COMMAND"):
-        shown = [*options, "-pch"] if use_pch else options
-        print(f"[deepgemm_ops.jit] NVRTC {library} {subprocess.list2cmdline(shown)} {src_path}", file=sys.stderr,
-              flush=True)
+        shown = [*options, "-dlto"] + (["-pch"] if use_pch else [])
+        print(f"[deepgemm_ops.jit] NVRTC {setup.library} {subprocess.list2cmdline(shown)} {src_path} | nvJitLink "
+              f"{setup.jitlink} {subprocess.list2cmdline(link_options)}", file=sys.stderr, flush=True)
     try:
-        result = nvrtc.compile(source, options, pch=use_pch)
+        result = nvrtc.compile(source, options, link_options, pch=use_pch)
     except _nvrtc.NvrtcError as e:
         raise RuntimeError(
             f"deepgemm_ops: NVRTC failed to compile kernel {name!r} ({e}); source kept at {src_path}\n{e.log.strip()}"

@@ -1,8 +1,14 @@
-"""NVRTC through ctypes: CUDA C++ source -> sm_90a cubin inside this process (no compiler subprocess).
+"""NVRTC + nvJitLink through ctypes: CUDA C++ source -> sm_90a cubin inside this process (no compiler subprocess).
+
+Two steps. NVRTC compiles the source to LTO IR (``-dlto``); nvJitLink optimises and assembles it into the cubin
+with ``-optimize-unused-variables``. NVRTC needs ``-default-device`` for the CUTLASS/CuTe headers, which turns
+every static constexpr member they instantiate into a device global: a cubin straight from NVRTC carries ~900 of
+them (160 KB instead of 30 KB) and loading it took 6-7 ms instead of 0.4 ms on an H200 (docs/PERF.md). The link
+step drops them at no extra compile time; the SASS is the same.
 
 Precompiled headers: with ``pch=True`` a compile passes ``-pch`` (automatic PCH): NVRTC writes a PCH of the
 source's leading ``#include`` lines into this process's PCH directory, and later compiles with the same includes
-skip parsing them (a kernel 1.4-1.8 s -> 0.55-0.75 s on a 2-core CPU; docs/PERF.md). Creating the PCH costs extra on
+skip parsing them (a kernel 1.4-1.8 s -> 0.5-0.7 s on a 2-core CPU; docs/PERF.md). Creating the PCH costs extra on
 that compile, and a PCH file cannot be used by another process (its heap lands at another address), so the
 directory is private to the process and removed at exit. When the PCH heap is too small NVRTC compiles anyway and
 reports how much it needs; the heap is grown for the next compile.
@@ -23,12 +29,15 @@ from pathlib import Path
 # nvrtcResult values this module tells apart (nvrtc.h).
 _SUCCESS = 0
 _ERROR_PCH_CREATE_HEAP_EXHAUSTED = 14
+_JITLINK_INPUT_LTOIR = 3  # nvJitLinkInputType (nvJitLink.h)
 
 PROGRAM_NAME = "deepgemm_ops_kernel.cu"  # fixed: automatic PCH files are named after the program
 
+_p, _sz, _i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+
 
 class NvrtcError(RuntimeError):
-    """A failed NVRTC call; ``log`` holds the compiler log when there is one."""
+    """A failed NVRTC or nvJitLink call; ``log`` holds the compiler's or linker's log when there is one."""
 
     def __init__(self, message: str, log: str = ""):
         super().__init__(message)
@@ -38,39 +47,88 @@ class NvrtcError(RuntimeError):
 @dataclass
 class CompileResult:
     cubin: bytes
-    log: str
+    log: str  # NVRTC's log, then nvJitLink's (the ptxas report when asked for)
+
+
+def _bind(lib: ctypes.CDLL, signatures: dict, symbol=lambda name: name) -> None:
+    for name, (args, res) in signatures.items():
+        fn = getattr(lib, symbol(name))
+        fn.argtypes, fn.restype = args, res
+        setattr(lib, name, fn)
+
+
+def _read(get_size, get, handle, *, text: bool):
+    size = ctypes.c_size_t()
+    if get_size(handle, ctypes.byref(size)) != _SUCCESS or size.value == 0:
+        return "" if text else b""
+    buf = ctypes.create_string_buffer(size.value)
+    get(handle, buf)
+    return buf.value.decode(errors="replace") if text else buf.raw
+
+
+class JitLink:
+    """nvJitLink, bound through the versioned symbols of the API of release ``major``.0 (the library exports every
+    minor's API under its own name)."""
+
+    def __init__(self, library: Path, major: int):
+        self._lib = lib = ctypes.CDLL(str(library))
+        _bind(lib, {
+            "nvJitLinkCreate": ([ctypes.POINTER(_p), ctypes.c_uint32, ctypes.POINTER(ctypes.c_char_p)], _i),
+            "nvJitLinkDestroy": ([ctypes.POINTER(_p)], _i),
+            "nvJitLinkAddData": ([_p, _i, ctypes.c_char_p, _sz, ctypes.c_char_p], _i),
+            "nvJitLinkComplete": ([_p], _i),
+            "nvJitLinkGetLinkedCubinSize": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvJitLinkGetLinkedCubin": ([_p, ctypes.c_char_p], _i),
+            "nvJitLinkGetErrorLogSize": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvJitLinkGetErrorLog": ([_p, ctypes.c_char_p], _i),
+            "nvJitLinkGetInfoLogSize": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvJitLinkGetInfoLog": ([_p, ctypes.c_char_p], _i),
+        }, symbol=lambda name: f"__{name}_{major}_0")
+
+    def link(self, ltoir: bytes, options: list[str]) -> tuple[bytes, str]:
+        lib, handle = self._lib, ctypes.c_void_p()
+        argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+        result = lib.nvJitLinkCreate(ctypes.byref(handle), len(options), argv)
+        if result != _SUCCESS:
+            raise NvrtcError(f"nvJitLinkCreate failed ({result}); options {options}")
+        try:
+            result = lib.nvJitLinkAddData(handle, _JITLINK_INPUT_LTOIR, ltoir, len(ltoir), PROGRAM_NAME.encode())
+            if result == _SUCCESS:
+                result = lib.nvJitLinkComplete(handle)
+            info = _read(lib.nvJitLinkGetInfoLogSize, lib.nvJitLinkGetInfoLog, handle, text=True)
+            if result != _SUCCESS:
+                error = _read(lib.nvJitLinkGetErrorLogSize, lib.nvJitLinkGetErrorLog, handle, text=True)
+                raise NvrtcError(f"nvJitLink failed ({result})", error + info)
+            return _read(lib.nvJitLinkGetLinkedCubinSize, lib.nvJitLinkGetLinkedCubin, handle, text=False), info
+        finally:
+            lib.nvJitLinkDestroy(ctypes.byref(handle))
 
 
 class Nvrtc:
-    def __init__(self, library: Path):
+    def __init__(self, library: Path, jitlink: Path):
         # libnvrtc opens its builtins library by soname at compile time: load it first, from the same directory.
         for builtins in sorted(library.parent.glob("libnvrtc-builtins.so.*")):
             if ".alt." not in builtins.name:
                 ctypes.CDLL(str(builtins), mode=ctypes.RTLD_GLOBAL)
-        self.library = library
-        lib = self._lib = ctypes.CDLL(str(library))
-        p, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
-        signatures = {
-            "nvrtcGetErrorString": ([i], ctypes.c_char_p),
-            "nvrtcVersion": ([ctypes.POINTER(i), ctypes.POINTER(i)], i),
-            "nvrtcCreateProgram": ([ctypes.POINTER(p), ctypes.c_char_p, ctypes.c_char_p, i, p, p], i),
-            "nvrtcDestroyProgram": ([ctypes.POINTER(p)], i),
-            "nvrtcCompileProgram": ([p, i, ctypes.POINTER(ctypes.c_char_p)], i),
-            "nvrtcGetProgramLogSize": ([p, ctypes.POINTER(sz)], i),
-            "nvrtcGetProgramLog": ([p, ctypes.c_char_p], i),
-            "nvrtcGetCUBINSize": ([p, ctypes.POINTER(sz)], i),
-            "nvrtcGetCUBIN": ([p, ctypes.c_char_p], i),
-            "nvrtcGetPCHCreateStatus": ([p], i),
-            "nvrtcGetPCHHeapSizeRequired": ([p, ctypes.POINTER(sz)], i),
-            "nvrtcGetPCHHeapSize": ([ctypes.POINTER(sz)], i),
-            "nvrtcSetPCHHeapSize": ([sz], i),
-        }
-        for name, (args, res) in signatures.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, res
-        major, minor = i(), i()
+        self._lib = lib = ctypes.CDLL(str(library))
+        _bind(lib, {
+            "nvrtcGetErrorString": ([_i], ctypes.c_char_p),
+            "nvrtcVersion": ([ctypes.POINTER(_i), ctypes.POINTER(_i)], _i),
+            "nvrtcCreateProgram": ([ctypes.POINTER(_p), ctypes.c_char_p, ctypes.c_char_p, _i, _p, _p], _i),
+            "nvrtcDestroyProgram": ([ctypes.POINTER(_p)], _i),
+            "nvrtcCompileProgram": ([_p, _i, ctypes.POINTER(ctypes.c_char_p)], _i),
+            "nvrtcGetProgramLogSize": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvrtcGetProgramLog": ([_p, ctypes.c_char_p], _i),
+            "nvrtcGetLTOIRSize": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvrtcGetLTOIR": ([_p, ctypes.c_char_p], _i),
+            "nvrtcGetPCHCreateStatus": ([_p], _i),
+            "nvrtcGetPCHHeapSizeRequired": ([_p, ctypes.POINTER(_sz)], _i),
+            "nvrtcSetPCHHeapSize": ([_sz], _i),
+        })
+        major, minor = ctypes.c_int(), ctypes.c_int()
         self._check(lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)), "nvrtcVersion")
         self.version = (major.value, minor.value)
+        self.jitlink = JitLink(jitlink, major.value)
         self._lock = threading.Lock()
         self._pch_dir: Path | None = None
         self.compiles = 0  # successful compiles in this process
@@ -86,38 +144,30 @@ class Nvrtc:
             atexit.register(shutil.rmtree, self._pch_dir, ignore_errors=True)
         return self._pch_dir
 
-    def compile(self, source: str, options: list[str], *, pch: bool) -> CompileResult:
-        """Compile ``source`` with ``options`` (+ the automatic-PCH options when ``pch``); raises NvrtcError with
-        the compiler log when it fails."""
+    def compile(self, source: str, options: list[str], link_options: list[str], *, pch: bool) -> CompileResult:
+        """``source`` -> LTO IR with ``options`` (+ ``-dlto`` and, when ``pch``, the automatic-PCH options) -> cubin
+        with nvJitLink's ``link_options``; raises NvrtcError with the log when either step fails."""
         with self._lock:
-            if pch:
-                options = [*options, "-pch", f"-pch-dir={self.pch_dir()}"]
+            options = [*options, "-dlto"] + (["-pch", f"-pch-dir={self.pch_dir()}"] if pch else [])
             lib, prog = self._lib, ctypes.c_void_p()
             self._check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), PROGRAM_NAME.encode(), 0, None,
                                                None), "nvrtcCreateProgram")
             try:
                 argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
                 result = lib.nvrtcCompileProgram(prog, len(options), argv)
-                log = self._log(prog)
+                log = _read(lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog, prog, text=True)
                 self._check(result, "nvrtcCompileProgram", log)
                 if pch and lib.nvrtcGetPCHCreateStatus(prog) == _ERROR_PCH_CREATE_HEAP_EXHAUSTED:
                     self._grow_pch_heap(prog)
-                size = ctypes.c_size_t()
-                self._check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
-                cubin = ctypes.create_string_buffer(size.value)
-                self._check(lib.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
-                self.compiles += 1
-                return CompileResult(cubin.raw, log)
+                ltoir = _read(lib.nvrtcGetLTOIRSize, lib.nvrtcGetLTOIR, prog, text=False)
             finally:
                 lib.nvrtcDestroyProgram(ctypes.byref(prog))
-
-    def _log(self, prog) -> str:
-        size = ctypes.c_size_t()
-        if self._lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size)) != _SUCCESS or size.value <= 1:
-            return ""
-        buf = ctypes.create_string_buffer(size.value)
-        self._lib.nvrtcGetProgramLog(prog, buf)
-        return buf.value.decode(errors="replace")
+            try:
+                cubin, link_log = self.jitlink.link(ltoir, link_options)
+            except NvrtcError as e:
+                raise NvrtcError(str(e), log + e.log) from None
+            self.compiles += 1
+            return CompileResult(cubin, log + link_log)
 
     def _grow_pch_heap(self, prog) -> None:
         # The compile itself succeeded without a PCH; the next one with these includes creates it.
@@ -130,9 +180,9 @@ _instances: dict[Path, Nvrtc] = {}
 _instances_lock = threading.Lock()
 
 
-def load(library: Path) -> Nvrtc:
+def load(library: Path, jitlink: Path) -> Nvrtc:
     """The process-wide binding of ``library`` (loaded once)."""
     with _instances_lock:
         if library not in _instances:
-            _instances[library] = Nvrtc(library)
+            _instances[library] = Nvrtc(library, jitlink)
         return _instances[library]

@@ -4,9 +4,10 @@
   ``nvidia-cutlass`` wheel (its ``cutlass_library/source/include``; the wheel is found without importing it, so its
   Python dependencies need not be installed).
 - NVRTC (the default compiler): ``libnvrtc`` from the NVIDIA wheels that CUDA builds of torch install
-  (``nvidia-cuda-nvrtc``), else a CUDA toolkit's. It needs the CUDA headers (``nvidia-cuda-runtime`` or the
-  toolkit) and the libcu++ headers (``nvidia-cuda-cccl`` or the toolkit's ``include/cccl``): with the wheels no
-  toolkit is needed at all.
+  (``nvidia-cuda-nvrtc``), else a CUDA toolkit's, with ``libnvJitLink`` beside it (``nvidia-nvjitlink``: it turns
+  NVRTC's LTO IR into the cubin, see ``_nvrtc``). It needs the CUDA headers (``nvidia-cuda-runtime`` or the toolkit)
+  and the libcu++ headers (``nvidia-cuda-cccl`` or the toolkit's ``include/cccl``): with the wheels no toolkit is
+  needed at all.
 - nvcc (``DG_JIT_USE_NVRTC=0``): ``DG_JIT_NVCC_COMPILER``, ``$CUDA_HOME/bin/nvcc``, ``/usr/local/cuda/bin/nvcc``, PATH.
 
 Every function returns absolute paths for this machine; none of them enters a cache key (see ``_jit.cache_key``).
@@ -98,23 +99,25 @@ def _nvidia_wheel_roots() -> list[Path]:
     for location in spec.submodule_search_locations:
         base = Path(location)
         roots += sorted(base.glob("cu[0-9]*"), reverse=True)  # the newest major first
-        roots += [base / name for name in ("cuda_nvrtc", "cuda_runtime", "cuda_cccl")]
+        roots += [base / name for name in ("cuda_nvrtc", "nvjitlink", "cuda_runtime", "cuda_cccl")]
     return [r for r in roots if r.is_dir()]
 
 
 _NVRTC_LIB = re.compile(r"libnvrtc\.so\.\d+$")  # not libnvrtc-builtins, not the .alt variant
+_JITLINK_LIB = re.compile(r"libnvJitLink\.so\.\d+$")
 
 
-def _libnvrtc_in(directory: Path) -> Path | None:
+def _lib_in(directory: Path, pattern: re.Pattern) -> Path | None:
     if not directory.is_dir():
         return None
-    names = sorted((p for p in directory.iterdir() if _NVRTC_LIB.match(p.name)), reverse=True)
+    names = sorted((p for p in directory.iterdir() if pattern.match(p.name)), reverse=True)
     return names[0] if names else None
 
 
 @dataclass(frozen=True)
 class NvrtcSetup:
     library: Path  # libnvrtc.so.N (its libnvrtc-builtins sits beside it)
+    jitlink: Path  # libnvJitLink.so.N
     cuda_include: Path  # CUDA headers (cuda_bf16.h, ...)
     libcudacxx_include: Path  # libcu++ headers (cuda/std/...)
     source: str  # "wheels" or "toolkit <root>", for messages
@@ -144,20 +147,28 @@ def nvrtc_setup() -> NvrtcSetup:
     wheel_roots = _nvidia_wheel_roots()
     home = cuda_home()
     toolkit_roots = [home] if home is not None else []
-    library = next((lib for lib in (_libnvrtc_in(r / "lib") for r in wheel_roots) if lib is not None), None)
+    lib_dirs = [r / "lib" for r in wheel_roots]
+    library = next((lib for lib in (_lib_in(d, _NVRTC_LIB) for d in lib_dirs) if lib is not None), None)
     header_roots = wheel_roots + toolkit_roots
     source = "wheels"
     if library is None and home is not None:
-        library = _libnvrtc_in(home / "lib64") or _libnvrtc_in(home / "lib")
+        lib_dirs = [home / "lib64", home / "lib"]
+        library = next((lib for lib in (_lib_in(d, _NVRTC_LIB) for d in lib_dirs) if lib is not None), None)
         header_roots, source = toolkit_roots, f"toolkit {home}"
     if library is None:
         raise RuntimeError(
             "deepgemm_ops: NVRTC not found: a CUDA build of torch installs it (the nvidia-cuda-nvrtc wheel), so does "
             "a CUDA toolkit (lib64/libnvrtc.so; set CUDA_HOME). Or compile with nvcc: DG_JIT_USE_NVRTC=0"
         )
+    # nvJitLink of the same major version as NVRTC (LTO IR is read by the same or a newer linker).
+    major = library.name.rsplit(".", 1)[-1]
+    jitlink = next((lib for lib in (_lib_in(d, _JITLINK_LIB) for d in lib_dirs + [library.parent])
+                    if lib is not None and lib.name.rsplit(".", 1)[-1] == major), None)
     cuda_include = _find_include(_CUDA_HEADER_PROBE, header_roots)
     libcudacxx_include = _find_include(_LIBCUDACXX_PROBE, header_roots)
     missing = []
+    if jitlink is None:
+        missing.append(f"nvJitLink (libnvJitLink.so.{major}: pip install nvidia-nvjitlink)")
     if cuda_include is None:
         missing.append(f"the CUDA headers ({_CUDA_HEADER_PROBE}: pip install nvidia-cuda-runtime)")
     if libcudacxx_include is None:
@@ -167,7 +178,7 @@ def nvrtc_setup() -> NvrtcSetup:
             f"deepgemm_ops: NVRTC ({library}) needs {' and '.join(missing)} with the same CUDA version, or a CUDA "
             f"toolkit (set CUDA_HOME); looked in {', '.join(str(r) for r in header_roots) or 'nothing'}"
         )
-    return NvrtcSetup(library, cuda_include, libcudacxx_include, source)  # type: ignore[arg-type]
+    return NvrtcSetup(library, jitlink, cuda_include, libcudacxx_include, source)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------------

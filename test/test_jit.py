@@ -282,7 +282,8 @@ class TestSettings(JitTestCase):
 
 
 def _nvrtc_compiles() -> int:
-    return _nvrtc.load(_toolchain.nvrtc_setup().library).compiles
+    setup = _toolchain.nvrtc_setup()
+    return _nvrtc.load(setup.library, setup.jitlink).compiles
 
 
 @requires_nvrtc
@@ -325,13 +326,14 @@ class TestNvrtc(JitTestCase):
             cubin = _jit.compile_cubin(TINY_KERNEL, "cmd", pch=False)
         command = err.getvalue()
         for path, tag in ((cubin.parent, "<entry>"), (_jit.kernel_dir(), "<kernels>"), (setup.library, "<libnvrtc>"),
+                          (setup.jitlink, "<libnvJitLink>"),
                           (_toolchain.cutlass_include_dir(), "<cutlass>"), (setup.libcudacxx_include, "<libcu++>"),
                           (setup.cuda_include, "<cuda>")):  # here the CUDA headers hold cccl/, so no third -I
             command = command.replace(str(path), tag)
         self.assertExpectedInline(
             command,
             """\
-[deepgemm_ops.jit] NVRTC <libnvrtc> -std=c++17 -arch=sm_90a -default-device -I<kernels> -I<cutlass> -I<cuda> -I<libcu++> <entry>/kernel.cu
+[deepgemm_ops.jit] NVRTC <libnvrtc> -std=c++17 -arch=sm_90a -default-device -I<kernels> -I<cutlass> -I<cuda> -I<libcu++> -dlto <entry>/kernel.cu | nvJitLink <libnvJitLink> -arch=sm_90a -lto -optimize-unused-variables
 """,
         )
 
@@ -346,7 +348,8 @@ class TestNvrtc(JitTestCase):
         code = f"""
             import os
             from deepgemm_ops import _jit, _nvrtc, _toolchain
-            nvrtc = _nvrtc.load(_toolchain.nvrtc_setup().library)
+            setup = _toolchain.nvrtc_setup()
+            nvrtc = _nvrtc.load(setup.library, setup.jitlink)
             source = {CUTE_KERNEL!r}
             _jit.compile_cubin(source, "first")
             print(sorted(os.listdir(nvrtc.pch_dir())))
@@ -399,11 +402,13 @@ class TestToolchain(expecttest.TestCase):
         self.assertIn('[submodule "third_party/cutlass"]', gitmodules)
         self.assertEqual(_toolchain._cutlass_candidates()[0], REPO / "third_party" / "cutlass" / "include")
 
-    def fake_wheel_root(self, *, cccl: bool) -> Path:
+    def fake_wheel_root(self, *, cccl: bool, jitlink: bool = True) -> Path:
         root = self.tmp / "nvidia" / "cu13"
         (root / "lib").mkdir(parents=True)
-        for name in ("libnvrtc.so.13", "libnvrtc.alt.so.13", "libnvrtc-builtins.so.13.0"):
+        for name in ("libnvrtc.so.13", "libnvrtc.alt.so.13", "libnvrtc-builtins.so.13.0", "libnvJitLink.so.12"):
             (root / "lib" / name).write_text("")
+        if jitlink:
+            (root / "lib" / "libnvJitLink.so.13").write_text("")
         (root / "include").mkdir()
         (root / "include" / "cuda_bf16.h").write_text("")
         if cccl:
@@ -416,8 +421,8 @@ class TestToolchain(expecttest.TestCase):
         with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[root]), \
                 mock.patch.object(_toolchain, "cuda_home", return_value=None):
             setup = _toolchain.nvrtc_setup()
-        self.assertEqual(setup, _toolchain.NvrtcSetup(root / "lib" / "libnvrtc.so.13", root / "include",
-                                                      root / "include" / "cccl", "wheels"))
+        self.assertEqual(setup, _toolchain.NvrtcSetup(root / "lib" / "libnvrtc.so.13", root / "lib" / "libnvJitLink.so.13",
+                                                      root / "include", root / "include" / "cccl", "wheels"))
 
     def test_nvrtc_include_dirs_with_libcudacxx_in_another_site_directory(self):
         # CUTLASS includes <cccl/cuda/std/...> under CUDA 13: the directory above cccl/ must be searched too.
@@ -430,13 +435,13 @@ class TestToolchain(expecttest.TestCase):
             dirs = _toolchain.nvrtc_setup().include_dirs()
         self.assertEqual(dirs, [root / "include", other / "include" / "cccl", other / "include"])
 
-    def test_nvrtc_without_libcudacxx_names_the_wheel(self):
-        root = self.fake_wheel_root(cccl=False)
+    def test_nvrtc_without_jitlink_and_libcudacxx_names_the_wheels(self):
+        root = self.fake_wheel_root(cccl=False, jitlink=False)
         with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[root]), \
                 mock.patch.object(_toolchain, "cuda_home", return_value=None):
             with self.assertRaises(RuntimeError) as ctx:
                 _toolchain.nvrtc_setup()
-        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: NVRTC (<tmp>/nvidia/cu13/lib/libnvrtc.so.13) needs the libcu++ headers (cuda/std/cstdint: pip install nvidia-cuda-cccl) with the same CUDA version, or a CUDA toolkit (set CUDA_HOME); looked in <tmp>/nvidia/cu13""")
+        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: NVRTC (<tmp>/nvidia/cu13/lib/libnvrtc.so.13) needs nvJitLink (libnvJitLink.so.13: pip install nvidia-nvjitlink) and the libcu++ headers (cuda/std/cstdint: pip install nvidia-cuda-cccl) with the same CUDA version, or a CUDA toolkit (set CUDA_HOME); looked in <tmp>/nvidia/cu13""")
 
     def test_no_nvrtc_anywhere(self):
         with mock.patch.object(_toolchain, "_nvidia_wheel_roots", return_value=[]), \
