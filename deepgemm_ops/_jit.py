@@ -135,8 +135,7 @@ def _first_define(path: Path, macro: str) -> str:
     """The value of ``#define macro`` in the first 16 KB of ``path`` (version macros sit near the top)."""
     with open(path, "rb") as f:
         head = f.read(16384).decode(errors="replace")
-    m = re.search(rf"#\s*define\s+{macro}\s+(\S+)", head)
-    return m.group(1) if m else "unknown"
+    return _toolchain.define_value(head, macro) or "unknown"
 
 
 @functools.cache
@@ -202,23 +201,13 @@ class Compiler:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
+
+
 def _include_targets(text: str) -> list[tuple[str, bool]]:
     """(path, quoted) of every ``#include "x"`` / ``#include <x>`` line. Comments are not parsed: an include in a
     comment only makes the key cover one more header."""
-    found = []
-    for line in text.splitlines():
-        stripped = line.lstrip()
-        if not stripped.startswith("#"):
-            continue
-        directive = stripped[1:].lstrip()
-        if not directive.startswith("include"):
-            continue
-        rest = directive[len("include") :].strip()
-        if len(rest) >= 2 and rest[0] in "\"<":
-            close = rest.find('"' if rest[0] == '"' else ">", 1)
-            if close > 1:
-                found.append((rest[1:close], rest[0] == '"'))
-    return found
+    return [(m.group(2), m.group(1) == '"') for m in _INCLUDE.finditer(text)]
 
 
 def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
