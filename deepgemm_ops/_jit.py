@@ -190,7 +190,8 @@ class Compiler:
         if self.nvrtc:
             data, log = _run_nvrtc(self.setup, options, self.link_flags, source, name, src_path, pch)
             if not data.startswith(_ELF_MAGIC):
-                raise RuntimeError(f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
+                raise RuntimeError(
+                    f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
             out_path.write_bytes(data)
             return log
         return _run_nvcc([self.nvcc, *options, "-o", str(out_path), str(src_path)], name, src_path)

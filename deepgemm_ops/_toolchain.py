@@ -74,7 +74,8 @@ def cutlass_version(include_dir: Path) -> tuple[int, int, int]:
     text = (include_dir / "cutlass" / "version.h").read_text()
     parts = [define_value(text, f"CUTLASS_{p}") for p in ("MAJOR", "MINOR", "PATCH")]
     if not all(p and p.isdigit() for p in parts):
-        raise RuntimeError(f"deepgemm_ops: cannot read the CUTLASS version from {include_dir / 'cutlass' / 'version.h'}")
+        raise RuntimeError(
+            f"deepgemm_ops: cannot read the CUTLASS version from {include_dir / 'cutlass' / 'version.h'}")
     return tuple(int(p) for p in parts)  # type: ignore[arg-type, return-value]
 
 

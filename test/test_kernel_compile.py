@@ -69,9 +69,9 @@ CASES = {
 
 
 # Instructions in the innermost loop around the QGMMAs (one k-block, or a ping-pong pair) per warp: the larger of
-# NVRTC's (through nvJitLink) and nvcc's count when the kernels moved onto CuTe's primitives with 32-bit, warp-uniform descriptor
-# advances (the hand-written PTX layer before: 286, 254, 214, 354, 300, 311). A change that lengthens the main loop
-# fails here; lower a bound when the loop gets shorter.
+# NVRTC's (through nvJitLink) and nvcc's count when the kernels moved onto CuTe's primitives with 32-bit, warp-uniform
+# descriptor advances (the hand-written PTX layer before: 286, 254, 214, 354, 300, 311). A change that lengthens the
+# main loop fails here; lower a bound when the loop gets shorter.
 MAIN_LOOP_BOUND = {
     "dense_bf16_large": 243,
     "dense_fp32_c_1x128_k576": 226,
