@@ -202,13 +202,19 @@ class Compiler:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
+_INCLUDE = re.compile(r'#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]')
 
 
 def _include_targets(text: str) -> list[tuple[str, bool]]:
     """(path, quoted) of every ``#include "x"`` / ``#include <x>`` line. Comments are not parsed: an include in a
-    comment only makes the key cover one more header."""
-    return [(m.group(2), m.group(1) == '"') for m in _INCLUDE.finditer(text)]
+    comment only makes the key cover one more header. (The regex has no line anchor, which would make it try every
+    position of the text; the line start is checked per match instead: this runs on every first use of a kernel.)"""
+    found = []
+    for m in _INCLUDE.finditer(text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if not text[line_start:m.start()].strip(" \t"):
+            found.append((m.group(2), m.group(1) == '"'))
+    return found
 
 
 def project_headers(source: str, roots: Sequence[Path]) -> dict[str, bytes]:
