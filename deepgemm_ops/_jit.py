@@ -337,11 +337,6 @@ def _cubin_path(source: str, name: str, compiler: Compiler, project_dirs: Sequen
     return cache_dir() / "kernels" / f"{name}_{key[:16]}" / "kernel.cubin"
 
 
-def is_cached(source: str, name: str) -> bool:
-    """Whether :func:`compile_cubin` (default flags, this environment's compiler) would be served from the cache."""
-    return _is_published(_cubin_path(source, name, Compiler(), [kernel_dir()]))
-
-
 def compile_cubin(
     source: str,
     name: str,
@@ -363,18 +358,29 @@ def compile_cubin(
     compiler = Compiler(extra_flags)
     project_dirs = [kernel_dir(), *(Path(d) for d in include_dirs or ())]
     cubin = _cubin_path(source, name, compiler, project_dirs)
+
+    def produce(src_path: Path, out_path: Path) -> str:
+        return compiler.compile(source, src_path, out_path, name=name, project_dirs=project_dirs[1:], pch=pch)
+
+    _build_entry(cubin, source, produce, compiler.name)
+    return cubin
+
+
+def _build_entry(cubin: Path, source: str, produce, compiler_name: str) -> bool:
+    """Publishes ``cubin`` (a cache entry's path) unless it is published already; ``produce(src_path, out_path)``
+    writes the cubin to ``out_path`` and returns the compiler's log. Returns whether it produced. Safe across
+    processes: the entry's file lock serialises producers, a waiter reuses what the first published."""
     entry = cubin.parent
     if _is_published(cubin):
         if debug_enabled():
             debug_log(f"cache hit {entry.name}")
-        return cubin
-
+        return False
     entry.mkdir(parents=True, exist_ok=True)
     with _locked(entry / ".lock"):
         if _is_published(cubin):  # another process compiled it while we waited for the lock
             if debug_enabled():
                 debug_log(f"cache hit {entry.name} (compiled by another process)")
-            return cubin
+            return False
         if cubin.exists() and debug_enabled():
             debug_log(f"cache entry {entry.name} is corrupt or incomplete: rebuilding")
         cubin.with_name(cubin.name + ".sha256").unlink(missing_ok=True)
@@ -387,7 +393,7 @@ def compile_cubin(
         tmp_path = Path(tmp)
         start = time.perf_counter()
         try:
-            log = compiler.compile(source, src_path, tmp_path, name=name, project_dirs=project_dirs[1:], pch=pch)
+            log = produce(src_path, tmp_path)
             _publish(tmp_path, cubin)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -396,8 +402,79 @@ def compile_cubin(
         if _env_flag("DG_JIT_PTXAS_VERBOSE"):
             print(log, file=sys.stderr, end="", flush=True)
         if debug_enabled():
-            debug_log(f"compiled {entry.name} in {time.perf_counter() - start:.2f} s ({compiler.name})")
-    return cubin
+            debug_log(f"compiled {entry.name} in {time.perf_counter() - start:.2f} s ({compiler_name})")
+    return True
+
+
+def leading_includes(source: str) -> str:
+    """The run of ``#include`` lines that starts ``source`` (the part automatic PCH covers)."""
+    end = 0
+    for line in source.splitlines(keepends=True):
+        if not line.startswith("#include"):
+            break
+        end += len(line)
+    return source[:end]
+
+
+def compile_cubins(kernels: Sequence[tuple[str, str]], on_done=None) -> list[tuple[Path, bool]]:
+    """:func:`compile_cubin` (default flags, automatic PCH) for several ``(source, name)`` pairs, each source
+    defining one ``extern "C"`` kernel whose symbol is ``name`` (as ``_codegen`` writes them). Returns ``(cubin,
+    compiled)`` per pair, in order; ``on_done(index, compiled)`` after each.
+
+    With NVRTC, the uncached kernels whose sources start with the same ``#include`` lines compile as one program —
+    one front end for the group — and nvJitLink links each kernel out of its LTO IR (``-kernels-used``): the same
+    SASS as one program per kernel (test_jit checks it), a quarter less time per kernel (docs/PERF.md). The
+    combined source is a build detail: each entry keeps its own ``kernel.cu`` and the key of its own source. With nvcc,
+    or when the combined program does not compile, each kernel is compiled on its own (so an error names its kernel).
+    """
+    compiler = Compiler()
+    dirs = [kernel_dir()]
+    cubins = [_cubin_path(source, name, compiler, dirs) for source, name in kernels]
+    results: list[tuple[Path, bool] | None] = [None] * len(kernels)
+
+    def done(i: int, compiled: bool) -> None:
+        results[i] = (cubins[i], compiled)
+        if on_done is not None:
+            on_done(i, compiled)
+
+    groups: dict[str, list[int]] = {}
+    for i, (source, _) in enumerate(kernels):
+        if _is_published(cubins[i]):
+            done(i, False)
+        else:
+            groups.setdefault(leading_includes(source), []).append(i)
+    for prefix, members in groups.items():
+        ltoir = None
+        if compiler.nvrtc and len(members) > 1:
+            combined = prefix + "".join(kernels[i][0][len(prefix):] for i in members)
+            options = [*compiler.flags, *(f"-I{d}" for d in compiler.include_dirs(dirs))]
+            try:
+                ltoir, log = _nvrtc.load(compiler.setup.library, compiler.setup.jitlink).compile_ltoir(
+                    combined, options, pch=True)
+            except _nvrtc.NvrtcError:
+                ltoir = None
+        for i in members:
+            source, name = kernels[i]
+            if ltoir is None:
+                done(i, _build_entry(cubins[i], source, lambda src, out, s=source, n=name: compiler.compile(
+                    s, src, out, name=n, pch=True), compiler.name))
+                continue
+
+            def link(src_path: Path, out_path: Path, name=name) -> str:
+                nvrtc = _nvrtc.load(compiler.setup.library, compiler.setup.jitlink)
+                try:
+                    result = nvrtc.link(ltoir, [*compiler.link_flags, f"-kernels-used={name}"], log)
+                except _nvrtc.NvrtcError as e:
+                    raise RuntimeError(f"deepgemm_ops: nvJitLink failed to link kernel {name!r} ({e}); source kept at "
+                                       f"{src_path}\n{e.log.strip()}") from e
+                if not result.cubin.startswith(_ELF_MAGIC) or name.encode() not in result.cubin:
+                    raise RuntimeError(f"deepgemm_ops: the cubin linked for kernel {name!r} does not define it; source "
+                                       f"kept at {src_path}")
+                out_path.write_bytes(result.cubin)
+                return result.log
+
+            done(i, _build_entry(cubins[i], source, link, compiler.name))
+    return results  # type: ignore[return-value]
 
 
 def _run_nvrtc(setup: _toolchain.NvrtcSetup, options: list[str], link_options: list[str], source: str, name: str,

@@ -131,7 +131,7 @@ class Nvrtc:
         self.jitlink = JitLink(jitlink, major.value)
         self._lock = threading.Lock()
         self._pch_dir: Path | None = None
-        self.compiles = 0  # successful compiles in this process
+        self.compiles = 0  # successful NVRTC compiles in this process
 
     def _check(self, result: int, what: str, log: str = "") -> None:
         if result != _SUCCESS:
@@ -145,8 +145,21 @@ class Nvrtc:
         return self._pch_dir
 
     def compile(self, source: str, options: list[str], link_options: list[str], *, pch: bool) -> CompileResult:
-        """``source`` -> LTO IR with ``options`` (+ ``-dlto`` and, when ``pch``, the automatic-PCH options) -> cubin
-        with nvJitLink's ``link_options``; raises NvrtcError with the log when either step fails."""
+        """``source`` -> LTO IR (:meth:`compile_ltoir`) -> cubin with nvJitLink's ``link_options``; raises NvrtcError
+        with the log when either step fails."""
+        ltoir, log = self.compile_ltoir(source, options, pch=pch)
+        return self.link(ltoir, link_options, log)
+
+    def link(self, ltoir: bytes, link_options: list[str], compile_log: str = "") -> CompileResult:
+        try:
+            cubin, link_log = self.jitlink.link(ltoir, link_options)
+        except NvrtcError as e:
+            raise NvrtcError(str(e), compile_log + e.log) from None
+        return CompileResult(cubin, compile_log + link_log)
+
+    def compile_ltoir(self, source: str, options: list[str], *, pch: bool) -> tuple[bytes, str]:
+        """(LTO IR, NVRTC's log) of ``source`` with ``options`` + ``-dlto`` and, when ``pch``, the automatic-PCH
+        options."""
         with self._lock:
             options = [*options, "-dlto"] + (["-pch", f"-pch-dir={self.pch_dir()}"] if pch else [])
             lib, prog = self._lib, ctypes.c_void_p()
@@ -159,15 +172,10 @@ class Nvrtc:
                 self._check(result, "nvrtcCompileProgram", log)
                 if pch and lib.nvrtcGetPCHCreateStatus(prog) == _ERROR_PCH_CREATE_HEAP_EXHAUSTED:
                     self._grow_pch_heap(prog)
-                ltoir = _read(lib.nvrtcGetLTOIRSize, lib.nvrtcGetLTOIR, prog, text=False)
+                self.compiles += 1
+                return _read(lib.nvrtcGetLTOIRSize, lib.nvrtcGetLTOIR, prog, text=False), log
             finally:
                 lib.nvrtcDestroyProgram(ctypes.byref(prog))
-            try:
-                cubin, link_log = self.jitlink.link(ltoir, link_options)
-            except NvrtcError as e:
-                raise NvrtcError(str(e), log + e.log) from None
-            self.compiles += 1
-            return CompileResult(cubin, log + link_log)
 
     def _grow_pch_heap(self, prog) -> None:
         # The compile itself succeeded without a PCH; the next one with these includes creates it.

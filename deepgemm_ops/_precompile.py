@@ -3,9 +3,9 @@
 
 A problem is one op call's shape (:class:`GemmCall`); the heuristics map it to a kernel configuration, problems that
 map to the same kernel share it (M is a run-time argument of every kernel), and each kernel not yet in the disk cache
-is compiled. In one process every NVRTC compile after the first reuses a precompiled header of the CUTLASS/CuTe
-includes (``_nvrtc``), which is why batches go through here rather than through one call per problem; ``workers > 1``
-compiles in that many processes (each with its own precompiled header).
+is compiled. Kernels compile in batches of BATCH per NVRTC program, with a precompiled header of the CUTLASS/CuTe
+includes shared by every program of the process (``_jit.compile_cubins``, ``_nvrtc``); ``workers > 1`` compiles
+batches in that many processes (each with its own precompiled header).
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class Kernel:
         return _codegen.fp8_gemm_source(self.config, self.n, self.k)[0]
 
 
-def plan(problems: Iterable[GemmCall], num_sms: int) -> list[Kernel]:
-    """The distinct kernels of ``problems``, in first-use order."""
+def plan(calls: Iterable[GemmCall], num_sms: int) -> list[Kernel]:
+    """The distinct kernels of ``calls``, in first-use order."""
     kernels: dict[str, Kernel] = {}
-    for p in problems:
+    for p in calls:
         cfg = _heuristics.choose_fp8_gemm_config(
             p.m, p.n, p.k, num_sms=num_sms, out_dtype=p.out_dtype, sfb_recipe=p.sfb_recipe, has_c=p.with_c,
             gemm_type=p.gemm_type, num_groups=p.num_groups, expected_m=p.expected_m)
@@ -77,27 +77,44 @@ class Compiled:
     seconds: float
 
 
-def _compile(kernel: Kernel) -> Compiled:
-    source = kernel.source()
-    start = time.perf_counter()
-    cached = _jit.is_cached(source, kernel.name)
-    if not cached:
-        _jit.compile_cubin(source, kernel.name, pch=True)  # the first compile of a batch creates the PCH
-    return Compiled(kernel.name, kernel.family, cached, time.perf_counter() - start)
+# Kernels per NVRTC program (``_jit.compile_cubins``): each link reads the whole program's LTO IR, so larger batches
+# make every link slower (DeepSeek-V3's 59 kernels for M <= 512 on the CPU machine: 0.61 s per kernel one per program,
+# 0.45 s in batches of 8, 0.50 s in batches of 16; docs/PERF.md).
+BATCH = 8
 
 
-def precompile(problems: Iterable[GemmCall], *, num_sms: Optional[int] = None, workers: int = 1,
+def _compile_batch(kernels: Sequence[Kernel], progress: Optional[Callable[[Compiled], None]] = None) -> list[Compiled]:
+    results: list[Compiled] = []
+    last = time.perf_counter()
+
+    def on_done(i: int, compiled: bool) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        results.append(Compiled(kernels[i].name, kernels[i].family, not compiled, now - last))
+        last = now
+        if progress is not None:
+            progress(results[-1])
+
+    _jit.compile_cubins([(k.source(), k.name) for k in kernels], on_done)
+    return results
+
+
+def precompile(calls: Iterable[GemmCall], *, num_sms: Optional[int] = None, workers: int = 1,
                progress: Optional[Callable[[Compiled, int, int], None]] = None, device=None) -> list[Compiled]:
-    """Compile (JIT, disk-cached) every kernel ``problems`` need; with ``device``, also load them there (the step a
+    """Compile (JIT, disk-cached) every kernel ``calls`` need; with ``device``, also load them there (the step a
     CUDA graph capture needs first). ``num_sms``: the SM count the kernels are planned for (default: ``set_num_sms``'s
-    value or the current device's). ``progress(result, done, total)`` is called after each kernel."""
+    value or the current device's). ``workers``: compile in that many processes. ``progress(result, done, total)``
+    is called after each kernel (with workers, after each batch of kernels)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if num_sms is None:
         from ._sms import get_num_sms
 
         num_sms = get_num_sms()
-    kernels = plan(problems, num_sms)
+    kernels = plan(calls, num_sms)
+    # Batches of kernels with the same leading includes: a batch compiles as one NVRTC program per include set.
+    ordered = sorted(kernels, key=lambda k: _jit.leading_includes(k.source()))
+    batches = [ordered[i:i + BATCH] for i in range(0, len(ordered), BATCH)]
     results: list[Compiled] = []
 
     def done(result: Compiled) -> None:
@@ -105,15 +122,16 @@ def precompile(problems: Iterable[GemmCall], *, num_sms: Optional[int] = None, w
         if progress is not None:
             progress(result, len(results), len(kernels))
 
-    if workers == 1 or len(kernels) <= 1:
-        for kernel in kernels:
-            done(_compile(kernel))
+    if workers == 1 or len(batches) <= 1:
+        for batch in batches:
+            _compile_batch(batch, done)
     else:
         # spawn: a forked child would inherit CUDA or NVRTC state of the parent
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(_compile, k) for k in kernels]):
-                done(future.result())
+            for future in concurrent.futures.as_completed([pool.submit(_compile_batch, b) for b in batches]):
+                for result in future.result():
+                    done(result)
     if device is not None:
         from . import _cuda
 

@@ -362,6 +362,57 @@ class TestNvrtc(JitTestCase):
         self.assertEqual(done.stdout.splitlines(), ["[]", "[True]"])
 
 
+def _sass_instructions(cubin: Path) -> list[str]:
+    from test_kernel_compile import CUOBJDUMP
+
+    sass = subprocess.run([CUOBJDUMP, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    return [line.split("*/", 1)[1].split("/*")[0].strip() for line in sass.splitlines() if line.strip().startswith("/*0")]
+
+
+@requires_nvrtc
+class TestCompileCubins(JitTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        del os.environ["DG_JIT_USE_NVRTC"]  # the default
+
+    def kernels(self) -> list[tuple[str, str]]:
+        from deepgemm_ops import _precompile as P
+
+        calls = [P.GemmCall(64, 256, 128), P.GemmCall(4096, 256, 128), P.GemmCall(128, 7168, 2048)]
+        return [(k.source(), k.name) for k in P.plan(calls, num_sms=132)]
+
+    def test_one_program_links_each_kernel_as_its_own_compile_would(self):
+        from test_kernel_compile import CUOBJDUMP
+
+        if CUOBJDUMP is None:
+            self.skipTest("needs cuobjdump")
+        kernels = self.kernels()
+        before = _nvrtc_compiles()
+        seen = []
+        batch = _jit.compile_cubins(kernels, lambda i, compiled: seen.append((i, compiled)))
+        self.assertEqual(_nvrtc_compiles(), before + 2)  # bn16 + bn64 in one program, bn112 (the ext header) alone
+        self.assertEqual(sorted(seen), [(0, True), (1, True), (2, True)])
+        for (source, name), (cubin, _) in zip(kernels, batch):
+            self.assertEqual((cubin.parent / "kernel.cu").read_text(), source)
+            for _, other in kernels:
+                self.assertEqual(other.encode() in cubin.read_bytes(), other == name)
+        os.environ["DG_JIT_CACHE_DIR"] = str(self.tmp / "singles")
+        for (source, name), (cubin, _) in zip(kernels, batch):
+            single = _jit.compile_cubin(source, name, pch=True)
+            self.assertEqual(single.parent.name, cubin.parent.name)  # same key
+            self.assertEqual(_sass_instructions(single), _sass_instructions(cubin))
+        os.environ["DG_JIT_CACHE_DIR"] = str(self.cache)
+        self.assertEqual(_jit.compile_cubins(kernels), [(cubin, False) for cubin, _ in batch])
+
+    def test_a_broken_kernel_is_named_and_the_others_still_compile(self):
+        good = self.kernels()[:2]
+        broken = (good[0][0].split("\n", 1)[0] + "\nthis is not C++;\n", "broken")
+        with self.assertRaises(RuntimeError) as ctx:
+            _jit.compile_cubins([*good, broken])
+        self.assertIn("failed to compile kernel 'broken'", str(ctx.exception))
+        self.assertEqual([c for _, c in _jit.compile_cubins(good)], [False, False])  # published before the error
+
+
 class TestToolchain(expecttest.TestCase):
     def setUp(self) -> None:
         super().setUp()
