@@ -182,13 +182,20 @@ class Compiler:
         toolchain = self.setup.include_dirs() if self.nvrtc else []
         return [*project_dirs, self.cutlass, *toolchain]
 
+    def options(self, project_dirs: Sequence[Path] = ()) -> list[str]:
+        """Flags and -I directories (csrc/kernels first, then ``project_dirs``) of a compile."""
+        return [*self.flags, *(f"-I{d}" for d in self.include_dirs([kernel_dir(), *project_dirs]))]
+
+    def nvrtc_binding(self) -> _nvrtc.Nvrtc:
+        return _nvrtc.load(self.setup.library, self.setup.jitlink)
+
     def compile(self, source: str, src_path: Path, out_path: Path, *, name: str,
                 project_dirs: Sequence[Path] = (), pch: bool | None = None) -> str:
         """Compile ``source`` (also written at ``src_path``, named in messages) to the cubin ``out_path``; returns
         the compiler's log (the ptxas report when verbose). ``pch``: see :func:`compile_cubin`."""
-        options = [*self.flags, *(f"-I{d}" for d in self.include_dirs([kernel_dir(), *project_dirs]))]
+        options = self.options(project_dirs)
         if self.nvrtc:
-            data, log = _run_nvrtc(self.setup, options, self.link_flags, source, name, src_path, pch)
+            data, log = _run_nvrtc(self, options, source, name, src_path, pch)
             if not data.startswith(_ELF_MAGIC):
                 raise RuntimeError(
                     f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
@@ -417,19 +424,19 @@ def leading_includes(source: str) -> str:
 
 
 def compile_cubins(kernels: Sequence[tuple[str, str]], on_done=None) -> list[tuple[Path, bool]]:
-    """:func:`compile_cubin` (default flags, automatic PCH) for several ``(source, name)`` pairs, each source
-    defining one ``extern "C"`` kernel whose symbol is ``name`` (as ``_codegen`` writes them). Returns ``(cubin,
-    compiled)`` per pair, in order; ``on_done(index, compiled)`` after each.
+    """:func:`compile_cubin` (default flags) for several ``(source, name)`` pairs, each source defining one
+    ``extern "C"`` kernel whose symbol is ``name`` (as ``_codegen`` writes them). Returns ``(cubin, compiled)`` per
+    pair, in order; ``on_done(index, compiled)`` after each.
 
     With NVRTC, the uncached kernels whose sources start with the same ``#include`` lines compile as one program —
-    one front end for the group — and nvJitLink links each kernel out of its LTO IR (``-kernels-used``): the same
-    SASS as one program per kernel (test_jit checks it), a quarter less time per kernel (docs/PERF.md). The
-    combined source is a build detail: each entry keeps its own ``kernel.cu`` and the key of its own source. With nvcc,
-    or when the combined program does not compile, each kernel is compiled on its own (so an error names its kernel).
+    one front end for the group, with automatic PCH — and nvJitLink links each kernel out of its LTO IR
+    (``-kernels-used``): the same SASS as one program per kernel (test_jit checks it), a quarter less time per kernel
+    (docs/PERF.md). The combined source is a build detail: each entry keeps its own ``kernel.cu`` and the key of its
+    own source. A lone kernel, every kernel with nvcc, and every kernel of a combined program that does not compile
+    go through :func:`compile_cubin`'s path one by one (so an error names its kernel).
     """
     compiler = Compiler()
-    dirs = [kernel_dir()]
-    cubins = [_cubin_path(source, name, compiler, dirs) for source, name in kernels]
+    cubins = [_cubin_path(source, name, compiler, [kernel_dir()]) for source, name in kernels]
     results: list[tuple[Path, bool] | None] = [None] * len(kernels)
 
     def done(i: int, compiled: bool) -> None:
@@ -444,26 +451,24 @@ def compile_cubins(kernels: Sequence[tuple[str, str]], on_done=None) -> list[tup
         else:
             groups.setdefault(leading_includes(source), []).append(i)
     for prefix, members in groups.items():
-        ltoir = None
+        ltoir, compile_log = None, ""
         if compiler.nvrtc and len(members) > 1:
             combined = prefix + "".join(kernels[i][0][len(prefix):] for i in members)
-            options = [*compiler.flags, *(f"-I{d}" for d in compiler.include_dirs(dirs))]
             try:
-                ltoir, log = _nvrtc.load(compiler.setup.library, compiler.setup.jitlink).compile_ltoir(
-                    combined, options, pch=True)
+                ltoir, compile_log = compiler.nvrtc_binding().compile_ltoir(combined, compiler.options(), pch=True)
             except _nvrtc.NvrtcError:
                 ltoir = None
         for i in members:
             source, name = kernels[i]
             if ltoir is None:
                 done(i, _build_entry(cubins[i], source, lambda src, out, s=source, n=name: compiler.compile(
-                    s, src, out, name=n, pch=True), compiler.name))
+                    s, src, out, name=n), compiler.name))
                 continue
 
-            def link(src_path: Path, out_path: Path, name=name) -> str:
-                nvrtc = _nvrtc.load(compiler.setup.library, compiler.setup.jitlink)
+            def link(src_path: Path, out_path: Path, name=name, ltoir=ltoir, compile_log=compile_log) -> str:
                 try:
-                    result = nvrtc.link(ltoir, [*compiler.link_flags, f"-kernels-used={name}"], log)
+                    result = compiler.nvrtc_binding().link(ltoir, [*compiler.link_flags, f"-kernels-used={name}"],
+                                                           compile_log)
                 except _nvrtc.NvrtcError as e:
                     raise RuntimeError(f"deepgemm_ops: nvJitLink failed to link kernel {name!r} ({e}); source kept at "
                                        f"{src_path}\n{e.log.strip()}") from e
@@ -477,16 +482,16 @@ def compile_cubins(kernels: Sequence[tuple[str, str]], on_done=None) -> list[tup
     return results  # type: ignore[return-value]
 
 
-def _run_nvrtc(setup: _toolchain.NvrtcSetup, options: list[str], link_options: list[str], source: str, name: str,
-               src_path: Path, pch: bool | None) -> tuple[bytes, str]:
-    nvrtc = _nvrtc.load(setup.library, setup.jitlink)
+def _run_nvrtc(compiler: Compiler, options: list[str], source: str, name: str, src_path: Path,
+               pch: bool | None) -> tuple[bytes, str]:
+    nvrtc, setup = compiler.nvrtc_binding(), compiler.setup
     use_pch = nvrtc.compiles > 0 if pch is None else pch
     if _env_flag("DG_JIT_PRINT_COMPILER_COMMAND"):
         shown = [*options, "-dlto"] + (["-pch"] if use_pch else [])
         print(f"[deepgemm_ops.jit] NVRTC {setup.library} {subprocess.list2cmdline(shown)} {src_path} | nvJitLink "
-              f"{setup.jitlink} {subprocess.list2cmdline(link_options)}", file=sys.stderr, flush=True)
+              f"{setup.jitlink} {subprocess.list2cmdline(compiler.link_flags)}", file=sys.stderr, flush=True)
     try:
-        result = nvrtc.compile(source, options, link_options, pch=use_pch)
+        result = nvrtc.compile(source, options, compiler.link_flags, pch=use_pch)
     except _nvrtc.NvrtcError as e:
         raise RuntimeError(
             f"deepgemm_ops: NVRTC failed to compile kernel {name!r} ({e}); source kept at {src_path}\n{e.log.strip()}"

@@ -7,7 +7,6 @@ import argparse
 import io
 import json
 import os
-import re
 import tempfile
 import unittest
 from unittest import mock
