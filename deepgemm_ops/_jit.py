@@ -22,6 +22,7 @@ Environment variables (read on every call):
   DG_JIT_NVCC_COMPILER           nvcc to use (default: ``$CUDA_HOME/bin/nvcc``, ``/usr/local/cuda/bin/nvcc``, PATH)
   DG_JIT_PTXAS_VERBOSE           compile with ptxas ``-v`` and print its report
   DG_JIT_PRINT_COMPILER_COMMAND  print each compiler command line (NVRTC: library and options)
+  DG_JIT_LOCK_TIMEOUT            seconds to wait for another process compiling the same kernel (default 600)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ NVJITLINK_FLAGS = (f"-arch={ARCH}", "-lto", "-optimize-unused-variables")
 # Bump when the key's composition or the cache layout changes.
 _KEY_SCHEMA = "deepgemm_ops-jit-3"
 _ELF_MAGIC = b"\x7fELF"
+_NVCC_VERSION_MARK = "Cuda compilation tools"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -109,7 +111,9 @@ def nvcc_version(nvcc: str) -> str:
         st = os.stat(real)
         ident = hashlib.sha256(f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:24]
         memo = cache_dir() / "nvcc" / f"{ident}.version"
-        return memo.read_text()
+        text = memo.read_text()
+        if _NVCC_VERSION_MARK in text:  # anything else (a truncated or foreign file) is asked again
+            return text
     except OSError:
         pass
     try:
@@ -196,9 +200,6 @@ class Compiler:
         options = self.options(project_dirs)
         if self.nvrtc:
             data, log = _run_nvrtc(self, options, source, name, src_path, pch)
-            if not data.startswith(_ELF_MAGIC):
-                raise RuntimeError(
-                    f"deepgemm_ops: NVRTC returned no cubin for kernel {name!r}; source kept at {src_path}")
             out_path.write_bytes(data)
             return log
         return _run_nvcc([self.nvcc, *options, "-o", str(out_path), str(src_path)], name, src_path)
@@ -320,11 +321,41 @@ def _write_atomic(dest: Path, data: bytes) -> None:
         raise
 
 
+def lock_timeout_s() -> float:
+    text = os.environ.get("DG_JIT_LOCK_TIMEOUT", "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"DG_JIT_LOCK_TIMEOUT must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
 @contextmanager
 def _locked(lock_path: Path):
+    """Holds the entry's file lock. A holder that dies releases it (flock), so waiting long means a live process is
+    still compiling, or hangs: the wait is announced once and ends after DG_JIT_LOCK_TIMEOUT seconds."""
     # The lock file is never deleted: removing it would let two processes hold "the" lock on different inodes.
     with open(lock_path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        deadline, announced = None, False
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + lock_timeout_s()
+                if not announced:
+                    debug_log(f"waiting for another process compiling {lock_path.parent.name} (lock {lock_path})")
+                    announced = True
+                if now >= deadline:
+                    raise RuntimeError(
+                        f"deepgemm_ops: another process has held the compile lock {lock_path} for "
+                        f"{lock_timeout_s():g} s (DG_JIT_LOCK_TIMEOUT); if no compile is running, a process holding "
+                        "it hangs: stop it, or raise DG_JIT_LOCK_TIMEOUT") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
@@ -382,7 +413,12 @@ def _build_entry(cubin: Path, source: str, produce, compiler_name: str) -> bool:
         if debug_enabled():
             debug_log(f"cache hit {entry.name}")
         return False
-    entry.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        (entry / ".lock").touch()
+    except OSError as e:
+        raise RuntimeError(f"deepgemm_ops: cannot write the kernel cache at {cache_dir()} ({e.strerror or e}): set "
+                           "DG_JIT_CACHE_DIR to a writable directory") from e
     with _locked(entry / ".lock"):
         if _is_published(cubin):  # another process compiled it while we waited for the lock
             if debug_enabled():
@@ -401,6 +437,10 @@ def _build_entry(cubin: Path, source: str, produce, compiler_name: str) -> bool:
         start = time.perf_counter()
         try:
             log = produce(src_path, tmp_path)
+            with open(tmp_path, "rb") as f:
+                if f.read(len(_ELF_MAGIC)) != _ELF_MAGIC:
+                    raise RuntimeError(f"deepgemm_ops: {compiler_name} reported success for {entry.name} but wrote no "
+                                       f"cubin ({tmp_path.stat().st_size} bytes); source kept at {src_path}")
             _publish(tmp_path, cubin)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -472,7 +512,7 @@ def compile_cubins(kernels: Sequence[tuple[str, str]], on_done=None) -> list[tup
                 except _nvrtc.NvrtcError as e:
                     raise RuntimeError(f"deepgemm_ops: nvJitLink failed to link kernel {name!r} ({e}); source kept at "
                                        f"{src_path}\n{e.log.strip()}") from e
-                if not result.cubin.startswith(_ELF_MAGIC) or name.encode() not in result.cubin:
+                if name.encode() not in result.cubin:
                     raise RuntimeError(f"deepgemm_ops: the cubin linked for kernel {name!r} does not define it; source "
                                        f"kept at {src_path}")
                 out_path.write_bytes(result.cubin)

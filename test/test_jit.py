@@ -232,6 +232,59 @@ class TestCompileCubin(JitTestCase):
         )
 
 
+class TestCacheEdges(JitTestCase):
+    """A busy lock, a compiler that writes nothing, an unusable cache directory (no compile needed for the first and
+    the last; the second runs a fake nvcc)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        if not HAVE_CUTLASS:
+            self.skipTest("needs the CUTLASS headers (every compile configuration names them)")
+
+    def test_waiting_for_a_busy_lock_is_announced_and_times_out(self):
+        import fcntl
+
+        del os.environ["DG_JIT_USE_NVRTC"]
+        if not HAVE_NVRTC:
+            self.skipTest("needs NVRTC")
+        cubin = _jit._cubin_path(TINY_KERNEL, "busy", _jit.Compiler(), [_jit.kernel_dir()])
+        cubin.parent.mkdir(parents=True)
+        os.environ["DG_JIT_LOCK_TIMEOUT"] = "0.3"
+        with open(cubin.parent / ".lock", "a") as held, mock.patch("sys.stderr", new_callable=io.StringIO) as err:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as another process compiling the same kernel would
+            with self.assertRaises(RuntimeError) as ctx:
+                _jit.compile_cubin(TINY_KERNEL, "busy")
+        lock = str(cubin.parent / ".lock")
+        self.assertExpectedInline(err.getvalue().replace(lock, "<lock>").replace(cubin.parent.name, "<entry>"), """\
+[deepgemm_ops.jit] waiting for another process compiling <entry> (lock <lock>)
+""")
+        self.assertExpectedInline(str(ctx.exception).replace(lock, "<lock>"), """deepgemm_ops: another process has held the compile lock <lock> for 0.3 s (DG_JIT_LOCK_TIMEOUT); if no compile is running, a process holding it hangs: stop it, or raise DG_JIT_LOCK_TIMEOUT""")
+        os.environ["DG_JIT_LOCK_TIMEOUT"] = "soon"
+        with self.assertRaises(ValueError) as ctx:
+            _jit.lock_timeout_s()
+        self.assertExpectedInline(str(ctx.exception), """DG_JIT_LOCK_TIMEOUT must be a number of seconds >= 0, got 'soon'""")
+
+    def test_a_compiler_that_writes_nothing_publishes_nothing(self):
+        fake = self.tmp / "silent_nvcc"
+        fake.write_text('#!/bin/sh\ncase " $* " in *" --version "*) echo "Cuda compilation tools, release 13.0";; esac\n'
+                        "exit 0\n")
+        fake.chmod(0o755)
+        os.environ["DG_JIT_NVCC_COMPILER"] = str(fake)
+        with self.assertRaises(RuntimeError) as ctx:
+            _jit.compile_cubin(TINY_KERNEL, "silent")
+        (entry,) = (self.cache / "kernels").iterdir()
+        self.assertExpectedInline(str(ctx.exception).replace(str(entry), "<entry>").replace(entry.name, "<name>"), """deepgemm_ops: nvcc reported success for <name> but wrote no cubin (0 bytes); source kept at <entry>/kernel.cu""")
+        self.assertEqual(sorted(p.name for p in entry.iterdir()), [".lock", "kernel.cu"])
+
+    def test_unusable_cache_directory(self):
+        blocker = self.tmp / "a_file"
+        blocker.write_text("")
+        os.environ["DG_JIT_CACHE_DIR"] = str(blocker / "cache")
+        with self.assertRaises(RuntimeError) as ctx:
+            _jit.compile_cubin(TINY_KERNEL, "nowhere")
+        self.assertExpectedInline(str(ctx.exception).replace(str(self.tmp), "<tmp>"), """deepgemm_ops: cannot write the kernel cache at <tmp>/a_file/cache (Not a directory): set DG_JIT_CACHE_DIR to a writable directory""")
+
+
 class TestNvccVersion(JitTestCase):
     def test_memoized_on_disk_per_executable(self):
         # A fake nvcc that logs each run: a new process (cleared in-process memo) reads the disk memo instead of
@@ -251,11 +304,17 @@ class TestNvccVersion(JitTestCase):
         _jit.nvcc_version.cache_clear()
         self.assertIn("release 13.0", _jit.nvcc_version(str(fake)))
         self.assertEqual(runs(), 1)
+        memo = next((self.cache / "nvcc").iterdir())
+        memo.write_text("garbage")  # a corrupt memo is not trusted
+        _jit.nvcc_version.cache_clear()
+        self.assertIn("release 13.0", _jit.nvcc_version(str(fake)))
+        self.assertEqual(runs(), 2)
+        self.assertIn("release 13.0", memo.read_text())
         write("13.1, a newer build")
         os.utime(fake, ns=(0, 10**18))  # a different mtime even within the clock's resolution
         _jit.nvcc_version.cache_clear()
         self.assertIn("release 13.1", _jit.nvcc_version(str(fake)))
-        self.assertEqual(runs(), 2)
+        self.assertEqual(runs(), 3)
         _jit.nvcc_version.cache_clear()
 
 
