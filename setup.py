@@ -9,6 +9,7 @@ setup(
     name="deepgemm_ops",
     version="0.1.0",
     description="DeepGEMM-style FP8 GEMMs with fine-grained scaling as torch.ops.deepgemm operators",
+    license="MIT",
     python_requires=">=3.10",
     packages=["deepgemm_ops", "deepgemm_ops.csrc"],
     package_dir={"deepgemm_ops.csrc": "csrc"},

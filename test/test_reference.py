@@ -144,3 +144,16 @@ def test_helpers():
 @pytest.mark.parametrize("name,args", op_samples(), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_op_runs_on_cpu(name, args):
     getattr(ops, name)(*args)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_value_poisons_only_its_128_group(bad):
+    # Documented in the README (Edge cases): the group's scale becomes non-finite, the rest of the tensor is exact.
+    x = torch.randn(3, 384)
+    x[1, 130] = bad
+    q, sf = ops.per_token_cast_to_fp8(x)
+    dequant = (q.float().view(3, 3, 128) * sf.view(3, 3, 1)).view(3, 384)
+    assert dequant[1, 128:256].isnan().all()
+    finite = torch.ones(3, 384, dtype=torch.bool)
+    finite[1, 128:256] = False
+    assert dequant[finite].isfinite().all()
