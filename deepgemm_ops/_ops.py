@@ -34,15 +34,15 @@ SCHEMAS = {
         _GEMM_TAGS,
     ),
     "m_grouped_fp8_gemm_nt_masked": (
-        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, int expected_m) -> Tensor",
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, SymInt expected_m) -> Tensor",
         _GEMM_TAGS,
     ),
     "m_grouped_fp8_gemm_nt_masked_out": (
-        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, int expected_m, Tensor(a!) out) -> ()",
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, SymInt expected_m, Tensor(a!) out) -> ()",
         _GEMM_TAGS,
     ),
-    "per_token_cast_to_fp8": ("(Tensor x, int group_size=128) -> (Tensor, Tensor)", ()),
-    "per_block_cast_to_fp8": ("(Tensor x, int block_size=128) -> (Tensor, Tensor)", ()),
+    "per_token_cast_to_fp8": ("(Tensor x, SymInt group_size=128) -> (Tensor, Tensor)", ()),
+    "per_block_cast_to_fp8": ("(Tensor x, SymInt block_size=128) -> (Tensor, Tensor)", ()),
     "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
 }
 

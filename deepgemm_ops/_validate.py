@@ -151,6 +151,12 @@ def check_grouped_contiguous(a, sfa, b, sfb, m_indices) -> GemmProblem:
     return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
 
 
+def is_int(value) -> bool:
+    """A Python int, or a symbolic one: the schemas take the size-like ints as SymInt, so that torch.compile traces a
+    changing expected_m or group size without specialising on its value. bool is not an int here."""
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
 def check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m) -> GemmProblem:
     """a [G, Mmax, K]; sfa [G, Mmax, ceil(K/128)]; b [G, N, K]; masked_m int32 [G]; expected_m >= 1."""
     check_tensor("a", a, FP8, ("G", "Mmax", "K"), (None, None, None))
@@ -160,7 +166,7 @@ def check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m) -> GemmProblem:
     check_tensor("sfa", sfa, torch.float32, ("G", "Mmax", "ceil(K/128)"), (g, m, ceil_div(k, SCALE_BLOCK)))
     recipe = _check_sfb(sfb, n, k, (g,))
     check_tensor("masked_m", masked_m, torch.int32, ("G",), (g,))
-    if not isinstance(expected_m, int) or isinstance(expected_m, bool) or expected_m < 1:
+    if not is_int(expected_m) or expected_m < 1:
         raise ValueError(f"expected_m must be an int >= 1 (the typical rows per group), got {expected_m!r}")
     _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("masked_m", masked_m)))
     return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
@@ -177,7 +183,7 @@ def check_cast_input(name: str, x, size_name: str, size) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         got = describe(x) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be a 2-D bfloat16, float16 or float32 tensor, got {got}")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"{size_name} must be an int >= 1, got {size!r}")
 
 
