@@ -49,9 +49,16 @@ def to_mn_major_tma_aligned(sf: torch.Tensor) -> torch.Tensor:
     return empty_mn_major(sf.shape, sf.device).copy_(sf)
 
 
+def _within(block: int, size: int) -> int:
+    """A block longer than the dimension covers all of it: the same scales, without padding up to the block (a huge
+    group size would otherwise allocate until torch overflows)."""
+    return max(1, min(block, size))
+
+
 def _amax_blocks(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """amax of |x| over [rows, cols] blocks (edge blocks partial), as fp32 [ceil(M/rows), ceil(K/cols)]."""
     m, k = x.shape
+    rows, cols = _within(rows, m), _within(cols, k)
     pm, pk = ceil_div(m, rows) * rows, ceil_div(k, cols) * cols
     padded = torch.nn.functional.pad(x.float().abs(), (0, pk - k, 0, pm - m))
     return padded.view(pm // rows, rows, pk // cols, cols).amax(dim=(1, 3)).clamp(min=AMAX_FLOOR)
@@ -59,6 +66,7 @@ def _amax_blocks(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 def _quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     m, k = x.shape
+    rows, cols = _within(rows, m), _within(cols, k)
     expanded = sf.repeat_interleave(rows, dim=0)[:m].repeat_interleave(cols, dim=1)[:, :k]
     return (x.float() / expanded).to(FP8)
 

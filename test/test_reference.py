@@ -157,3 +157,15 @@ def test_a_non_finite_value_poisons_only_its_128_group(bad):
     finite = torch.ones(3, 384, dtype=torch.bool)
     finite[1, 128:256] = False
     assert dequant[finite].isfinite().all()
+
+
+def test_a_block_longer_than_the_tensor_covers_it_without_padding():
+    x = torch.randn(5, 300)
+    for huge in (300, 301, 2**40):
+        q, sf = ops.per_token_cast_to_fp8(x, huge)
+        assert sf.shape == (5, 1)
+        torch.testing.assert_close(sf, x.abs().amax(dim=1, keepdim=True) / 448)
+        q, sf = ops.per_block_cast_to_fp8(x, huge)
+        assert sf.shape == (1, 1)
+        torch.testing.assert_close(sf, x.abs().amax().view(1, 1) / 448)
+        assert torch.equal(q.float(), (x / sf).to(torch.float8_e4m3fn).float())
