@@ -28,9 +28,19 @@ def check_gpu_k(k: int) -> None:
         raise ValueError(f"K must be a multiple of 16 on the GPU (TMA row alignment), got K = {k}")
 
 
-def check_gpu_gemm(a, b, k) -> None:
-    """What the SM90 kernel needs beyond the op contract (TMA alignment); clear errors instead of bad launches."""
+# The kernels address rows and columns with 32-bit TMA coordinates and take M, N, K, G as 32-bit ints.
+_MAX_GPU_EXTENT = 2**31 - 1
+
+
+def check_gpu_gemm(a, b, k, out) -> None:
+    """What the SM90 kernel needs beyond the op contract (TMA alignment, 32-bit extents); clear errors instead of bad
+    launches. a / b / out as the op received them: a leading group dim counts into the rows the kernel sees."""
     check_gpu_k(k)
+    for name, t in (("a", a), ("b", b), ("out", out)):
+        rows, cols = t.numel() // max(t.shape[-1], 1), t.shape[-1]
+        if max(rows, cols) > _MAX_GPU_EXTENT:
+            raise ValueError(f"{name} is too large for the GPU kernels: {rows} rows (over all groups) x {cols} "
+                             f"columns, at most {_MAX_GPU_EXTENT} (2^31 - 1) each (32-bit TMA coordinates)")
     for name, t in (("a", a), ("b", b)):
         if t.stride(-2) % _TMA_ALIGN or t.data_ptr() % _TMA_ALIGN:
             raise ValueError(f"{name} must start at a 16-byte aligned address with a row stride that is a multiple "
@@ -89,7 +99,7 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
     if p.k == 0:  # empty sum over K: D = C (or zeros)
         out.copy_(c) if c is not None else out.zero_()
         return
-    check_gpu_gemm(a, b, p.k)
+    check_gpu_gemm(a, b, p.k, out)
     sfa = _layout.to_mn_major_tma_aligned(sfa)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()

@@ -104,6 +104,21 @@ class TestValidation(expecttest.TestCase):
         self.assertExpectedInline(self.error(deepgemm_ops.set_num_sms, 0), """num_sms must be an int >= 1, got 0""")
         self.assertExpectedInline(self.error(deepgemm_ops.get_tma_aligned_size, 8, 3), """element_size must be 1, 2, 4, 8 or 16 bytes, got 3""")
 
+    def test_gpu_extents(self):
+        # The GPU path's own rules (no GPU needed: shapes on the meta device allocate nothing). 32-bit extents:
+        # M = 2^31 rows would otherwise be narrowed and computed modulo 2^32.
+        from deepgemm_ops import _cuda
+
+        def meta(*shape, dtype=F8):
+            return torch.empty(*shape, dtype=dtype, device="meta")
+
+        huge_a, b, out = meta(2**31, 16), meta(256, 16), meta(2**31, 256, dtype=torch.bfloat16)
+        self.assertExpectedInline(self.error(_cuda.check_gpu_gemm, huge_a, b, 16, out), """a is too large for the GPU kernels: 2147483648 rows (over all groups) x 16 columns, at most 2147483647 (2^31 - 1) each (32-bit TMA coordinates)""")
+        grouped_b = meta(2**16, 2**15, 16)  # G * N rows
+        self.assertExpectedInline(self.error(_cuda.check_gpu_gemm, meta(64, 16), grouped_b, 16, meta(64, 2**15, dtype=torch.bfloat16)), """b is too large for the GPU kernels: 2147483648 rows (over all groups) x 16 columns, at most 2147483647 (2^31 - 1) each (32-bit TMA coordinates)""")
+        _cuda.check_gpu_gemm(meta(2**31 - 1, 16), b, 16, meta(2**31 - 1, 256, dtype=torch.bfloat16))  # the largest
+        self.assertExpectedInline(self.error(_cuda.check_gpu_gemm, meta(64, 24), meta(256, 24), 24, meta(64, 256)), """K must be a multiple of 16 on the GPU (TMA row alignment), got K = 24""")
+
 
 if __name__ == "__main__":
     expecttest.run_tests()
