@@ -103,9 +103,6 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
     sfa = _layout.to_mn_major_tma_aligned(sfa)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()
-    if out.dim() == 3 and out.stride(0) != p.m * out.stride(1):
-        raise ValueError(f"out must hold its groups back to back (stride(0) == Mmax * stride(1) = "
-                         f"{p.m * out.stride(1)}), got strides {tuple(out.stride())}")
     num_sms = _sms.get_num_sms()
     key, cfg = _config(p.m, p.n, p.k, num_sms, _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None, gemm_type,
                        p.num_groups, expected_m)

@@ -93,6 +93,7 @@ def check_contiguous_out(a, sfa, b, sfb, m_indices, out):
 def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
     p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
     V.check_out(out, ("G", "Mmax", "N"), (p.num_groups, p.m, p.n), a.device, has_c=False)
+    V.check_groups_back_to_back("out", out)
     return p
 
 

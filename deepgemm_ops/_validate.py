@@ -69,6 +69,21 @@ def check_k_major(name: str, t: torch.Tensor) -> None:
         )
 
 
+def check_no_broadcast(name: str, t: torch.Tensor) -> None:
+    """No dim of more than one element may have stride 0: the GPU kernels (and the CPU path's copies into an output)
+    would read or write one element for all of them."""
+    if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
+        raise ValueError(f"{name} must not repeat elements through a zero stride (a broadcast/expanded view), got "
+                         f"strides {tuple(t.stride())} for shape {list(t.shape)}")
+
+
+def check_groups_back_to_back(name: str, t: torch.Tensor) -> None:
+    """A [G, Mmax, N] output whose groups follow each other: the GPU kernel sees it as [G*Mmax, N] rows."""
+    if t.shape[0] > 1 and t.stride(0) != t.shape[1] * t.stride(1):
+        raise ValueError(f"{name} must hold its groups back to back (stride(0) == Mmax * stride(1) = "
+                         f"{t.shape[1] * t.stride(1)}), got strides {tuple(t.stride())}")
+
+
 def check_device(name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
     if t is not None and t.device != device:
         raise ValueError(f"{name} must be on the device of a ({device}), got {t.device}")
@@ -120,6 +135,7 @@ def check_out(out, shape_names: Sequence[str], shape: Sequence[Dim], device, has
         raise ValueError(f"out must be {want}{why} {_layout(shape_names, shape)}, got {got}")
     if out.numel() > 0 and out.stride(-1) != 1:
         raise ValueError(f"out must have stride 1 along N, got strides {tuple(out.stride())}")
+    check_no_broadcast("out", out)
     check_device("out", out, device)
     return out.dtype
 
@@ -175,6 +191,8 @@ def check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m) -> GemmProblem:
 def _check_common(a, b, others) -> None:
     check_k_major("a", a)
     check_k_major("b", b)
+    check_no_broadcast("a", a)
+    check_no_broadcast("b", b)
     for name, t in others:
         check_device(name, t, a.device)
 

@@ -104,6 +104,36 @@ class TestValidation(expecttest.TestCase):
         self.assertExpectedInline(self.error(deepgemm_ops.set_num_sms, 0), """num_sms must be an int >= 1, got 0""")
         self.assertExpectedInline(self.error(deepgemm_ops.get_tma_aligned_size, 8, 3), """element_size must be 1, 2, 4, 8 or 16 bytes, got 3""")
 
+    def test_broadcast_operands_and_outputs_and_split_groups_same_on_cpu_and_fake_cuda(self):
+        # One contract: the CPU kernels and the fakes (so torch.compile and the CUDA path, which validate through the
+        # same functions) reject the same inputs with the same message.
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        a, sfa, b, sfb, masked_m = masked_inputs([3, 5], 64, 256, 128)
+        wide = torch.empty(2, 128, 256, dtype=torch.bfloat16)[:, :64]  # groups 128 rows apart: not back to back
+        cases = {
+            "a rows broadcast": (ops.fp8_gemm_nt, (self.a[:1].expand(64, -1), self.sfa, self.b, self.sfb)),
+            "b rows broadcast": (ops.fp8_gemm_nt, (self.a, self.sfa, self.b[:1].expand(256, -1), self.sfb)),
+            "out rows broadcast": (ops.fp8_gemm_nt_out, (self.a, self.sfa, self.b, self.sfb,
+                                                         torch.empty(1, 256, dtype=torch.bfloat16).expand(64, -1))),
+            "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (a, sfa, b, sfb, masked_m, 4, wide)),
+        }
+        messages = {name: self.error(fn, *args) for name, (fn, args) in cases.items()}
+        self.assertExpectedInline("\n".join(f"{k}: {v}" for k, v in messages.items()), """\
+a rows broadcast: a must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [64, 7168]
+b rows broadcast: b must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [256, 7168]
+out rows broadcast: out must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [64, 256]
+masked out split: out must hold its groups back to back (stride(0) == Mmax * stride(1) = 16384), got strides (32768, 256, 1)""")
+        with FakeTensorMode():
+            def fake_cuda(x):  # same shape, strides and dtype; values do not matter to validation
+                if not isinstance(x, torch.Tensor):
+                    return x
+                return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="cuda")
+
+            for name, (fn, args) in cases.items():
+                with self.subTest(case=name):
+                    self.assertEqual(self.error(fn, *[fake_cuda(x) for x in args]), messages[name])
+
     def test_gpu_extents(self):
         # The GPU path's own rules (no GPU needed: shapes on the meta device allocate nothing). 32-bit extents:
         # M = 2^31 rows would otherwise be narrowed and computed modulo 2^32.
