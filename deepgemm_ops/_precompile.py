@@ -256,7 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sfb-recipe", choices=_heuristics.SFB_RECIPES, default="128x128")
     parser.add_argument("--with-c", action="store_true", help="D = C + A B (fp32 output)")
     parser.add_argument("--num-sms", type=int, help="plan for this many SMs (default: the current GPU's)")
-    parser.add_argument("--workers", type=int, default=1, help="compile in this many processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="compile in this many processes (default 1; each keeps ~0.4 GB of precompiled headers "
+                             "in $TMPDIR while it runs)")
     parser.add_argument("--dry-run", action="store_true", help="list the kernels, compile nothing")
     parser.add_argument("--json", help="write the per-kernel results to this file")
 
