@@ -103,7 +103,7 @@ def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=
     sfa = _layout.to_mn_major_tma_aligned(sfa)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()
-    num_sms = _sms.get_num_sms()
+    num_sms = _sms.get_num_sms(a.device.index)
     key, cfg = _config(p.m, p.n, p.k, num_sms, _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None, gemm_type,
                        p.num_groups, expected_m)
     # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
@@ -205,4 +205,4 @@ def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, s
     check_gpu_k(k)
     with torch.cuda.device(device):
         call = GemmCall(m, n, k, gemm_type, num_groups, expected_m, _OUT_DTYPE_NAMES[dtype], sfb_recipe, with_c)
-        precompile([call], num_sms=_sms.get_num_sms(), device=device.index)
+        precompile([call], num_sms=_sms.get_num_sms(device.index), device=device.index)

@@ -21,13 +21,15 @@ def set_num_sms(num_sms: int) -> None:
     _num_sms = num_sms
 
 
-def get_num_sms() -> int:
-    """The value given to ``set_num_sms``, else the SM count of the current CUDA device."""
+def get_num_sms(device: Optional[int] = None) -> int:
+    """The value given to ``set_num_sms``, else the SM count of CUDA device ``device`` (default: the current one; the
+    ops pass their inputs' device, which need not be the current one)."""
     if _num_sms is not None:
         return _num_sms
     if not torch.cuda.is_available():
         raise RuntimeError("get_num_sms: no CUDA device is available and set_num_sms(n) was not called")
-    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    index = torch.cuda.current_device() if device is None else device
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def num_sms_setting() -> int:

@@ -165,6 +165,22 @@ class TestCudaHome(expecttest.TestCase):
         )
 
 
+class TestNumSms(unittest.TestCase):
+    def test_sm_count_of_the_given_device_not_the_current_one(self):
+        from types import SimpleNamespace
+
+        from deepgemm_ops import _sms
+
+        props = {0: SimpleNamespace(multi_processor_count=132), 1: SimpleNamespace(multi_processor_count=114)}
+        with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+                mock.patch.object(torch.cuda, "current_device", return_value=0), \
+                mock.patch.object(torch.cuda, "get_device_properties", side_effect=props.__getitem__), \
+                mock.patch.object(_sms, "_num_sms", None):
+            self.assertEqual((_sms.get_num_sms(), _sms.get_num_sms(1), _sms.get_num_sms(0)), (132, 114, 132))
+            with mock.patch.object(_sms, "_num_sms", 100):
+                self.assertEqual(_sms.get_num_sms(1), 100)  # set_num_sms wins on every device
+
+
 TINY_KERNEL = 'extern "C" __global__ void fill(float* out, int n) { if (threadIdx.x < n) out[threadIdx.x] = 7.0f; }\n'
 
 

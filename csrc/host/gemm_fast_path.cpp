@@ -83,7 +83,7 @@ bool k_major_tma_operand(const at::Tensor& t, const at::Device& device) {
 }
 
 // out_code: -1 = out_dtype None, 0 = bfloat16, 1 = float32, anything else = not for the fast path. num_sms: the
-// set_num_sms value, 0 when unset (then the SM count of the current device, as deepgemm_ops.get_num_sms()).
+// set_num_sms value, 0 when unset (then the SM count of the inputs' device, as deepgemm_ops.get_num_sms(device)).
 // Returns the output tensor, None (take the Python path) or an error text (deepgemm_ops._runtime.check raises it).
 pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, const at::Tensor& b,
                                   const at::Tensor& sfb, const std::optional<at::Tensor>& c, int64_t out_code,
@@ -125,7 +125,7 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
   }
   if (num_sms == 0) {
     int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()) != cudaSuccess) {
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()) != cudaSuccess) {
       (void)cudaGetLastError();
       return pybind11::none();
     }
