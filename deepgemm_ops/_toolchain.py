@@ -118,11 +118,16 @@ _NVRTC_LIB = re.compile(r"libnvrtc\.so\.\d+$")  # not libnvrtc-builtins, not the
 _JITLINK_LIB = re.compile(r"libnvJitLink\.so\.\d+$")
 
 
-def _lib_in(directory: Path, pattern: re.Pattern) -> Path | None:
-    if not directory.is_dir():
-        return None
-    names = sorted((p for p in directory.iterdir() if pattern.match(p.name)), reverse=True)
-    return names[0] if names else None
+def _first_lib(directories: list[Path], pattern: re.Pattern, major: str | None = None) -> Path | None:
+    """The first library matching ``pattern`` (``lib<name>.so.<major>``; with ``major``, that major only) in the
+    first of ``directories`` that has one; the highest major where a directory has several."""
+    for directory in directories:
+        if directory.is_dir():
+            names = sorted((p for p in directory.iterdir() if pattern.match(p.name)
+                            and (major is None or p.name.rsplit(".", 1)[-1] == major)), reverse=True)
+            if names:
+                return names[0]
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,12 +164,12 @@ def nvrtc_setup() -> NvrtcSetup:
     home = cuda_home()
     toolkit_roots = [home] if home is not None else []
     lib_dirs = [r / "lib" for r in wheel_roots]
-    library = next((lib for lib in (_lib_in(d, _NVRTC_LIB) for d in lib_dirs) if lib is not None), None)
+    library = _first_lib(lib_dirs, _NVRTC_LIB)
     header_roots = wheel_roots + toolkit_roots
     source = "wheels"
     if library is None and home is not None:
         lib_dirs = [home / "lib64", home / "lib"]
-        library = next((lib for lib in (_lib_in(d, _NVRTC_LIB) for d in lib_dirs) if lib is not None), None)
+        library = _first_lib(lib_dirs, _NVRTC_LIB)
         header_roots, source = toolkit_roots, f"toolkit {home}"
     if library is None:
         raise RuntimeError(
@@ -173,8 +178,7 @@ def nvrtc_setup() -> NvrtcSetup:
         )
     # nvJitLink of the same major version as NVRTC (LTO IR is read by the same or a newer linker).
     major = library.name.rsplit(".", 1)[-1]
-    jitlink = next((lib for lib in (_lib_in(d, _JITLINK_LIB) for d in lib_dirs + [library.parent])
-                    if lib is not None and lib.name.rsplit(".", 1)[-1] == major), None)
+    jitlink = _first_lib(lib_dirs + [library.parent], _JITLINK_LIB, major)
     cuda_include = _find_include(_CUDA_HEADER_PROBE, header_roots)
     libcudacxx_include = _find_include(_LIBCUDACXX_PROBE, header_roots)
     missing = []
