@@ -1,5 +1,6 @@
-"""CUDA implementations of the GEMM ops: shared validation, the layouts the kernel reads, a memoized config, the JIT
-kernel for it, one launch on the current stream of the inputs' device.
+"""CUDA implementations of the ops. GEMMs: shared validation, the layouts the kernel reads, a memoized config, the
+JIT kernel for it, one launch on the current stream of the inputs' device. Casts: one fused JIT kernel per (kind,
+input dtype) for the layouts it reads, the torch composite (``_layout``) for the rest.
 
 Registering a CUDA kernel initialises nothing: the host module is built and kernels are compiled on first use.
 """
@@ -14,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import _heuristics, _jit, _layout, _runtime, _sms
-from ._codegen import fp8_gemm_kernel_name, fp8_gemm_source
+from ._codegen import fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
 from . import _validate as V
 from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 
@@ -55,13 +56,14 @@ def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_group
         m, n, k, num_sms=num_sms, out_dtype=out_dtype, sfb_recipe=sfb_recipe, has_c=has_c, gemm_type=gemm_type,
         num_groups=num_groups, expected_m=expected_m)
     key = fp8_gemm_kernel_name(cfg, n, k)  # readable: it names the kernel in error messages
-    _kernels[key] = (cfg, n, k)
+    _kernels[key] = (functools.partial(fp8_gemm_source, cfg, n, k), cfg.smem_bytes)
     if _jit.print_configs_enabled():
         print(f"[deepgemm_ops] {gemm_type} m={m} n={n} k={k}: {cfg}", file=sys.stderr)
     return key, list(cfg.as_ints())
 
 
-# key -> (config, n, k) of every kernel a config lookup has named; (key, device) pairs loaded in the host module.
+# key -> (source thunk -> (source, symbol), dynamic smem bytes) of every kernel planned so far; (key, device) pairs
+# loaded in the host module.
 _kernels: dict = {}
 _loaded: set = set()
 _lock = threading.Lock()
@@ -82,10 +84,10 @@ def ensure_loaded(key: str, device: int) -> None:
             raise RuntimeError(f"deepgemm_ops: kernel '{key}' is not loaded on cuda:{device} and the current stream is "
                                "capturing a CUDA graph, where kernels cannot be compiled or loaded. Call "
                                "deepgemm_ops.warmup(...) with this shape (or run the op once) before capturing.")
-        cfg, n, k = _kernels[key]
-        source, symbol = fp8_gemm_source(cfg, n, k)
+        make_source, smem = _kernels[key]
+        source, symbol = make_source()
         cubin = _jit.compile_cubin(source, symbol)
-        _runtime.check(module.load_kernel(key, device, str(cubin), symbol, cfg.smem_bytes))
+        _runtime.check(module.load_kernel(key, device, str(cubin), symbol, smem))
         _loaded.add((key, device))
 
 
@@ -177,10 +179,55 @@ def _(a, sfa, b, sfb, masked_m, expected_m, out):
     _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
 
 
+# --- casts -------------------------------------------------------------------------------------------------------
+
+# x dtype -> (dtype code of CastDtype in csrc/kernels/params.h, elements per 16 bytes); the order of CAST_DTYPES.
+_CAST_INPUTS = {torch.bfloat16: (0, 8), torch.float16: (1, 8), torch.float32: (2, 4)}
+_CAST_KINDS = {"per_token": 0, "per_block": 1}
+_MAX_CAST_COLUMN_GROUPS = 65535  # kMaxCastColumnGroups: the grid's y extent
+
+
+def _fused_cast_reads(x: torch.Tensor) -> bool:
+    """Whether the fused kernels read ``x``: 16-byte aligned rows of whole 16-byte vectors, K contiguous."""
+    _, vec = _CAST_INPUTS[x.dtype]
+    rows, cols = x.shape
+    return (x.stride(1) == 1 or cols <= 1) and cols % vec == 0 and (rows <= 1 or x.stride(0) % vec == 0) \
+        and x.data_ptr() % _TMA_ALIGN == 0 and V.ceil_div(cols, V.SCALE_BLOCK) <= _MAX_CAST_COLUMN_GROUPS
+
+
+def _fused_cast(kind: str, x: torch.Tensor, mn_major_sf: bool):
+    code, _ = _CAST_INPUTS[x.dtype]
+    dtype = V.dtype_name(x.dtype)
+    key = f"fp8_{kind}_cast {dtype}"
+    _kernels.setdefault(key, (functools.partial(fp8_cast_source, kind, dtype), 0))
+    if x.numel():
+        ensure_loaded(key, x.device.index)
+    out = _runtime.host_module().fp8_cast(key, _CAST_KINDS[kind], code, x, mn_major_sf)
+    if isinstance(out, str):
+        _runtime.check(out)
+    return out
+
+
+@_impl("per_token_cast_to_fp8", "CUDA")
+def _(x, group_size=128, mn_major_scales=False):
+    V.check_cast_input("x", x, "group_size", group_size)
+    if group_size == V.SCALE_BLOCK and _fused_cast_reads(x):
+        return _fused_cast("per_token", x, mn_major_scales)
+    return _layout.per_token_cast(x, group_size, mn_major_scales)
+
+
+@_impl("per_block_cast_to_fp8", "CUDA")
+def _(x, block_size=128):
+    V.check_cast_input("x", x, "block_size", block_size)
+    if block_size == V.SCALE_BLOCK and _fused_cast_reads(x):
+        return _fused_cast("per_block", x, False)
+    return _layout.per_block_cast(x, block_size)
+
+
 def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:
     """Compile (disk-cached) and load a kernel planned outside the op path (``precompile``): the ops find it by the
     same key, which names every config field."""
-    _kernels.setdefault(key, (cfg, n, k))
+    _kernels.setdefault(key, (functools.partial(fp8_gemm_source, cfg, n, k), cfg.smem_bytes))
     ensure_loaded(key, device)
 
 

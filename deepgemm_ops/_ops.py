@@ -41,7 +41,8 @@ SCHEMAS = {
         "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, SymInt expected_m, Tensor(a!) out) -> ()",
         _GEMM_TAGS,
     ),
-    "per_token_cast_to_fp8": ("(Tensor x, SymInt group_size=128) -> (Tensor, Tensor)", ()),
+    "per_token_cast_to_fp8": (
+        "(Tensor x, SymInt group_size=128, bool mn_major_scales=False) -> (Tensor, Tensor)", ()),
     "per_block_cast_to_fp8": ("(Tensor x, SymInt block_size=128) -> (Tensor, Tensor)", ()),
     "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
 }
@@ -130,14 +131,15 @@ def _(a, sfa, b, sfb, masked_m, expected_m, out):
     check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
 
 
-def _cast_outputs(x, sf_shape):
-    return x.new_empty(x.shape, dtype=V.FP8), x.new_empty(sf_shape, dtype=torch.float32)
+def _cast_outputs(x, sf_shape, mn_major_scales=False):
+    sf = _layout.empty_mn_major(sf_shape, x.device) if mn_major_scales else x.new_empty(sf_shape, dtype=torch.float32)
+    return x.new_empty(x.shape, dtype=V.FP8), sf
 
 
 @_fake("per_token_cast_to_fp8")
-def _(x, group_size=128):
+def _(x, group_size=128, mn_major_scales=False):
     V.check_cast_input("x", x, "group_size", group_size)
-    return _cast_outputs(x, (x.shape[0], V.ceil_div(x.shape[1], group_size)))
+    return _cast_outputs(x, (x.shape[0], V.ceil_div(x.shape[1], group_size)), mn_major_scales)
 
 
 @_fake("per_block_cast_to_fp8")
@@ -234,11 +236,12 @@ def _(a, sfa, b, sfb, masked_m, expected_m, out):
     _masked_reference(a, sfa, b, sfb, masked_m, p, out)
 
 
-# The casts and the layout change are plain torch code: one kernel serves every device.
+# The reference casts and the layout change are plain torch code for every device; CUDA has fused cast kernels
+# (_cuda.py) for the layouts they read.
 @_impl("per_token_cast_to_fp8", "CompositeExplicitAutograd")
-def _(x, group_size=128):
+def _(x, group_size=128, mn_major_scales=False):
     V.check_cast_input("x", x, "group_size", group_size)
-    return _layout.per_token_cast(x, group_size)
+    return _layout.per_token_cast(x, group_size, mn_major_scales)
 
 
 @_impl("per_block_cast_to_fp8", "CompositeExplicitAutograd")

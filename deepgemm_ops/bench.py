@@ -378,6 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of TFLOPS per shape")
     parser.add_argument("--grouped", action="store_true",
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
+    parser.add_argument("--casts", action="store_true",
+                        help="run the FP8 casts (share of the copy bandwidth) and an FP8 linear forward against bf16 "
+                             "instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
     parser.add_argument("--first-call", action="store_true",
@@ -402,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{props.name}, torch {torch.__version__}, device-to-device copy {copy_gbps:.0f} GB/s (read + write)")
 
     rows = []
-    for shape in [] if args.grouped else args.shapes:
+    for shape in [] if args.grouped or args.casts else args.shapes:
         row = bench_gemm(shape, timer, copy_gbps, args.reps)
         if "error" in row["ours"]:
             print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
@@ -423,6 +426,13 @@ def run(args: argparse.Namespace) -> int:
         from .bench_grouped import run_grouped
 
         report["grouped"] = run_grouped(timer, copy_gbps, args.reps)
+    if args.casts:
+        from .bench_cast import bench_casts, bench_linear, format_casts, format_linear
+
+        report["casts"] = bench_casts(timer, copy_gbps, args.reps)
+        print(format_casts(report["casts"]))
+        report["linear"] = bench_linear(timer, args.reps)
+        print(format_linear(report["linear"]))
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))

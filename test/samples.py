@@ -98,6 +98,7 @@ def op_samples(device="cpu"):
          (ma, msfa, mb, msfb, masked_m, 32, torch.empty(3, 64, 128, dtype=torch.bfloat16, device=device))),
         ("per_token_cast_to_fp8", (x,)),
         ("per_token_cast_to_fp8", (x.float(), 64)),
+        ("per_token_cast_to_fp8", (x, 128, True)),
         ("per_block_cast_to_fp8", (x,)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         ("get_mn_major_tma_aligned_tensor", (msfa,)),

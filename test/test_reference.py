@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import deepgemm_ops
+from deepgemm_ops import get_tma_aligned_size
 from samples import (ceil_div, contiguous_inputs, float64_gemm, gemm_inputs, masked_inputs, op_samples, ops)
 
 
@@ -116,6 +117,16 @@ def test_per_block_cast():
         block = x[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128].double()
         assert sf[i, j].item() == pytest.approx(block.abs().max().item() / 448, rel=1e-6)
         assert q[i * 128:(i + 1) * 128, j * 128:(j + 1) * 128].float().abs().max().item() == 448
+
+
+@pytest.mark.parametrize("rows", [1, 65, 96])
+def test_per_token_cast_mn_major_scales(rows):
+    x = torch.randn(rows, 300, dtype=torch.bfloat16)
+    q, sf = ops.per_token_cast_to_fp8(x)
+    q_mn, sf_mn = ops.per_token_cast_to_fp8(x, mn_major_scales=True)
+    assert torch.equal(q_mn.view(torch.uint8), q.view(torch.uint8)) and torch.equal(sf_mn, sf)
+    assert sf_mn.stride() == (1, get_tma_aligned_size(rows, 4))
+    assert torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sf_mn).stride() == sf_mn.stride()
 
 
 def test_cast_of_zeros_is_finite():

@@ -69,7 +69,7 @@ class TestHostModuleBuild(unittest.TestCase):
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['fp8_gemm', 'fp8_gemm_nt_fast', 'has_kernel', 'load_kernel', 'loaded_kernels', "
+            "exports ['fp8_cast', 'fp8_gemm', 'fp8_gemm_nt_fast', 'has_kernel', 'load_kernel', 'loaded_kernels', "
             "'register_fp8_gemm_nt']",
             cold.stdout,
         )

@@ -12,11 +12,12 @@ if [ "$what" != bench ]; then
   for i in "${!groups[@]}"; do
     timeout 330 python3 -m pytest test/test_gpu.py -q -rfE -k "${groups[$i]}" > "$out/gpu_$i.log" 2>&1 &
   done
-  timeout 330 python3 -m pytest test/test_runtime.py -q -rfE > "$out/gpu_runtime.log" 2>&1 &
+  timeout 330 python3 -m pytest test/test_runtime.py test/test_gpu_cast.py -q -rfE > "$out/gpu_runtime_cast.log" 2>&1 &
   wait
   tail -n 3 "$out"/gpu_*.log
 fi
 if [ "$what" != tests ]; then
   timeout 150 python3 -m deepgemm_ops bench --overhead --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
   timeout 120 python3 -m deepgemm_ops bench --grouped --json "$out/bench_grouped.json" 2>&1 | tee "$out/bench_grouped.log"
+  timeout 120 python3 -m deepgemm_ops bench --casts --json "$out/bench_casts.json" 2>&1 | tee "$out/bench_casts.log"
 fi

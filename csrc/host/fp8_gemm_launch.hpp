@@ -153,7 +153,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   detail::check_fp8_gemm_args(cfg, x);
   if (x.m == 0) return;  // nothing to compute; a zero-row tensor map would not encode
   const auto type = static_cast<GemmType>(cfg.gemm_type);
-  const uint64_t num_kb = (static_cast<uint64_t>(x.k) + 127) / 128;
+  const uint64_t num_kb = ceil_div(x.k, kScaleBlock);
   const uint64_t groups = static_cast<uint64_t>(x.num_groups);
   const uint64_t a_rows = type == GemmType::Masked ? groups * x.m : x.m;
   const uint64_t b_rows = type == GemmType::Normal ? x.n : groups * x.n;

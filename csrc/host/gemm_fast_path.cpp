@@ -75,8 +75,6 @@ class FastTable {
   std::unordered_map<ProblemKey, Entry, ProblemKeyHash> entries_;
 };
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 bool k_major_tma_operand(const at::Tensor& t, const at::Device& device) {
   return t.device() == device && t.scalar_type() == at::kFloat8_e4m3fn && t.dim() == 2 && t.stride(1) == 1 &&
          t.stride(0) % 16 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
@@ -93,7 +91,7 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
   if (!k_major_tma_operand(a, device) || !k_major_tma_operand(b, device)) return pybind11::none();
   const int64_t m = a.size(0), k = a.size(1), n = b.size(0);
   if (m < 1 || n < 1 || k < 16 || k % 16 != 0 || b.size(1) != k) return pybind11::none();
-  const int64_t kb = ceil_div(k, 128);
+  const int64_t kb = ceil_div(k, kScaleBlock);
   if (sfa.device() != device || sfa.scalar_type() != at::kFloat || sfa.dim() != 2 || sfa.size(0) != m ||
       sfa.size(1) != kb) {
     return pybind11::none();
@@ -103,7 +101,7 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
   }
   // The same order as _validate._check_sfb: the 128x128 shape wins when both match (N = 1).
   int recipe;
-  if (sfb.size(0) == ceil_div(n, 128)) {
+  if (sfb.size(0) == ceil_div(n, kScaleBlock)) {
     recipe = 0;
   } else if (sfb.size(0) == n) {
     recipe = 1;
@@ -140,7 +138,7 @@ pybind11::object fp8_gemm_nt_fast(const at::Tensor& a, const at::Tensor& sfa, co
     c10::cuda::CUDAGuard guard(device);
     // The layouts the kernel reads, made the way the Python path makes them (_layout.to_mn_major_tma_aligned,
     // sfb.contiguous()): sfa MN-major with the TMA-aligned M stride (size-1 dims may carry any stride).
-    const int64_t ld_sfa = ceil_div(m, 4) * 4;
+    const int64_t ld_sfa = tma_aligned_scale_rows(m);
     at::Tensor sfa_mn = sfa;
     if ((m > 1 && sfa.stride(0) != 1) || (kb > 1 && sfa.stride(1) != ld_sfa)) {
       sfa_mn = at::empty_strided({m, kb}, {1, ld_sfa}, sfa.options());

@@ -129,7 +129,7 @@ struct Mainloop {
   __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const float* sfb, int lane) const {
     constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
     constexpr int kPerLane = kBlockScales ? 1 : (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
-    constexpr int kSfbRows = kBlockScales ? (kN + 127) / 128 : kN;
+    constexpr int kSfbRows = kBlockScales ? ceil_div(kN, kScaleBlock) : kN;
     const float* group_sfb = sfb + static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks;
     int src_row[kPerLane];
     bool copies[kPerLane], in_range[kPerLane];

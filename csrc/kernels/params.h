@@ -9,6 +9,15 @@
 
 namespace deepgemm_ops {
 
+// Every scale covers 128 elements of K (and 128 rows of N for 128x128 weight blocks); deepgemm_ops._validate.SCALE_BLOCK.
+constexpr int kScaleBlock = 128;
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Rows of an MN-major fp32 scale tensor padded so that its K stride is a multiple of 16 bytes (TMA), as
+// deepgemm_ops._layout.get_tma_aligned_size(mn, 4).
+constexpr int64_t tma_aligned_scale_rows(int64_t mn) { return ceil_div(mn, 4) * 4; }
+
 // Integer values are part of the Python -> C++ contract (_heuristics.GEMM_TYPES / SFB_RECIPES use the same order).
 enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2 };
 enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
@@ -29,6 +38,34 @@ struct Fp8GemmParams {
                               // ldd % 8 == 0 and a 16-byte-aligned d), 0 = direct bounds-checked stores
   int64_t ldd;
   int64_t ldc;
+};
+
+// The FP8 casts (fp8_cast.cuh). x is [rows, cols] with unit column stride; q is e4m3 [rows, cols] with row stride
+// ld_q; the scale of (row group, column group) lives at sf[r * sf_stride_row + c * sf_stride_col], which lets the
+// per-token cast write row-major or MN-major (TMA-aligned, what the GEMM kernels read) scales.
+enum class CastDtype : int { BFloat16 = 0, Float16 = 1, Float32 = 2 };
+
+// Launch geometry, shared by the kernels and the host: kCastThreads threads per CTA, a thread loads 16 bytes of x
+// (cast_vector_elems elements). Grid x: per-token, chunks of per_token_rows_per_cta rows; per-block, 128-row blocks.
+// Grid y: the 128-column groups (at most kMaxCastColumnGroups, the grid's y limit).
+constexpr int kCastThreads = 256;
+constexpr int kPerTokenUnroll = 4;
+constexpr int64_t kMaxCastColumnGroups = 65535;
+constexpr int cast_vector_elems(CastDtype dtype) { return dtype == CastDtype::Float32 ? 4 : 8; }
+constexpr int per_token_rows_per_cta(CastDtype dtype) {
+  return kCastThreads / (128 / cast_vector_elems(dtype)) * kPerTokenUnroll;
+}
+
+struct Fp8CastParams {
+  const void* x;
+  void* q;
+  float* sf;
+  int64_t rows;
+  int64_t cols;
+  int64_t ld_x;
+  int64_t ld_q;
+  int64_t sf_stride_row;
+  int64_t sf_stride_col;
 };
 
 }  // namespace deepgemm_ops

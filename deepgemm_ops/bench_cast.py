@@ -1,0 +1,105 @@
+"""``python -m deepgemm_ops bench --casts``: the FP8 casts against the copy bandwidth, and an FP8 linear forward as a
+user writes it (cast the activations, GEMM with a pre-quantized weight) against bf16 ``torch.mm``.
+
+A cast moves rows x cols x (input bytes + 1) bytes plus 4 per scale. Two yardsticks: the device copy bandwidth of a
+1 GiB copy (read + write), and a device copy of the cast's own bytes timed beside it (which pays the same launch and
+ramp-up: an 89 MB copy reaches ~80% of the 1 GiB copy's bandwidth on the H200). torchao's blockwise FP8 casts (Triton) are timed beside ours when torchao is
+importable. Timing as the dense bench (L2 flushed, median, candidates interleaved).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .bench import BLOCK, FP32_BYTES, Timer, ceil_div, device_copy, gbps, tflops
+
+# (kind, rows, cols) of a bf16 input
+CAST_CASES = (("per_token", 4096, 7168), ("per_token", 128, 7168), ("per_block", 7168, 16384))
+# (tokens, N, K): x [tokens, K] bf16, W [N, K]
+LINEAR_CASES = ((4096, 4096, 7168), (8192, 7168, 2048), (128, 4096, 7168))
+
+
+def _torchao_casts():
+    """torchao's 1x128 activation and 128x128 weight casts, or None (named differently across its releases)."""
+    try:
+        from torchao.prototype.blockwise_fp8_training import kernels
+    except Exception:  # not installed, or a build that does not import on this machine
+        return None
+    for act, weight in (("triton_fp8_blockwise_act_quant_lhs", "triton_fp8_blockwise_weight_quant_rhs"),
+                        ("fp8_blockwise_act_quant_lhs", "fp8_blockwise_weight_quant_rhs")):
+        if hasattr(kernels, act) and hasattr(kernels, weight):
+            return {"per_token": getattr(kernels, act), "per_block": getattr(kernels, weight)}
+    return None
+
+
+def cast_bytes(kind: str, rows: int, cols: int, in_bytes: int = 2) -> int:
+    scales = rows * ceil_div(cols, BLOCK) if kind == "per_token" else ceil_div(rows, BLOCK) * ceil_div(cols, BLOCK)
+    return rows * cols * (in_bytes + 1) + scales * FP32_BYTES
+
+
+def bench_casts(timer: Timer, copy_gbps: float, reps: int) -> list[dict]:
+    ops = torch.ops.deepgemm
+    torchao = _torchao_casts()
+    rows_out = []
+    for kind, rows, cols in CAST_CASES:
+        x = torch.randn(rows, cols, device=timer.device, dtype=torch.bfloat16)
+        fns = {"ours": (lambda: ops.per_token_cast_to_fp8(x)) if kind == "per_token" else
+               (lambda: ops.per_block_cast_to_fp8(x))}
+        if kind == "per_token":
+            fns["ours_mn_major"] = lambda: ops.per_token_cast_to_fp8(x, mn_major_scales=True)
+        if torchao is not None:
+            fns["torchao"] = lambda fn=torchao[kind]: fn(x, BLOCK)
+        nbytes = cast_bytes(kind, rows, cols)
+        fns["copy_same_bytes"] = device_copy(nbytes, timer.device)
+        us = timer.time_interleaved(fns, reps)
+        copy_us = us.pop("copy_same_bytes")
+        rows_out.append({"kind": kind, "rows": rows, "cols": cols, "bytes": nbytes, "copy_same_bytes_us": copy_us,
+                         **{name: {"us": t, "gbps": gbps(nbytes, t), "of_copy": gbps(nbytes, t) / copy_gbps,
+                                   "of_same_bytes_copy": copy_us / t} for name, t in us.items()}})
+    return rows_out
+
+
+def bench_linear(timer: Timer, reps: int) -> list[dict]:
+    ops = torch.ops.deepgemm
+    out = []
+    for tokens, n, k in LINEAR_CASES:
+        x = torch.randn(tokens, k, device=timer.device, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=timer.device, dtype=torch.bfloat16)
+        wq, wsf = ops.per_block_cast_to_fp8(w)
+
+        def fp8(mn_major):
+            q, sf = ops.per_token_cast_to_fp8(x, mn_major_scales=mn_major)
+            return ops.fp8_gemm_nt(q, sf, wq, wsf)
+
+        us = timer.time_interleaved({"bf16_mm": lambda: torch.mm(x, w.t()), "fp8": lambda: fp8(False),
+                                     "fp8_mn_major": lambda: fp8(True)}, reps)
+        flops = 2 * tokens * n * k
+        out.append({"tokens": tokens, "n": n, "k": k, "us": us,
+                    "tflops": {name: tflops(flops, t) for name, t in us.items()},
+                    "speedup_vs_bf16": {name: us["bf16_mm"] / t for name, t in us.items() if name != "bf16_mm"}})
+    return out
+
+
+def format_casts(rows: list[dict]) -> str:
+    """µs, % of the 1 GiB copy's bandwidth / % of a same-bytes copy's, per candidate."""
+    names = ("ours", "ours_mn_major", "torchao")
+    lines = ["cast                      | bytes MB | copy same bytes | " + " | ".join(f"{n:>26}" for n in names)]
+    for r in rows:
+        cells = []
+        for name in names:
+            c = r.get(name)
+            cells.append(f"{c['us']:7.1f} us {100 * c['of_copy']:4.0f}% / {100 * c['of_same_bytes_copy']:4.0f}%"
+                         if c else f"{'-':>26}")
+        lines.append(f"{r['kind']:>9} [{r['rows']:>5}, {r['cols']:>5}] | {r['bytes'] / 1e6:8.1f} | "
+                     f"{r['copy_same_bytes_us']:12.1f} us | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def format_linear(rows: list[dict]) -> str:
+    lines = ["linear fwd tokens x N x K | bf16 mm us | fp8 (cast + gemm) us, x bf16 | fp8 mn-major scales us, x bf16"]
+    for r in rows:
+        us, sp = r["us"], r["speedup_vs_bf16"]
+        lines.append(f"{r['tokens']:>6} x {r['n']:>5} x {r['k']:>5}    | {us['bf16_mm']:10.1f} | "
+                     f"{us['fp8']:10.1f} {sp['fp8']:5.2f}x            | {us['fp8_mn_major']:10.1f} "
+                     f"{sp['fp8_mn_major']:5.2f}x")
+    return "\n".join(lines)
