@@ -91,92 +91,121 @@ def ensure_loaded(key: str, device: int) -> None:
         _loaded.add((key, device))
 
 
-def _launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None,
-            remember=False) -> None:
-    """One kernel launch for every GEMM op. a/b/out may carry a leading group dim: the kernel sees them as 2-D
-    [rows, K] / [rows, N] views (masked: G*Mmax rows; contiguous: G*N rows of B). remember: register the problem
-    for fp8_gemm_nt's C++ fast path (only fp8_gemm_nt reads it, so the other ops skip the cost)."""
+# The door's GEMM type codes (GemmType in csrc/kernels/params.h).
+_GEMM_TYPES = {"normal": 0, "contiguous": 1, "masked": 2}
+# out_dtype -> the door's code (-1: None); any other value misses the door, and the planning path raises.
+_OUT_CODES = {None: -1, torch.bfloat16: 0, torch.float32: 1}
+
+
+def _door(gemm_type: str, a, sfa, b, sfb, c=None, out=None, grouped_layout=None, expected_m=0, out_dtype=None):
+    """One pass through the C++ door (csrc/host/gemm_door.cpp): the output / True when an installed plan launched,
+    None when the call must be planned first."""
+    result = _runtime.host_module().gemm_door(_GEMM_TYPES[gemm_type], a, sfa, b, sfb, c, out, grouped_layout,
+                                              expected_m, _OUT_CODES.get(out_dtype, 2), _sms.num_sms_setting())
+    if isinstance(result, str):
+        _runtime.check(result)
+    return result
+
+
+def _plan_and_launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None):
+    """The planning path, for a call the door did not take: the problem is validated (p); zero-sized problems are
+    finished here; otherwise choose the config, compile and load its kernel, install the plan and launch through
+    the door. Operands the door does not read in place (grouped B whose groups are not back to back, C with a
+    column stride) are made so first."""
     if p.m == 0 or p.n == 0 or p.num_groups == 0:
         return
     if p.k == 0:  # empty sum over K: D = C (or zeros)
         out.copy_(c) if c is not None else out.zero_()
         return
     check_gpu_gemm(a, b, p.k, out)
-    sfa = _layout.to_mn_major_tma_aligned(sfa)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()
-    num_sms = _sms.get_num_sms(a.device.index)
-    key, cfg = _config(p.m, p.n, p.k, num_sms, _OUT_DTYPE_NAMES[out.dtype], p.sfb_recipe, c is not None, gemm_type,
-                       p.num_groups, expected_m)
-    # The M stride of the MN-major sfa; with one K block the tensor's own stride along K is arbitrary.
-    ld_sfa = _layout.get_tma_aligned_size(p.m, 4)
-    ensure_loaded(key, a.device.index)
-    if a.dim() == 3:  # masked: [G, Mmax, K] -> [G*Mmax, K]
-        a, out = a.reshape(-1, p.k), out.view(-1, p.n)
-    if b.dim() == 3:  # grouped: [G, N, K] -> [G*N, K]
-        b = b.reshape(-1, p.k)
+    # Grouped operands as one buffer of rows (a copy only when the groups are apart).
+    if a.dim() == 3:
+        a = a.reshape(-1, p.k).view(a.shape)
+    if b.dim() == 3:
+        b = b.reshape(-1, p.k).view(b.shape)
+    if grouped_layout is not None:
+        grouped_layout = grouped_layout.contiguous()
+    device = a.device.index
+    num_sms = _sms.get_num_sms(device)
+    out_dtype = _OUT_DTYPE_NAMES[out.dtype]
+    key, cfg = _config(p.m, p.n, p.k, num_sms, out_dtype, p.sfb_recipe, c is not None, gemm_type, p.num_groups,
+                       expected_m)
+    ensure_loaded(key, device)
     module = _runtime.host_module()
-    _runtime.check(module.fp8_gemm(key, cfg, a, sfa, ld_sfa, b, sfb.contiguous(), c, out, grouped_layout, p.m, p.n,
-                                   p.k, p.num_groups))
-    if remember:  # later calls of this problem can take the C++ fast path of fp8_gemm_nt
-        recipe = _heuristics.SFB_RECIPES.index(p.sfb_recipe)
-        out_dtype = _heuristics.OUT_DTYPES.index(_OUT_DTYPE_NAMES[out.dtype])
-        _runtime.check(module.register_fp8_gemm_nt(a.device.index, p.m, p.n, p.k, recipe, out_dtype, c is not None,
-                                                   num_sms, key, cfg))
+    _runtime.check(module.install_gemm_plan(
+        device, _GEMM_TYPES[gemm_type], p.m, p.n, p.k, p.num_groups, expected_m or 0,
+        _heuristics.SFB_RECIPES.index(p.sfb_recipe), _heuristics.OUT_DTYPES.index(out_dtype), c is not None,
+        num_sms, key, cfg))
+    if _door(gemm_type, a, sfa, b, sfb, c, out, grouped_layout, expected_m or 0) is not True:
+        raise RuntimeError(f"deepgemm_ops internal error: the GEMM door refused a validated {gemm_type} call after "
+                           f"its plan ({key}) was installed")
 
 
-# out_dtype -> the fast path's code (-1: None); any other value takes the Python path, which raises.
-_FAST_OUT_CODES = {None: -1, torch.bfloat16: 0, torch.float32: 1}
+def clear_plans() -> int:
+    """Forget every installed GEMM plan (the next call of each problem plans again; compiled kernels stay loaded).
+    For tools and tests. Returns how many plans there were."""
+    return _runtime.host_module().clear_gemm_plans()
 
 
 @_impl("fp8_gemm_nt", "CUDA")
 def _(a, sfa, b, sfb, c=None, out_dtype=None):
-    # A problem seen before, in the layouts the kernel reads, is checked and launched in C++ (csrc/host/
-    # gemm_fast_path.cpp); everything else, including every error, goes through the Python path below.
-    out = _runtime.host_module().fp8_gemm_nt_fast(a, sfa, b, sfb, c, _FAST_OUT_CODES.get(out_dtype, 2),
-                                                  _sms.num_sms_setting())
+    out = _door("normal", a, sfa, b, sfb, c, out_dtype=out_dtype)
     if out is not None:
-        if isinstance(out, str):
-            _runtime.check(out)
         return out
     p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
     out = gemm_output(a, p)
-    _launch("normal", a, sfa, b, sfb, c, out, p, remember=True)
+    _plan_and_launch("normal", a, sfa, b, sfb, c, out, p)
     return out
 
 
 @_impl("fp8_gemm_nt_out", "CUDA")
 def _(a, sfa, b, sfb, out, c=None):
-    _launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c))
+    if _door("normal", a, sfa, b, sfb, c, out) is None:
+        _plan_and_launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c))
 
 
 # Grouped layouts: m_indices / masked_m are read by the kernel on the device (no host sync, CUDA-graph safe).
 @_impl("m_grouped_fp8_gemm_nt_contiguous", "CUDA")
 def _(a, sfa, b, sfb, m_indices):
+    out = _door("contiguous", a, sfa, b, sfb, grouped_layout=m_indices)
+    if out is not None:
+        return out
     p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
     out = gemm_output(a, p)
-    _launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices.contiguous())
+    _plan_and_launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices)
     return out
 
 
 @_impl("m_grouped_fp8_gemm_nt_contiguous_out", "CUDA")
 def _(a, sfa, b, sfb, m_indices, out):
-    p = check_contiguous_out(a, sfa, b, sfb, m_indices, out)
-    _launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices.contiguous())
+    if _door("contiguous", a, sfa, b, sfb, out=out, grouped_layout=m_indices) is None:
+        p = check_contiguous_out(a, sfa, b, sfb, m_indices, out)
+        _plan_and_launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices)
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked", "CUDA")
 def _(a, sfa, b, sfb, masked_m, expected_m):
+    out = _door("masked", a, sfa, b, sfb, grouped_layout=masked_m, expected_m=_door_int(expected_m))
+    if out is not None:
+        return out
     p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
     out = masked_output(a, p)
-    _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
+    _plan_and_launch("masked", a, sfa, b, sfb, None, out, p, masked_m, expected_m)
     return out
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked_out", "CUDA")
 def _(a, sfa, b, sfb, masked_m, expected_m, out):
-    p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
-    _launch("masked", a, sfa, b, sfb, None, out, p, masked_m.contiguous(), expected_m)
+    if _door("masked", a, sfa, b, sfb, out=out, grouped_layout=masked_m, expected_m=_door_int(expected_m)) is None:
+        p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
+        _plan_and_launch("masked", a, sfa, b, sfb, None, out, p, masked_m, expected_m)
+
+
+def _door_int(value) -> int:
+    """expected_m as the door takes it: a plain int, 0 (a miss) for anything the validation must look at."""
+    return value if type(value) is int else 0
 
 
 # --- casts -------------------------------------------------------------------------------------------------------

@@ -165,6 +165,6 @@ def check(error: str) -> None:
         kind, _, message = error.partition(": ")
         if kind == "ValueError":
             raise ValueError(message)
-        if message.startswith("CUDA out of memory"):  # an allocation in the C++ fast path: torch's own type
+        if message.startswith("CUDA out of memory"):  # an allocation in the C++ GEMM door or casts: torch's own type
             raise torch.OutOfMemoryError(message)
         raise RuntimeError(message)

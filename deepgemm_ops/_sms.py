@@ -33,5 +33,5 @@ def get_num_sms(device: Optional[int] = None) -> int:
 
 
 def num_sms_setting() -> int:
-    """The set_num_sms value, 0 when unset (the C++ fast path then reads the current device's SM count itself)."""
+    """The set_num_sms value, 0 when unset (the C++ GEMM door then reads the SM count of the inputs' device itself)."""
     return _num_sms or 0

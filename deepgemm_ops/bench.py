@@ -31,6 +31,7 @@ import torch
 BLOCK = 128  # scale-factor granularity (1x128 activations, 128x128 weights)
 SEED_MS = (64, 128, 4096)
 SEED_NKS = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
+OVERHEAD_GROUPS = 4
 OVERHEAD_SHAPE = (64, 256, 128)
 FIRST_CALL_SHAPE = (4096, 7168, 2048)
 FP8_BYTES, BF16_BYTES, FP32_BYTES = 1, 2, 4
@@ -223,22 +224,38 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
 def bench_overhead(device: torch.device) -> dict:
     """Host µs per eager call on a tiny shape: ours, cuBLASLt blockwise and an aten bf16 mm of the same shape."""
     s = GemmShape(*OVERHEAD_SHAPE)
+    ops = torch.ops.deepgemm
     a, sfa, b, sfb = quantized_inputs(s, device)
     a16 = torch.randn(s.m, s.k, device=device, dtype=torch.bfloat16)
     b16 = torch.randn(s.n, s.k, device=device, dtype=torch.bfloat16).t()
     sfa_outer = sfa.t().contiguous().t()
-    result = {"shape": str(s), "aten_mm_us": host_us_per_call(lambda: torch.mm(a16, b16))}
-    result["cublaslt_us"] = host_us_per_call(
-        lambda: torch._scaled_mm(a, b.t(), scale_a=sfa_outer, scale_b=sfb.t(), out_dtype=torch.bfloat16)
-    )
-    try:
-        result["ours_us"] = host_us_per_call(lambda: torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb))
-    except NotImplementedError as e:
-        result["ours_error"] = f"NotImplementedError: {e}"
-    for label in ("ours", "cublaslt"):
-        if f"{label}_us" in result:
-            result[f"{label}_vs_aten_mm"] = result[f"{label}_us"] / result["aten_mm_us"]
-    return result
+    out = torch.empty(s.m, s.n, device=device, dtype=torch.bfloat16)
+    # Grouped: OVERHEAD_GROUPS groups of `rows` rows (one aligned m-block each), against an aten bf16 bmm.
+    g, rows = OVERHEAD_GROUPS, BLOCK
+    ga, gsfa = ops.per_token_cast_to_fp8(torch.randn(g * rows, s.k, device=device, dtype=torch.bfloat16))
+    weights = [ops.per_block_cast_to_fp8(torch.randn(s.n, s.k, device=device, dtype=torch.bfloat16)) for _ in range(g)]
+    gb, gsfb = torch.stack([w for w, _ in weights]), torch.stack([sf for _, sf in weights])
+    m_indices = torch.arange(g, device=device, dtype=torch.int32).repeat_interleave(rows)
+    masked_m = torch.full((g,), rows, device=device, dtype=torch.int32)
+    ma, msfa = ga.view(g, rows, s.k), gsfa.view(g, rows, -1)
+    gout = torch.empty(g * rows, s.n, device=device, dtype=torch.bfloat16)
+    a16g = torch.randn(g, rows, s.k, device=device, dtype=torch.bfloat16)
+    b16g = torch.randn(g, s.k, s.n, device=device, dtype=torch.bfloat16)
+    calls = {
+        "aten_mm": lambda: torch.mm(a16, b16),
+        "aten_bmm": lambda: torch.bmm(a16g, b16g),
+        "cublaslt": lambda: torch._scaled_mm(a, b.t(), scale_a=sfa_outer, scale_b=sfb.t(), out_dtype=torch.bfloat16),
+        "fp8_gemm_nt": lambda: ops.fp8_gemm_nt(a, sfa, b, sfb),
+        "fp8_gemm_nt_out": lambda: ops.fp8_gemm_nt_out(a, sfa, b, sfb, out),
+        "contiguous": lambda: ops.m_grouped_fp8_gemm_nt_contiguous(ga, gsfa, gb, gsfb, m_indices),
+        "contiguous_out": lambda: ops.m_grouped_fp8_gemm_nt_contiguous_out(ga, gsfa, gb, gsfb, m_indices, gout),
+        "masked": lambda: ops.m_grouped_fp8_gemm_nt_masked(ma, msfa, gb, gsfb, masked_m, rows),
+        "masked_out": lambda: ops.m_grouped_fp8_gemm_nt_masked_out(ma, msfa, gb, gsfb, masked_m, rows,
+                                                                   gout.view(g, rows, s.n)),
+        "per_token_cast": lambda: ops.per_token_cast_to_fp8(a16),
+    }
+    return {"shape": str(s), "groups": f"{g} groups x {rows} rows",
+            "us": {name: host_us_per_call(fn) for name, fn in calls.items()}}
 
 
 # Run in a new process: loads the (already built) host module, then times the first and second fp8_gemm_nt call.
@@ -319,15 +336,12 @@ def format_first_call(f: dict) -> str:
 
 
 def format_overhead(o: dict) -> str:
-    lines = [
-        f"host time per eager call, {o['shape']} (best of 5 x 2000 calls):",
-        f"  aten bf16 mm  {o['aten_mm_us']:7.2f} us",
-    ]
-    for label, name in (("cublaslt", "cuBLASLt fp8"), ("ours", "deepgemm fp8")):
-        if f"{label}_us" in o:
-            lines.append(f"  {name:<13} {o[f'{label}_us']:7.2f} us  ({o[f'{label}_vs_aten_mm']:.2f}x aten mm)")
-    if "ours_error" in o:
-        lines.append(f"  deepgemm fp8  {o['ours_error']}")
+    us = o["us"]
+    lines = [f"host time per eager call, {o['shape']}, grouped ops {o['groups']} (best of 5 x 2000 calls):"]
+    for name, t in us.items():
+        aten = "aten_mm" if name in ("cublaslt", "fp8_gemm_nt", "fp8_gemm_nt_out", "per_token_cast") else "aten_bmm"
+        ratio = f"  ({t / us[aten]:.2f}x {aten})" if not name.startswith("aten") else ""
+        lines.append(f"  {name:<16} {t:7.2f} us{ratio}")
     return "\n".join(lines)
 
 

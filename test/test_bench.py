@@ -102,9 +102,11 @@ class TestHelpers(expecttest.TestCase):
         self.assertAlmostEqual(row["ours"]["copy_fraction"], bench.gemm_bytes(bench.GemmShape(64, 256, 384)) / 1e4 / 1e3)
         self.assertLess(row["ours"]["rel_err"], 1e-2)
         self.assertLess(row["cublaslt"]["rel_err"], 1e-2)
-        self.assertEqual(sorted(overhead), ["aten_mm_us", "cublaslt_us", "cublaslt_vs_aten_mm", "ours_us",
-                                            "ours_vs_aten_mm", "shape"])
-        self.assertEqual(overhead["ours_vs_aten_mm"], 1.0)
+        self.assertEqual(sorted(overhead), ["groups", "shape", "us"])
+        self.assertEqual(sorted(overhead["us"]), ["aten_bmm", "aten_mm", "contiguous", "contiguous_out", "cublaslt",
+                                                  "fp8_gemm_nt", "fp8_gemm_nt_out", "masked", "masked_out",
+                                                  "per_token_cast"])
+        self.assertEqual(set(overhead["us"].values()), {2.0})
 
     def test_table(self):
         row = {
@@ -125,15 +127,16 @@ class TestHelpers(expecttest.TestCase):
         )
 
     def test_overhead_text(self):
-        o = {"shape": "64x256x128", "aten_mm_us": 10.0, "cublaslt_us": 13.0, "cublaslt_vs_aten_mm": 1.3,
-             "ours_error": "NotImplementedError: no kernel"}
+        o = {"shape": "64x256x128", "groups": "4 groups x 128 rows",
+             "us": {"aten_mm": 10.0, "aten_bmm": 20.0, "fp8_gemm_nt": 12.0, "masked_out": 15.0}}
         self.assertExpectedInline(
             bench.format_overhead(o),
             """\
-host time per eager call, 64x256x128 (best of 5 x 2000 calls):
-  aten bf16 mm    10.00 us
-  cuBLASLt fp8    13.00 us  (1.30x aten mm)
-  deepgemm fp8  NotImplementedError: no kernel""",
+host time per eager call, 64x256x128, grouped ops 4 groups x 128 rows (best of 5 x 2000 calls):
+  aten_mm            10.00 us
+  aten_bmm           20.00 us
+  fp8_gemm_nt        12.00 us  (1.20x aten_mm)
+  masked_out         15.00 us  (0.75x aten_bmm)""",
         )
 
     def test_first_call_text(self):

@@ -86,17 +86,17 @@ def test_gpu_shape_errors():
 
 
 def test_fast_path_of_repeated_calls():
-    # A repeated fp8_gemm_nt call whose layouts the kernel reads as they are is checked and launched in C++
-    # (csrc/host/gemm_fast_path.cpp): same numbers, and every misuse still gets the Python path's error.
+    # A repeated fp8_gemm_nt call is checked and launched by the C++ door (csrc/host/gemm_door.cpp): same numbers,
+    # layouts the kernel does not read as they are are made in C++, and every misuse still gets the Python error.
     from deepgemm_ops import _cuda
 
     m, n, k = 96, 2112, 7168
     a, sfa, b, sfb, c = gemm_inputs(m, n, k, device="cuda", with_c=True, seed=5)
     sfa = torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sfa)
-    first = ops.fp8_gemm_nt(a, sfa, b, sfb)  # Python path: validates, compiles, registers the problem
+    first = ops.fp8_gemm_nt(a, sfa, b, sfb)  # planning path: validates, compiles, installs the plan
     lookups = _cuda._config.cache_info()
     again = ops.fp8_gemm_nt(a, sfa, b, sfb)
-    assert _cuda._config.cache_info() == lookups, "the repeated call went through the Python path"
+    assert _cuda._config.cache_info() == lookups, "the repeated call went through the planning path"
     assert torch.equal(again, first)
     assert rel_err(again, reference(a, sfa, b, sfb)) < 4e-3
     with_c = ops.fp8_gemm_nt(a, sfa, b, sfb, c)  # fp32 + C: a problem of its own
@@ -116,6 +116,100 @@ def test_fast_path_of_repeated_calls():
     misaligned.copy_(b)
     with pytest.raises(ValueError, match="16-byte aligned"):
         ops.fp8_gemm_nt(a, sfa, misaligned, sfb)
+
+
+def _every_gemm_op():
+    """(name, op, args, output index or None) for each GEMM op, functional and _out, on small problems."""
+    a, sfa, b, sfb, c = gemm_inputs(96, 576, 1024, device="cuda", with_c=True, seed=21)
+    ga, gsfa, gb, gsfb, m_indices = contiguous_inputs([128, 0, 256], 576, 1024, "1x128", device="cuda", seed=22)
+    ma, msfa, mb, msfb, masked_m = masked_inputs([5, 64, 0], 64, 576, 1024, device="cuda", seed=23)
+
+    def empty(*shape, dtype=torch.bfloat16):
+        return torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+
+    return [
+        ("fp8_gemm_nt", ops.fp8_gemm_nt, (a, sfa, b, sfb), None),
+        ("fp8_gemm_nt fp32 + c", ops.fp8_gemm_nt, (a, sfa, b, sfb, c), None),
+        ("fp8_gemm_nt_out", ops.fp8_gemm_nt_out, (a, sfa, b, sfb, empty(96, 576)), 4),
+        ("fp8_gemm_nt_out + c", ops.fp8_gemm_nt_out, (a, sfa, b, sfb, empty(96, 576, dtype=torch.float32), c), 4),
+        ("contiguous", ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb, m_indices), None),
+        ("contiguous_out", ops.m_grouped_fp8_gemm_nt_contiguous_out,
+         (ga, gsfa, gb, gsfb, m_indices, empty(ga.shape[0], 576)), 5),
+        ("masked", ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, 32), None),
+        ("masked_out", ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 32, empty(3, 64, 576)), 6),
+    ]
+
+
+def _valid_rows(name, out, args):
+    if name.startswith("contiguous"):
+        return out[args[4] >= 0]
+    if name.startswith("masked"):
+        return torch.cat([out[g, :int(rows)] for g, rows in enumerate(args[4].tolist())])
+    return out
+
+
+def test_repeat_calls_of_every_op_never_enter_the_planner(monkeypatch):
+    from deepgemm_ops import _cuda
+
+    calls = _every_gemm_op()
+    first = {}
+    for name, op, args, out_index in calls:
+        result = op(*args)
+        first[name] = _valid_rows(name, (result if out_index is None else args[out_index]).clone(), args)
+
+    def planner_entered(*args, **kwargs):
+        raise AssertionError("a repeated call entered the planning path")
+
+    monkeypatch.setattr(_cuda, "_plan_and_launch", planner_entered)
+    for check in ("check_gemm_nt", "check_grouped_contiguous", "check_grouped_masked"):
+        monkeypatch.setattr(_cuda.V, check, planner_entered)
+    for name, op, args, out_index in calls:
+        if out_index is not None:
+            args[out_index].fill_(float("nan"))
+        result = op(*args)
+        got = _valid_rows(name, result if out_index is None else args[out_index], args)
+        assert torch.equal(got, first[name]), name
+    monkeypatch.undo()
+    assert _cuda.clear_plans() >= len(calls) - 1  # (the two dense _out calls share a plan with the functional ones)
+    for name, op, args, out_index in calls:  # planned again after clear_plans
+        result = op(*args)
+        assert torch.equal(_valid_rows(name, result if out_index is None else args[out_index], args), first[name])
+
+
+def test_bad_inputs_after_plans_get_the_same_messages_as_on_cpu():
+    calls = _every_gemm_op()
+    for _, op, args, _ in calls:
+        op(*args)  # installs every plan: a bad call with the same shapes must still miss the door
+    a, sfa, b, sfb = calls[0][2]
+    ga, gsfa, gb, gsfb, m_indices = calls[4][2]
+    ma, msfa, mb, msfb, masked_m, _, mout = calls[7][2]
+    wide = torch.empty(3, 128, 576, dtype=torch.bfloat16, device="cuda")[:, :64]
+    bad = {
+        "a rows broadcast": (ops.fp8_gemm_nt, (a[:1].expand(96, -1), sfa, b, sfb)),
+        "b rows broadcast": (ops.fp8_gemm_nt, (a, sfa, b[:1].expand(576, -1), sfb)),
+        "sfa short": (ops.fp8_gemm_nt, (a, sfa[:, :-1], b, sfb)),
+        "out_dtype": (ops.fp8_gemm_nt, (a, sfa, b, sfb, None, torch.float16)),
+        "out broadcast": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(1, 576, dtype=torch.bfloat16,
+                                                                          device="cuda").expand(96, -1))),
+        "out float16": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(96, 576, dtype=torch.float16,
+                                                                        device="cuda"))),
+        "m_indices int64": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb, m_indices.long())),
+        "contiguous sfb": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb[:2], m_indices)),
+        "expected_m bool": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, True)),
+        "expected_m 0": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, 0)),
+        "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 32, wide)),
+    }
+
+    def message(fn, args):
+        with pytest.raises(ValueError) as e:
+            fn(*args)
+        return str(e.value)
+
+    def like_on_cpu(x):  # same shape, strides and dtype (validation fails before any value is read)
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype) if isinstance(x, torch.Tensor) else x
+
+    for name, (fn, args) in bad.items():
+        assert message(fn, args) == message(fn, [like_on_cpu(x) for x in args]), name
 
 
 def test_non_default_stream():

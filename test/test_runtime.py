@@ -62,21 +62,28 @@ class TestHostModuleBuild(unittest.TestCase):
             print("has_kernel", m.has_kernel("nothing", 0), "loaded", m.loaded_kernels())
             a = torch.zeros(64, 128).to(torch.float8_e4m3fn)
             sf = torch.ones(64, 1)
-            print("fast path on CPU tensors", m.fp8_gemm_nt_fast(a, sf, a, sf, None, -1, 0))
-            print("register unloaded", m.register_fp8_gemm_nt(0, 64, 64, 128, 0, 0, False, 132, "nothing", []))
+            print("door on CPU tensors", m.gemm_door(0, a, sf, a, sf, None, None, None, 0, -1, 0))
+            cfg = [128, 128, 128, 5, 2, 384, 1, 8, 100000, 132, 0, 0, 0, 0]
+            print("install unloaded", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing", cfg))
+            print("install bad config", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing",
+                                                            [96] + cfg[1:]))
+            print("plans", m.num_gemm_plans(), m.clear_gemm_plans())
             print("seconds", elapsed)
         """
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['fp8_cast', 'fp8_gemm', 'fp8_gemm_nt_fast', 'has_kernel', 'load_kernel', 'loaded_kernels', "
-            "'register_fp8_gemm_nt']",
+            "exports ['clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', 'install_gemm_plan', 'load_kernel', "
+            "'loaded_kernels', 'num_gemm_plans']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
-        self.assertIn("fast path on CPU tensors None", cold.stdout)  # declined: the Python path handles it
-        self.assertIn("register unloaded RuntimeError: deepgemm_ops: register_fp8_gemm_nt: kernel 'nothing' is not loaded on cuda:0",
+        self.assertIn("door on CPU tensors None", cold.stdout)  # declined: the planning path handles it
+        self.assertIn("install unloaded RuntimeError: deepgemm_ops: install_gemm_plan: kernel 'nothing' is not loaded "
+                      "on cuda:0", cold.stdout)
+        self.assertIn("install bad config ValueError: deepgemm_ops fp8 gemm launch: cfg.block_m must be 64 or 128, got 96",
                       cold.stdout)
+        self.assertIn("plans 0 0", cold.stdout)
 
         warm = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(warm.returncode, 0, warm.stderr[-5000:])

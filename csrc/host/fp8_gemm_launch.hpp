@@ -2,7 +2,7 @@
 //
 //   CUfunction fn = ...;                        // cuModuleLoadData(cubin) + cuModuleGetFunction(symbol from _codegen)
 //   prepare_fp8_gemm_function(fn, cfg);         // once per loaded function: raises the dynamic smem limit
-//   launch_fp8_gemm(fn, cfg, args, stream);     // per call: validates, encodes the tensor maps, launches
+//   launch_fp8_gemm(fn, cfg, args, stream);     // per call: validates the arguments, encodes the tensor maps, launches
 //
 // `fn` must have been generated for exactly this cfg and for N = args.n, K = args.k (they are compile-time constants
 // of the kernel). Every argument is checked against the layout the kernel assumes before anything is launched, so a
@@ -92,29 +92,6 @@ inline CUtensorMap make_tensor_map(const void* base, CUtensorMapDataType dtype, 
   return map;
 }
 
-inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
-  const auto s = [](int64_t v) { return std::to_string(v); };
-  expect(cfg.block_k == 128, "cfg.block_k must be 128, got " + s(cfg.block_k));
-  expect(cfg.block_m == 64 || cfg.block_m == 128, "cfg.block_m must be 64 or 128, got " + s(cfg.block_m));
-  expect(cfg.block_n % 8 == 0 && cfg.block_n >= 8 && cfg.block_n <= 256,
-         "cfg.block_n must be a multiple of 8 in [8, 256], got " + s(cfg.block_n));
-  expect(cfg.out_dtype == 1 || cfg.block_n % 16 == 0,
-         "cfg.block_n must be a multiple of 16 for a bf16 output, got " + s(cfg.block_n));
-  expect(cfg.num_math_warpgroups == cfg.block_m / 64 && cfg.num_threads == (cfg.num_math_warpgroups + 1) * 128,
-         "cfg.num_math_warpgroups/num_threads must be " + s(cfg.block_m / 64) + "/" + s((cfg.block_m / 64 + 1) * 128) +
-             ", got " + s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
-  expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
-  expect(cfg.cluster_size == 1 || (cfg.gemm_type == 0 && cfg.block_n % 16 == 0),
-         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and block_n % 16 == 0, got gemm_type " +
-             s(cfg.gemm_type) + ", block_n " + s(cfg.block_n));
-  expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
-  expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
-  expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
-  expect(cfg.sfb_recipe == 0 || cfg.sfb_recipe == 1, "cfg.sfb_recipe must be 0 or 1, got " + s(cfg.sfb_recipe));
-  expect(cfg.out_dtype == 0 || cfg.out_dtype == 1, "cfg.out_dtype must be 0 or 1, got " + s(cfg.out_dtype));
-  expect(!cfg.has_c || cfg.out_dtype == 1, "cfg.has_c needs out_dtype 1 (fp32), got " + s(cfg.out_dtype));
-}
-
 inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArgs& x) {
   const auto s = [](int64_t v) { return std::to_string(v); };
   const auto type = static_cast<GemmType>(cfg.gemm_type);
@@ -141,15 +118,41 @@ inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArg
 
 }  // namespace detail
 
+// The config rules of the kernels; checked once per config (prepare_fp8_gemm_function, the GEMM door's plan install),
+// not per launch.
+inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
+  using detail::expect;
+  const auto s = [](int64_t v) { return std::to_string(v); };
+  expect(cfg.block_k == 128, "cfg.block_k must be 128, got " + s(cfg.block_k));
+  expect(cfg.block_m == 64 || cfg.block_m == 128, "cfg.block_m must be 64 or 128, got " + s(cfg.block_m));
+  expect(cfg.block_n % 8 == 0 && cfg.block_n >= 8 && cfg.block_n <= 256,
+         "cfg.block_n must be a multiple of 8 in [8, 256], got " + s(cfg.block_n));
+  expect(cfg.out_dtype == 1 || cfg.block_n % 16 == 0,
+         "cfg.block_n must be a multiple of 16 for a bf16 output, got " + s(cfg.block_n));
+  expect(cfg.num_math_warpgroups == cfg.block_m / 64 && cfg.num_threads == (cfg.num_math_warpgroups + 1) * 128,
+         "cfg.num_math_warpgroups/num_threads must be " + s(cfg.block_m / 64) + "/" + s((cfg.block_m / 64 + 1) * 128) +
+             ", got " + s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
+  expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
+  expect(cfg.cluster_size == 1 || (cfg.gemm_type == 0 && cfg.block_n % 16 == 0),
+         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and block_n % 16 == 0, got gemm_type " +
+             s(cfg.gemm_type) + ", block_n " + s(cfg.block_n));
+  expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
+  expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
+  expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
+  expect(cfg.sfb_recipe == 0 || cfg.sfb_recipe == 1, "cfg.sfb_recipe must be 0 or 1, got " + s(cfg.sfb_recipe));
+  expect(cfg.out_dtype == 0 || cfg.out_dtype == 1, "cfg.out_dtype must be 0 or 1, got " + s(cfg.out_dtype));
+  expect(!cfg.has_c || cfg.out_dtype == 1, "cfg.has_c needs out_dtype 1 (fp32), got " + s(cfg.out_dtype));
+}
+
 // Once per loaded CUfunction, before its first launch.
 inline void prepare_fp8_gemm_function(CUfunction fn, const Fp8GemmKernelConfig& cfg) {
-  detail::check_fp8_gemm_config(cfg);
+  check_fp8_gemm_config(cfg);
   check_cu(driver().FuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, cfg.smem_bytes),
            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
 }
 
+// cfg must have passed check_fp8_gemm_config; the arguments are checked on every launch.
 inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const Fp8GemmArgs& x, CUstream stream) {
-  detail::check_fp8_gemm_config(cfg);
   detail::check_fp8_gemm_args(cfg, x);
   if (x.m == 0) return;  // nothing to compute; a zero-row tensor map would not encode
   const auto type = static_cast<GemmType>(cfg.gemm_type);

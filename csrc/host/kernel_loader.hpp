@@ -48,7 +48,7 @@ class KernelRegistry {
     return *registry;
   }
 
-  // The fast path: the loaded kernel or nullptr. The pointer stays valid for the life of the process.
+  // The per-call lookup: the loaded kernel or nullptr. The pointer stays valid for the life of the process.
   const LoadedKernel* find(const std::string& key, int device) const {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     if (device < 0 || static_cast<size_t>(device) >= per_device_.size()) return nullptr;

@@ -1,0 +1,302 @@
+// The one door of every FP8 GEMM op (dense, m-grouped contiguous, m-grouped masked; functional and _out): a table
+// from problem key to an installed plan (loaded kernel + config, checked once at install). A call whose problem has
+// a plan and whose tensors pass the acceptance predicate below is launched from here, without Python in between.
+// Anything else returns None and the caller (deepgemm_ops/_cuda.py) takes the planning path: it validates (the one
+// place that writes error messages), plans (heuristics -> codegen -> JIT -> load), installs the plan and re-enters.
+//
+// The predicate is a subset of what the Python validation accepts, so a door hit never skips an error: it checks
+// dtypes, shapes, devices, the K-major / TMA alignment / 32-bit extent rules of the kernels and the absence of
+// zero strides; zero-sized problems always take the Python path. It makes the layouts the kernel reads the way
+// the Python path does (sfa MN-major with the TMA-aligned M stride, sfb contiguous).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#include <torch/extension.h>
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+#include "fp8_gemm_launch.hpp"
+#include "kernel_loader.hpp"
+#include "python_bindings.hpp"
+
+namespace deepgemm_ops {
+namespace {
+
+// Fp8GemmKernelConfig is a flat list of ints in GemmConfig.as_ints() order (fp8_gemm_launch.hpp).
+static_assert(std::is_standard_layout_v<Fp8GemmKernelConfig> && sizeof(Fp8GemmKernelConfig) % sizeof(int) == 0);
+
+constexpr int64_t kMaxExtent = 0x7fffffff;  // 32-bit TMA coordinates and kernel ints (_cuda._MAX_GPU_EXTENT)
+
+// What selects the kernel: the problem plus the SM budget the config was chosen for.
+struct PlanKey {
+  int device;
+  int gemm_type;  // GemmType
+  int64_t m, n, k;
+  int64_t num_groups;
+  int64_t expected_m;  // masked only (0 otherwise): the heuristic's hint
+  int sfb_recipe;      // SfbRecipe
+  int out_dtype;       // 0 bf16, 1 fp32 (_heuristics.OUT_DTYPES)
+  bool has_c;
+  int num_sms;
+  bool operator==(const PlanKey& o) const {
+    return device == o.device && gemm_type == o.gemm_type && m == o.m && n == o.n && k == o.k &&
+           num_groups == o.num_groups && expected_m == o.expected_m && sfb_recipe == o.sfb_recipe &&
+           out_dtype == o.out_dtype && has_c == o.has_c && num_sms == o.num_sms;
+  }
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& p) const {
+    size_t h = std::hash<int64_t>()(p.m);
+    for (int64_t v : {p.n, p.k, p.num_groups, p.expected_m, static_cast<int64_t>(p.device),
+                      static_cast<int64_t>(p.gemm_type), static_cast<int64_t>(p.sfb_recipe),
+                      static_cast<int64_t>(p.out_dtype), static_cast<int64_t>(p.has_c),
+                      static_cast<int64_t>(p.num_sms)}) {
+      h = h * 1000003u ^ std::hash<int64_t>()(v);
+    }
+    return h;
+  }
+};
+
+struct Plan {
+  const LoadedKernel* kernel;  // registry entries live as long as the process
+  Fp8GemmKernelConfig cfg;
+};
+
+class PlanTable {
+ public:
+  static PlanTable& instance() {
+    static PlanTable* table = new PlanTable();  // never destroyed, like the kernel registry
+    return *table;
+  }
+  std::optional<Plan> find(const PlanKey& key) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) return std::nullopt;
+    return it->second;
+  }
+  void insert(const PlanKey& key, const Plan& plan) {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    plans_[key] = plan;
+  }
+  size_t clear() {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    const size_t n = plans_.size();
+    plans_.clear();
+    return n;
+  }
+  size_t size() const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    return plans_.size();
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<PlanKey, Plan, PlanKeyHash> plans_;
+};
+
+// --- the acceptance predicate ----------------------------------------------------------------------------------
+
+bool on(const at::Tensor& t, const at::Device& device, at::ScalarType dtype, int64_t dim) {
+  return t.device() == device && t.scalar_type() == dtype && t.dim() == dim;
+}
+
+bool no_zero_stride(const at::Tensor& t) {
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    if (t.stride(i) == 0 && t.size(i) > 1) return false;
+  }
+  return true;
+}
+
+// [.., rows, K] e4m3, K-major, 16-byte aligned rows, groups back to back (viewable as [G*rows, K]).
+bool tma_operand(const at::Tensor& t, const at::Device& device, int64_t dim) {
+  if (!on(t, device, at::kFloat8_e4m3fn, dim) || t.stride(-1) != 1 || t.stride(-2) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || !no_zero_stride(t)) {
+    return false;
+  }
+  if (dim == 3 && t.size(0) > 1 && t.stride(0) != t.size(1) * t.stride(1)) return false;
+  return t.numel() / t.size(-1) <= kMaxExtent;
+}
+
+// sfb's recipe from its shape, in _validate._check_sfb's order (the 128x128 shape wins when both match, N <= 128
+// with N = ceil(N/128)); -1 when it is neither.
+int sfb_recipe_of(const at::Tensor& sfb, const at::Device& device, int64_t groups, int64_t n, int64_t kb) {
+  const int64_t lead = groups > 0 ? 1 : 0;
+  if (!on(sfb, device, at::kFloat, 2 + lead) || sfb.size(-1) != kb || (lead && sfb.size(0) != groups)) return -1;
+  if (sfb.size(-2) == ceil_div(n, kScaleBlock)) return static_cast<int>(SfbRecipe::Block128x128);
+  if (sfb.size(-2) == n) return static_cast<int>(SfbRecipe::Row1x128);
+  return -1;
+}
+
+// sfa in the layout the kernel reads: MN-major, M stride ld (TMA-aligned), groups of kb columns back to back; the
+// tensor itself when it is laid out so already (size-1 dims may carry any stride), else a copy.
+at::Tensor mn_major_sfa(const at::Tensor& sfa, int64_t ld) {
+  const int64_t rows = sfa.size(-2), kb = sfa.size(-1);
+  const bool grouped = sfa.dim() == 3;
+  const bool ok = (rows == 1 || sfa.stride(-2) == 1) && (kb == 1 || sfa.stride(-1) == ld) &&
+                  (!grouped || sfa.size(0) == 1 || sfa.stride(0) == kb * ld);
+  if (ok) return sfa;
+  at::Tensor copy = grouped ? at::empty_strided({sfa.size(0), rows, kb}, {kb * ld, 1, ld}, sfa.options())
+                            : at::empty_strided({rows, kb}, {1, ld}, sfa.options());
+  copy.copy_(sfa);
+  return copy;
+}
+
+// Op codes of the door (deepgemm_ops._cuda.DOOR_OPS): the GEMM type; `out` given or not tells _out from functional.
+// out_code: -1 = out_dtype None, 0 = bfloat16, 1 = float32, anything else = not for the door (Python raises).
+// num_sms: the set_num_sms value, 0 when unset (then the SM count of the inputs' device).
+pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Tensor& sfa, const at::Tensor& b,
+                           const at::Tensor& sfb, const std::optional<at::Tensor>& c,
+                           const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& grouped_layout,
+                           int64_t expected_m, int64_t out_code, int64_t num_sms) {
+  const auto none = pybind11::none();
+  if (!a.is_cuda()) return none;
+  const at::Device device = a.device();
+  const auto type = static_cast<GemmType>(gemm_type);
+  const bool masked = type == GemmType::Masked, grouped = type != GemmType::Normal;
+  if (gemm_type < 0 || gemm_type > 2) return none;
+  if (!tma_operand(a, device, masked ? 3 : 2) || !tma_operand(b, device, grouped ? 3 : 2)) return none;
+  const int64_t groups = grouped ? b.size(0) : 1;
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-2);
+  if (m < 1 || n < 1 || groups < 1 || k < 16 || k % 16 != 0 || b.size(-1) != k || n > kMaxExtent) return none;
+  if (masked && (a.size(0) != groups || expected_m < 1)) return none;
+  const int64_t kb = ceil_div(k, kScaleBlock);
+  if (!on(sfa, device, at::kFloat, masked ? 3 : 2) || sfa.size(-2) != m || sfa.size(-1) != kb ||
+      (masked && sfa.size(0) != groups)) {
+    return none;
+  }
+  const int recipe = sfb_recipe_of(sfb, device, grouped ? groups : 0, n, kb);
+  if (recipe < 0) return none;
+  if (grouped) {
+    if (!grouped_layout || !on(*grouped_layout, device, at::kInt, 1) ||
+        grouped_layout->size(0) != (masked ? groups : m) || c) {
+      return none;
+    }
+  }
+  const bool has_c = c.has_value();
+  if (has_c && (!on(*c, device, at::kFloat, 2) || c->size(0) != m || c->size(1) != n || c->stride(1) != 1)) {
+    return none;
+  }
+  int out_dtype;
+  if (out) {
+    const auto& o = *out;
+    if (o.device() != device || o.dim() != (masked ? 3 : 2) || o.size(-2) != m || o.size(-1) != n ||
+        (masked && o.size(0) != groups) || o.stride(-1) != 1 || !no_zero_stride(o)) {
+      return none;
+    }
+    if (masked && groups > 1 && o.stride(0) != m * o.stride(1)) return none;
+    if (o.scalar_type() == at::kFloat) {
+      out_dtype = 1;
+    } else if (o.scalar_type() == at::kBFloat16 && !has_c) {
+      out_dtype = 0;
+    } else {
+      return none;
+    }
+    if (o.numel() / n > kMaxExtent) return none;
+  } else if (grouped) {
+    out_dtype = 0;
+  } else if (out_code == -1) {
+    out_dtype = has_c ? 1 : 0;
+  } else if (out_code == 1 || (out_code == 0 && !has_c)) {
+    out_dtype = static_cast<int>(out_code);
+  } else {
+    return none;
+  }
+  if (num_sms == 0) {
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return none;
+    }
+    num_sms = sms;
+  }
+  const std::optional<Plan> plan =
+      PlanTable::instance().find(PlanKey{device.index(), static_cast<int>(gemm_type), m, n, k, groups,
+                                         masked ? expected_m : 0, recipe, out_dtype, has_c, static_cast<int>(num_sms)});
+  if (!plan) return none;
+
+  at::Tensor d;
+  const std::string error = no_throw([&] {
+    c10::cuda::CUDAGuard guard(device);
+    const int64_t ld_sfa = tma_aligned_scale_rows(m);
+    const at::Tensor sfa_mn = mn_major_sfa(sfa, ld_sfa);
+    const at::Tensor sfb_c = sfb.contiguous();
+    const at::Tensor layout = grouped ? grouped_layout->contiguous() : at::Tensor();
+    if (out) {
+      d = *out;
+    } else {
+      const auto dtype = out_dtype == 1 ? at::kFloat : at::kBFloat16;
+      d = masked ? at::empty({groups, m, n}, a.options().dtype(dtype)) : at::empty({m, n}, a.options().dtype(dtype));
+    }
+    Fp8GemmArgs args{};
+    args.a = a.data_ptr();
+    args.sfa = sfa_mn.data_ptr<float>();
+    args.b = b.data_ptr();
+    args.sfb = sfb_c.data_ptr<float>();
+    args.c = has_c ? c->data_ptr<float>() : nullptr;
+    args.d = d.data_ptr();
+    args.grouped_layout = grouped ? layout.data_ptr<int32_t>() : nullptr;
+    args.m = static_cast<int>(m);
+    args.n = static_cast<int>(n);
+    args.k = static_cast<int>(k);
+    args.num_groups = static_cast<int>(groups);
+    args.lda = a.stride(-2);
+    args.ldb = b.stride(-2);
+    args.ld_sfa = ld_sfa;
+    args.ldc = has_c ? c->stride(0) : 0;
+    args.ldd = d.stride(-2);
+    launch_fp8_gemm(plan->kernel->function, plan->cfg, args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
+  });
+  if (!error.empty()) return pybind11::str(error);
+  return out ? pybind11::object(pybind11::bool_(true)) : pybind11::cast(d);
+}
+
+// Called by the planning path after it loaded kernel `key` for this problem (deepgemm_ops/_cuda.py). The config is
+// checked here, once, against what the kernels accept.
+std::string install_gemm_plan(int64_t device, int64_t gemm_type, int64_t m, int64_t n, int64_t k, int64_t num_groups,
+                              int64_t expected_m, int64_t sfb_recipe, int64_t out_dtype, bool has_c, int64_t num_sms,
+                              const std::string& key, const std::vector<int>& cfg_ints) {
+  return no_throw([&] {
+    constexpr size_t kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);
+    require(cfg_ints.size() == kFields, "install_gemm_plan: a kernel config has ", kFields, " fields, got ",
+            cfg_ints.size());
+    Fp8GemmKernelConfig cfg{};
+    std::copy(cfg_ints.begin(), cfg_ints.end(), reinterpret_cast<int*>(&cfg));
+    check_fp8_gemm_config(cfg);
+    require(cfg.gemm_type == gemm_type && cfg.sfb_recipe == sfb_recipe && cfg.out_dtype == out_dtype &&
+                cfg.has_c == static_cast<int>(has_c),
+            "install_gemm_plan: kernel '", key, "' (gemm_type ", cfg.gemm_type, ", sfb_recipe ", cfg.sfb_recipe,
+            ", out_dtype ", cfg.out_dtype, ", has_c ", cfg.has_c, ") does not fit the problem (", gemm_type, ", ",
+            sfb_recipe, ", ", out_dtype, ", ", has_c, ")");
+    const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
+    require(kernel != nullptr, "install_gemm_plan: kernel '", key, "' is not loaded on cuda:", device);
+    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), m, n, k, num_groups,
+                          gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
+                          static_cast<int>(sfb_recipe), static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
+    PlanTable::instance().insert(problem, Plan{kernel, cfg});
+  });
+}
+
+void bind_gemm_door(pybind11::module_& m) {
+  m.def("gemm_door", &gemm_door,
+        "An FP8 GEMM op call with an installed plan: the output (functional) or True (launched into `out`); None: no "
+        "plan or not the well-formed case, take the planning path; or an error text. See deepgemm_ops/_cuda.py.");
+  m.def("install_gemm_plan", &install_gemm_plan,
+        "Install the loaded kernel `key` with its config as the plan of a GEMM problem; returns \"\" or the error.");
+  m.def("clear_gemm_plans", [] { return PlanTable::instance().clear(); },
+        "Forget every installed plan (loaded kernels stay loaded); returns how many there were.");
+  m.def("num_gemm_plans", [] { return PlanTable::instance().size(); });
+}
+
+const PythonBindings kGemmDoorBindings(bind_gemm_door);
+
+}  // namespace
+}  // namespace deepgemm_ops
