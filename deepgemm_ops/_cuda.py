@@ -10,18 +10,16 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from typing import Optional
 
 import torch
 
 from . import _heuristics, _jit, _layout, _runtime, _sms
-from ._codegen import fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
 from . import _validate as V
+from ._codegen import fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
+from ._constants import TMA_ALIGNMENT_BYTES
 from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 
 _OUT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}
-# TMA: every non-innermost global stride and every base address must be a multiple of 16 bytes.
-_TMA_ALIGN = 16
 
 
 def check_gpu_k(k: int) -> None:
@@ -43,10 +41,10 @@ def check_gpu_gemm(a, b, k, out) -> None:
             raise ValueError(f"{name} is too large for the GPU kernels: {rows} rows (over all groups) x {cols} "
                              f"columns, at most {_MAX_GPU_EXTENT} (2^31 - 1) each (32-bit TMA coordinates)")
     for name, t in (("a", a), ("b", b)):
-        if t.stride(-2) % _TMA_ALIGN or t.data_ptr() % _TMA_ALIGN:
+        if t.stride(-2) % TMA_ALIGNMENT_BYTES or t.data_ptr() % TMA_ALIGNMENT_BYTES:
             raise ValueError(f"{name} must start at a 16-byte aligned address with a row stride that is a multiple "
                              f"of 16 elements on the GPU, got row stride {t.stride(-2)} at offset "
-                             f"{t.data_ptr() % _TMA_ALIGN} mod 16")
+                             f"{t.data_ptr() % TMA_ALIGNMENT_BYTES} mod 16")
 
 
 # Bounded: the contiguous layout's total M changes from call to call.
@@ -150,7 +148,7 @@ def clear_plans() -> int:
 
 
 @_impl("fp8_gemm_nt", "CUDA")
-def _(a, sfa, b, sfb, c=None, out_dtype=None):
+def _fp8_gemm_nt_cuda(a, sfa, b, sfb, c=None, out_dtype=None):
     out = _door("normal", a, sfa, b, sfb, c, out_dtype=out_dtype)
     if out is not None:
         return out
@@ -161,14 +159,14 @@ def _(a, sfa, b, sfb, c=None, out_dtype=None):
 
 
 @_impl("fp8_gemm_nt_out", "CUDA")
-def _(a, sfa, b, sfb, out, c=None):
+def _fp8_gemm_nt_out_cuda(a, sfa, b, sfb, out, c=None):
     if _door("normal", a, sfa, b, sfb, c, out) is None:
         _plan_and_launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c))
 
 
 # Grouped layouts: m_indices / masked_m are read by the kernel on the device (no host sync, CUDA-graph safe).
 @_impl("m_grouped_fp8_gemm_nt_contiguous", "CUDA")
-def _(a, sfa, b, sfb, m_indices):
+def _m_grouped_fp8_gemm_nt_contiguous_cuda(a, sfa, b, sfb, m_indices):
     out = _door("contiguous", a, sfa, b, sfb, grouped_layout=m_indices)
     if out is not None:
         return out
@@ -179,14 +177,14 @@ def _(a, sfa, b, sfb, m_indices):
 
 
 @_impl("m_grouped_fp8_gemm_nt_contiguous_out", "CUDA")
-def _(a, sfa, b, sfb, m_indices, out):
+def _m_grouped_fp8_gemm_nt_contiguous_out_cuda(a, sfa, b, sfb, m_indices, out):
     if _door("contiguous", a, sfa, b, sfb, out=out, grouped_layout=m_indices) is None:
         p = check_contiguous_out(a, sfa, b, sfb, m_indices, out)
         _plan_and_launch("contiguous", a, sfa, b, sfb, None, out, p, m_indices)
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked", "CUDA")
-def _(a, sfa, b, sfb, masked_m, expected_m):
+def _m_grouped_fp8_gemm_nt_masked_cuda(a, sfa, b, sfb, masked_m, expected_m):
     out = _door("masked", a, sfa, b, sfb, grouped_layout=masked_m, expected_m=_door_int(expected_m))
     if out is not None:
         return out
@@ -197,7 +195,7 @@ def _(a, sfa, b, sfb, masked_m, expected_m):
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked_out", "CUDA")
-def _(a, sfa, b, sfb, masked_m, expected_m, out):
+def _m_grouped_fp8_gemm_nt_masked_out_cuda(a, sfa, b, sfb, masked_m, expected_m, out):
     if _door("masked", a, sfa, b, sfb, out=out, grouped_layout=masked_m, expected_m=_door_int(expected_m)) is None:
         p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
         _plan_and_launch("masked", a, sfa, b, sfb, None, out, p, masked_m, expected_m)
@@ -210,47 +208,42 @@ def _door_int(value) -> int:
 
 # --- casts -------------------------------------------------------------------------------------------------------
 
-# x dtype -> (dtype code of CastDtype in csrc/kernels/params.h, elements per 16 bytes); the order of CAST_DTYPES.
-_CAST_INPUTS = {torch.bfloat16: (0, 8), torch.float16: (1, 8), torch.float32: (2, 4)}
-_CAST_KINDS = {"per_token": 0, "per_block": 1}
-_MAX_CAST_COLUMN_GROUPS = 65535  # kMaxCastColumnGroups: the grid's y extent
+# x dtype -> its CastDtype code (csrc/kernels/params.h); the kinds in CastKind order (csrc/host/cast_ops.cpp).
+_CAST_DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+_CAST_KINDS = ("per_token", "per_block", "per_token_transposed")
 
 
-def _fused_cast_reads(x: torch.Tensor) -> bool:
-    """Whether the fused kernels read ``x``: 16-byte aligned rows of whole 16-byte vectors, K contiguous."""
-    _, vec = _CAST_INPUTS[x.dtype]
-    rows, cols = x.shape
-    return (x.stride(1) == 1 or cols <= 1) and cols % vec == 0 and (rows <= 1 or x.stride(0) % vec == 0) \
-        and x.data_ptr() % _TMA_ALIGN == 0 and V.ceil_div(cols, V.SCALE_BLOCK) <= _MAX_CAST_COLUMN_GROUPS
-
-
-def _fused_cast(kind: str, x: torch.Tensor, mn_major_sf: bool):
-    code, _ = _CAST_INPUTS[x.dtype]
-    dtype = V.dtype_name(x.dtype)
-    key = f"fp8_{kind}_cast {dtype}"
-    _kernels.setdefault(key, (functools.partial(fp8_cast_source, kind, dtype), 0))
-    if x.numel():
+def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool):
+    """(q, sf) from the fused kernel that reads x in place, or None (then the torch composite runs). The layout
+    rules live in C++ (csrc/host/cast_ops.cpp, fused_cast_reads); the first cast of a kind on a device compiles,
+    loads and installs its kernel."""
+    module = _runtime.host_module()
+    code = _CAST_DTYPE_CODES[x.dtype]
+    out = module.fp8_cast(x, per_block, mn_major_scales, code)
+    if isinstance(out, int):  # the kernel of this kind is not installed on this device yet
+        kind, dtype = _CAST_KINDS[out], V.dtype_name(x.dtype)
+        key = f"fp8_{kind}_cast {dtype}"
+        _kernels.setdefault(key, (functools.partial(fp8_cast_source, kind, dtype), 0))
         ensure_loaded(key, x.device.index)
-    out = _runtime.host_module().fp8_cast(key, _CAST_KINDS[kind], code, x, mn_major_sf)
+        _runtime.check(module.install_cast_kernel(x.device.index, out, code, key))
+        out = module.fp8_cast(x, per_block, mn_major_scales, code)
     if isinstance(out, str):
         _runtime.check(out)
     return out
 
 
 @_impl("per_token_cast_to_fp8", "CUDA")
-def _(x, group_size=128, mn_major_scales=False):
+def _per_token_cast_to_fp8_cuda(x, group_size=128, mn_major_scales=False):
     V.check_cast_input("x", x, "group_size", group_size)
-    if group_size == V.SCALE_BLOCK and _fused_cast_reads(x):
-        return _fused_cast("per_token", x, mn_major_scales)
-    return _layout.per_token_cast(x, group_size, mn_major_scales)
+    out = _fused_cast(x, False, mn_major_scales) if group_size == V.SCALE_BLOCK else None
+    return out if out is not None else _layout.per_token_cast(x, group_size, mn_major_scales)
 
 
 @_impl("per_block_cast_to_fp8", "CUDA")
-def _(x, block_size=128):
+def _per_block_cast_to_fp8_cuda(x, block_size=128):
     V.check_cast_input("x", x, "block_size", block_size)
-    if block_size == V.SCALE_BLOCK and _fused_cast_reads(x):
-        return _fused_cast("per_block", x, False)
-    return _layout.per_block_cast(x, block_size)
+    out = _fused_cast(x, True, False) if block_size == V.SCALE_BLOCK else None
+    return out if out is not None else _layout.per_block_cast(x, block_size)
 
 
 def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:
@@ -260,8 +253,8 @@ def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:
     ensure_loaded(key, device)
 
 
-def warmup(m: int, n: int, k: int, *, out_dtype: Optional[torch.dtype] = None, sfb_recipe: str = "128x128",
-           with_c: bool = False, gemm_type: str = "normal", num_groups: int = 1, expected_m: Optional[int] = None,
+def warmup(m: int, n: int, k: int, *, out_dtype: torch.dtype | None = None, sfb_recipe: str = "128x128",
+           with_c: bool = False, gemm_type: str = "normal", num_groups: int = 1, expected_m: int | None = None,
            device=None) -> None:
     """Compile and load the kernel that a GEMM of this shape will use, so that the call can then be captured in a
     CUDA graph (kernels cannot be compiled or loaded during capture). For many shapes at once use

@@ -5,7 +5,7 @@
 GEMMs) stay run-time arguments, so one compiled kernel serves every M that maps to the same config.
 
 Python -> C++ contract: ``GemmConfig.as_ints()`` lists the fields in declaration order, which is the field order of
-``Fp8GemmKernelConfig`` in ``csrc/host/fp8_gemm_launch.hpp``; string fields travel as their index in
+``Fp8GemmKernelConfig`` in ``csrc/host/sm90_fp8_gemm_launch.hpp``; string fields travel as their index in
 ``GEMM_TYPES`` / ``SFB_RECIPES`` / ``OUT_DTYPES`` (the C++ enum values in ``csrc/kernels/params.h``).
 """
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+
+from ._constants import ceil_div
 
 GEMM_TYPES = ("normal", "contiguous", "masked")
 SFB_RECIPES = ("128x128", "1x128")
@@ -85,15 +86,11 @@ class GemmConfig:
         )
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return (a + b - 1) // b
-
-
 def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
-    """Mirror of SmemLayout<...>::total in csrc/kernels/mainloop.cuh: the bf16 D staging tile, then per stage the A, B,
-    sfa, sfb tiles and the full/empty barriers."""
+    """Mirror of SmemLayout<...>::total in csrc/kernels/sm90_mainloop.cuh: the bf16 D staging tile, then per stage the
+    A, B, sfa, sfb tiles and the full/empty barriers."""
     staging = block_m * block_n * 2 if out_dtype == "bf16" else 0
-    sfa = _ceil_div(block_m * 4, 128) * 128
+    sfa = ceil_div(block_m * 4, 128) * 128
     per_stage = block_m * BLOCK_K + block_n * BLOCK_K + sfa + block_n * 4 + 16
     return staging + num_stages * per_stage
 
@@ -105,7 +102,7 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     return stages
 
 
-def _tile_fields(block_m: int, block_n: int, num_stages: Optional[int], out_dtype: str) -> dict:
+def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str) -> dict:
     """The GemmConfig fields a tile shape determines: one math warpgroup per 64 rows plus the producer warpgroup,
     and the shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
@@ -121,7 +118,7 @@ def _tile_fields(block_m: int, block_n: int, num_stages: Optional[int], out_dtyp
 
 
 def with_tile(
-    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: Optional[int] = None, cluster_size: int = 1
+    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: int | None = None, cluster_size: int = 1
 ) -> GemmConfig:
     """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
     memory; stages default to the most that fit). For tools and tests that force a config."""
@@ -131,12 +128,12 @@ def with_tile(
 
 
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
-                      wide: bool = False) -> Optional[float]:
+                      wide: bool = False) -> float | None:
     """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).
     wide: the problem has >= _WIDE_TILE_MIN_M_BLOCKS m-blocks of 128 rows; None = candidate not considered."""
     if block_n > 160 and not (wide and block_m == 128):
         return None
-    waves = _ceil_div(tiles, num_sms)
+    waves = ceil_div(tiles, num_sms)
     # One math warpgroup cannot overlap its scale promotion with another warpgroup's wgmma; narrow tiles pay the
     # per-k-block promotion and barrier overhead over fewer FLOPs.
     if wide and block_m == 128 and block_n in _WIDE_TILE_EFFICIENCY:
@@ -161,7 +158,7 @@ def choose_fp8_gemm_config(
     has_c: bool,
     gemm_type: str,
     num_groups: int = 1,
-    expected_m: Optional[int] = None,
+    expected_m: int | None = None,
 ) -> GemmConfig:
     """Config for D[M,N] (+C) = A[M,K] B[N,K]^T with DeepSeek scaling.
 
@@ -192,8 +189,8 @@ def choose_fp8_gemm_config(
     best = None
     for block_m in BLOCK_M_CANDIDATES:
         for block_n in BLOCK_N_CANDIDATES:
-            tiles = _ceil_div(rows_per_group, block_m) * _ceil_div(n, block_n) * groups_with_tiles
-            wide = _ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
+            tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
+            wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, wide)
             if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
@@ -202,10 +199,10 @@ def choose_fp8_gemm_config(
     # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
     # m-blocks adds no wave.
     cluster_size = 1
-    m_blocks = _ceil_div(m, block_m)
+    m_blocks = ceil_div(m, block_m)
     if (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
-            and _ceil_div(_ceil_div(m_blocks, 2) * 2 * _ceil_div(n, block_n), num_sms // 2 * 2)
-            <= _ceil_div(m_blocks * _ceil_div(n, block_n), num_sms)):
+            and ceil_div(ceil_div(m_blocks, 2) * 2 * ceil_div(n, block_n), num_sms // 2 * 2)
+            <= ceil_div(m_blocks * ceil_div(n, block_n), num_sms)):
         cluster_size = 2
     return GemmConfig(
         **_tile_fields(block_m, block_n, None, out_dtype),

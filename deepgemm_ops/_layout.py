@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import FP8, SCALE_BLOCK, ceil_div
+from ._constants import SCALE_BLOCK, TMA_ALIGNMENT_BYTES, ceil_div
+from ._validate import FP8
 
-# TMA needs every non-innermost global stride to be a multiple of 16 bytes.
-TMA_ALIGNMENT_BYTES = 16
 FP8_MAX = torch.finfo(FP8).max  # 448
 # Keeps an all-zero group from producing a zero scale (and 0/0 when quantizing).
 AMAX_FLOOR = 1e-4
@@ -68,7 +67,8 @@ def _quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.
     m, k = x.shape
     rows, cols = _within(rows, m), _within(cols, k)
     expanded = sf.repeat_interleave(rows, dim=0)[:m].repeat_interleave(cols, dim=1)[:, :k]
-    return (x.float() / expanded).to(FP8)
+    # contiguous: an elementwise result follows x's strides, and the op contract (and its fake) is a row-major q
+    return (x.float() / expanded).to(FP8).contiguous()
 
 
 def _scale_of(amax: torch.Tensor) -> torch.Tensor:

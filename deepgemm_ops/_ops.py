@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from . import _layout
-from ._heuristics import get_mk_alignment_for_contiguous_layout
 from . import _validate as V
+from ._heuristics import get_mk_alignment_for_contiguous_layout
 
 NAMESPACE = "deepgemm"
 _GEMM_TAGS = (torch.Tag.needs_fixed_stride_order,)
@@ -102,32 +102,32 @@ def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
 
 
 @_fake("fp8_gemm_nt")
-def _(a, sfa, b, sfb, c=None, out_dtype=None):
+def _fp8_gemm_nt_fake(a, sfa, b, sfb, c=None, out_dtype=None):
     return gemm_output(a, V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype))
 
 
 @_fake("fp8_gemm_nt_out")
-def _(a, sfa, b, sfb, out, c=None):
+def _fp8_gemm_nt_out_fake(a, sfa, b, sfb, out, c=None):
     check_gemm_out(a, sfa, b, sfb, out, c)
 
 
 @_fake("m_grouped_fp8_gemm_nt_contiguous")
-def _(a, sfa, b, sfb, m_indices):
+def _m_grouped_fp8_gemm_nt_contiguous_fake(a, sfa, b, sfb, m_indices):
     return gemm_output(a, V.check_grouped_contiguous(a, sfa, b, sfb, m_indices))
 
 
 @_fake("m_grouped_fp8_gemm_nt_contiguous_out")
-def _(a, sfa, b, sfb, m_indices, out):
+def _m_grouped_fp8_gemm_nt_contiguous_out_fake(a, sfa, b, sfb, m_indices, out):
     check_contiguous_out(a, sfa, b, sfb, m_indices, out)
 
 
 @_fake("m_grouped_fp8_gemm_nt_masked")
-def _(a, sfa, b, sfb, masked_m, expected_m):
+def _m_grouped_fp8_gemm_nt_masked_fake(a, sfa, b, sfb, masked_m, expected_m):
     return masked_output(a, V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m))
 
 
 @_fake("m_grouped_fp8_gemm_nt_masked_out")
-def _(a, sfa, b, sfb, masked_m, expected_m, out):
+def _m_grouped_fp8_gemm_nt_masked_out_fake(a, sfa, b, sfb, masked_m, expected_m, out):
     check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
 
 
@@ -137,19 +137,19 @@ def _cast_outputs(x, sf_shape, mn_major_scales=False):
 
 
 @_fake("per_token_cast_to_fp8")
-def _(x, group_size=128, mn_major_scales=False):
+def _per_token_cast_to_fp8_fake(x, group_size=128, mn_major_scales=False):
     V.check_cast_input("x", x, "group_size", group_size)
     return _cast_outputs(x, (x.shape[0], V.ceil_div(x.shape[1], group_size)), mn_major_scales)
 
 
 @_fake("per_block_cast_to_fp8")
-def _(x, block_size=128):
+def _per_block_cast_to_fp8_fake(x, block_size=128):
     V.check_cast_input("x", x, "block_size", block_size)
     return _cast_outputs(x, (V.ceil_div(x.shape[0], block_size), V.ceil_div(x.shape[1], block_size)))
 
 
 @_fake("get_mn_major_tma_aligned_tensor")
-def _(sf):
+def _get_mn_major_tma_aligned_tensor_fake(sf):
     V.check_scale_factor(sf)
     return _layout.empty_mn_major(sf.shape, sf.device)
 
@@ -164,13 +164,13 @@ def reference_gemm(a, sfa, b, sfb, recipe: str, c=None) -> torch.Tensor:
 
 
 @_impl("fp8_gemm_nt", "CPU")
-def _(a, sfa, b, sfb, c=None, out_dtype=None):
+def _fp8_gemm_nt_cpu(a, sfa, b, sfb, c=None, out_dtype=None):
     p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
     return reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c).to(p.out_dtype)
 
 
 @_impl("fp8_gemm_nt_out", "CPU")
-def _(a, sfa, b, sfb, out, c=None):
+def _fp8_gemm_nt_out_cpu(a, sfa, b, sfb, out, c=None):
     p = check_gemm_out(a, sfa, b, sfb, out, c)
     out.copy_(reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c))
 
@@ -199,7 +199,7 @@ def _contiguous_reference(a, sfa, b, sfb, m_indices, p: V.GemmProblem, out: torc
 
 
 @_impl("m_grouped_fp8_gemm_nt_contiguous", "CPU")
-def _(a, sfa, b, sfb, m_indices):
+def _m_grouped_fp8_gemm_nt_contiguous_cpu(a, sfa, b, sfb, m_indices):
     p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
     out = gemm_output(a, p)
     _contiguous_reference(a, sfa, b, sfb, m_indices, p, out)
@@ -207,7 +207,7 @@ def _(a, sfa, b, sfb, m_indices):
 
 
 @_impl("m_grouped_fp8_gemm_nt_contiguous_out", "CPU")
-def _(a, sfa, b, sfb, m_indices, out):
+def _m_grouped_fp8_gemm_nt_contiguous_out_cpu(a, sfa, b, sfb, m_indices, out):
     _contiguous_reference(a, sfa, b, sfb, m_indices, check_contiguous_out(a, sfa, b, sfb, m_indices, out), out)
 
 
@@ -223,7 +223,7 @@ def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Ten
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked", "CPU")
-def _(a, sfa, b, sfb, masked_m, expected_m):
+def _m_grouped_fp8_gemm_nt_masked_cpu(a, sfa, b, sfb, masked_m, expected_m):
     p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
     out = masked_output(a, p)
     _masked_reference(a, sfa, b, sfb, masked_m, p, out)
@@ -231,7 +231,7 @@ def _(a, sfa, b, sfb, masked_m, expected_m):
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked_out", "CPU")
-def _(a, sfa, b, sfb, masked_m, expected_m, out):
+def _m_grouped_fp8_gemm_nt_masked_out_cpu(a, sfa, b, sfb, masked_m, expected_m, out):
     p = check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out)
     _masked_reference(a, sfa, b, sfb, masked_m, p, out)
 
@@ -239,19 +239,19 @@ def _(a, sfa, b, sfb, masked_m, expected_m, out):
 # The reference casts and the layout change are plain torch code for every device; CUDA has fused cast kernels
 # (_cuda.py) for the layouts they read.
 @_impl("per_token_cast_to_fp8", "CompositeExplicitAutograd")
-def _(x, group_size=128, mn_major_scales=False):
+def _per_token_cast_to_fp8_composite(x, group_size=128, mn_major_scales=False):
     V.check_cast_input("x", x, "group_size", group_size)
     return _layout.per_token_cast(x, group_size, mn_major_scales)
 
 
 @_impl("per_block_cast_to_fp8", "CompositeExplicitAutograd")
-def _(x, block_size=128):
+def _per_block_cast_to_fp8_composite(x, block_size=128):
     V.check_cast_input("x", x, "block_size", block_size)
     return _layout.per_block_cast(x, block_size)
 
 
 @_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")
-def _(sf):
+def _get_mn_major_tma_aligned_tensor_composite(sf):
     V.check_scale_factor(sf)
     # A functional op must not alias its input: always a fresh tensor.
     return _layout.empty_mn_major(sf.shape, sf.device).copy_(sf)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Optional, TextIO
+from typing import TextIO
 
 from . import _codegen, _heuristics, _jit
 
@@ -33,7 +33,7 @@ class GemmCall:
     k: int
     gemm_type: str = "normal"
     num_groups: int = 1
-    expected_m: Optional[int] = None
+    expected_m: int | None = None
     out_dtype: str = "bf16"
     sfb_recipe: str = "128x128"
     with_c: bool = False
@@ -83,7 +83,7 @@ class Compiled:
 BATCH = 8
 
 
-def _compile_batch(kernels: Sequence[Kernel], progress: Optional[Callable[[Compiled], None]] = None) -> list[Compiled]:
+def _compile_batch(kernels: Sequence[Kernel], progress: Callable[[Compiled], None] | None = None) -> list[Compiled]:
     results: list[Compiled] = []
     last = time.perf_counter()
 
@@ -99,8 +99,8 @@ def _compile_batch(kernels: Sequence[Kernel], progress: Optional[Callable[[Compi
     return results
 
 
-def precompile(calls: Iterable[GemmCall], *, num_sms: Optional[int] = None, workers: int = 1,
-               progress: Optional[Callable[[Compiled, int, int], None]] = None, device=None) -> list[Compiled]:
+def precompile(calls: Iterable[GemmCall], *, num_sms: int | None = None, workers: int = 1,
+               progress: Callable[[Compiled, int, int], None] | None = None, device=None) -> list[Compiled]:
     """Compile (JIT, disk-cached) every kernel ``calls`` need; with ``device``, also load them there (the step a
     CUDA graph capture needs first). ``num_sms``: the SM count the kernels are planned for (default: ``set_num_sms``'s
     value or the current device's). ``workers``: compile in that many processes. ``progress(result, done, total)``

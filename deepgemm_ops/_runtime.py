@@ -134,7 +134,8 @@ def _build(name: str, sources: list[Path], build_dir: Path) -> ModuleType:
 
 
 def host_module() -> ModuleType:
-    """The host extension module, built with ``load_inline`` if needed. Thread-safe; the first call per process pays the import."""
+    """The host extension module, built with ``load_inline`` if needed. Thread-safe; the first call per process pays
+    the import."""
     global _module
     if _module is not None:
         return _module

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-_num_sms: Optional[int] = None
+_num_sms: int | None = None
 
 
 def set_num_sms(num_sms: int) -> None:
@@ -21,7 +19,7 @@ def set_num_sms(num_sms: int) -> None:
     _num_sms = num_sms
 
 
-def get_num_sms(device: Optional[int] = None) -> int:
+def get_num_sms(device: int | None = None) -> int:
     """The value given to ``set_num_sms``, else the SM count of CUDA device ``device`` (default: the current one; the
     ops pass their inputs' device, which need not be the current one)."""
     if _num_sms is not None:

@@ -8,21 +8,17 @@ reference and are the caller's duty on the GPU (documented in the README).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-# Every scale covers 128 elements of K (and 128 of N for 128x128 weight blocks).
-SCALE_BLOCK = 128
+from ._constants import SCALE_BLOCK, ceil_div  # noqa: F401  (re-exported: the validation vocabulary)
 
 FP8 = torch.float8_e4m3fn
 OUT_DTYPES = (torch.bfloat16, torch.float32)
 
-Dim = Union[int, torch.SymInt, None]
-
-
-def ceil_div(x, y):
-    return (x + y - 1) // y
+Dim = int | torch.SymInt | None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -84,7 +80,7 @@ def check_groups_back_to_back(name: str, t: torch.Tensor) -> None:
                          f"{t.shape[1] * t.stride(1)}), got strides {tuple(t.stride())}")
 
 
-def check_device(name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
+def check_device(name: str, t: torch.Tensor | None, device: torch.device) -> None:
     if t is not None and t.device != device:
         raise ValueError(f"{name} must be on the device of a ({device}), got {t.device}")
 
@@ -114,7 +110,7 @@ def _check_sfb(sfb, n, k, groups: tuple) -> str:
     )
 
 
-def resolve_out_dtype(out_dtype: Optional[torch.dtype], has_c: bool) -> torch.dtype:
+def resolve_out_dtype(out_dtype: torch.dtype | None, has_c: bool) -> torch.dtype:
     if out_dtype is None:
         return torch.float32 if has_c else torch.bfloat16
     if out_dtype not in OUT_DTYPES:

@@ -99,6 +99,7 @@ def op_samples(device="cpu"):
         ("per_token_cast_to_fp8", (x,)),
         ("per_token_cast_to_fp8", (x.float(), 64)),
         ("per_token_cast_to_fp8", (x, 128, True)),
+        ("per_token_cast_to_fp8", (x.t().contiguous().t(),)),  # a transposed view: q is still row-major
         ("per_block_cast_to_fp8", (x,)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         ("get_mn_major_tma_aligned_tensor", (msfa,)),

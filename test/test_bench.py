@@ -8,10 +8,12 @@ from unittest import mock
 
 import expecttest
 import torch
+from conftest import requires_no_cuda
 
 import deepgemm_ops  # noqa: F401  (registers torch.ops.deepgemm)
 from deepgemm_ops import bench
 from deepgemm_ops.__main__ import build_parser, main
+from deepgemm_ops._constants import SCALE_BLOCK
 
 
 class TestArguments(expecttest.TestCase):
@@ -37,7 +39,7 @@ class TestArguments(expecttest.TestCase):
             """expected 'seed' or a comma-separated list of MxNxK with positive integers, got '64x0x128'""",
         )
 
-    @unittest.skipIf(torch.cuda.is_available(), "checks the CPU-only message")
+    @requires_no_cuda
     def test_cpu_only_machine_exits_with_message(self):
         with self.assertRaises(SystemExit) as ctx:
             main(["bench"])
@@ -73,7 +75,7 @@ class TestHelpers(expecttest.TestCase):
     def test_reference_matches_the_op_reference(self):
         s = bench.GemmShape(3, 200, 300)  # partial scale blocks in N and K
         a, sfa, b, sfb = bench.quantized_inputs(s, torch.device("cpu"))
-        ref = bench._dequantize(a, sfa, 1) @ bench._dequantize(b, sfb, bench.BLOCK).t()
+        ref = bench.dense._dequantize(a, sfa, 1) @ bench.dense._dequantize(b, sfb, SCALE_BLOCK).t()
         ours = torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb, out_dtype=torch.float32)
         self.assertLess(bench.max_rel_error(ours, ref), 1e-5)
 
@@ -93,7 +95,7 @@ class TestHelpers(expecttest.TestCase):
             fn()
             return 2.0
 
-        with mock.patch.object(torch, "_scaled_mm", scaled_mm), mock.patch.object(bench, "host_us_per_call", call_once):
+        with mock.patch.object(torch, "_scaled_mm", scaled_mm), mock.patch.object(bench.dense, "host_us_per_call", call_once):
             row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), copy_gbps=1000.0, reps=1)
             overhead = bench.bench_overhead(torch.device("cpu"))
         self.assertEqual(sorted(row), ["cublaslt", "k", "m", "n", "ours", "same_bytes_copy_us", "shape",

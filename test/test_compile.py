@@ -8,7 +8,7 @@ import torch
 import torch._dynamo.testing
 from torch._dynamo.utils import counters
 
-from samples import masked_inputs, quantized_b, ops
+from samples import masked_inputs, ops, quantized_b
 
 
 class Fp8Mlp(torch.nn.Module):

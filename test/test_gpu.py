@@ -9,13 +9,13 @@ import itertools
 
 import pytest
 import torch
+from conftest import requires_sm90
 
 import deepgemm_ops
 from deepgemm_ops import _ops
 from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops, quantized_b
 
-SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-pytestmark = pytest.mark.skipif(not SM90, reason="needs an SM90 (Hopper) GPU")
+pytestmark = requires_sm90
 
 SEED_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
 EDGES = [(1, 576, 576), (65, 2112, 576), (4097, 576, 7168), (65, 576, 7168), (1, 2112, 7168), (300, 256, 128)]
@@ -195,7 +195,7 @@ def test_bad_inputs_after_plans_get_the_same_messages_as_on_cpu():
                                                                         device="cuda"))),
         "m_indices int64": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb, m_indices.long())),
         "contiguous sfb": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb[:2], m_indices)),
-        "expected_m bool": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, True)),
+        "expected_m -3": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, -3)),
         "expected_m 0": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, 0)),
         "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 32, wide)),
     }

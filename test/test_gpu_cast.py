@@ -6,12 +6,12 @@ identical. The composite path (layouts the fused kernels do not read) is checked
 
 import pytest
 import torch
+from conftest import requires_sm90
 
 from deepgemm_ops import _layout
 from samples import ops
 
-SM90 = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-pytestmark = pytest.mark.skipif(not SM90, reason="needs an SM90 (Hopper) GPU")
+pytestmark = requires_sm90
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -57,6 +57,27 @@ def test_per_token_cast(rows, cols, dtype):
 @pytest.mark.parametrize("rows,cols", [(7168, 16384), (1, 8), (130, 200), (257, 1000), (128, 128)])
 def test_per_block_cast(rows, cols, dtype):
     check_per_block(random_x(rows, cols, dtype, seed=rows * cols).cuda())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens,cols", [(4096, 7168), (200, 72), (128, 8), (1, 4096), (333, 1000)])
+def test_per_token_cast_of_a_transpose(tokens, cols, dtype):
+    """x.t() of a row-major [tokens, cols] tensor: the transposing kernel (the weight-gradient operand layout)."""
+    x = random_x(tokens, cols, dtype, seed=tokens + 3 * cols).cuda()
+    q, sf = check_per_token(x.t())
+    assert q.is_contiguous() and q.shape == (cols, tokens)
+    q_mn, sf_mn = check_per_token(x.t(), mn_major_scales=True)
+    assert torch.equal(q_mn.view(torch.uint8), q.view(torch.uint8)) and _layout.is_mn_major_tma_aligned(sf_mn)
+
+
+def test_transposed_cast_with_inf_nan():
+    x = random_x(256, 64, torch.bfloat16, seed=9, scale_rows=False)
+    x[3, 5] = float("inf")
+    x[130, 6] = float("nan")
+    x[:, 7] = 0
+    x[::2, 8] = -0.0
+    q, sf = check_per_token(x.cuda().t())
+    assert sf[5, 0].isinf() and sf[6, 1].isnan() and sf[7].eq(sf[7, 0]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -18,25 +18,13 @@ from pathlib import Path
 from unittest import mock
 
 import expecttest
+from conftest import HAVE_CUTLASS, HAVE_NVRTC, NVCC, requires_nvcc, requires_nvrtc
 
 from deepgemm_ops import _jit, _nvrtc, _toolchain
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _available(lookup) -> bool:
-    try:
-        lookup()
-        return True
-    except RuntimeError:
-        return False
-
-
-HAVE_CUTLASS = _available(_toolchain.cutlass_include_dir)
-NVCC = _toolchain.nvcc_path() if _available(_toolchain.nvcc_path) else None
-HAVE_NVRTC = _available(_toolchain.nvrtc_setup)
-requires_nvcc = unittest.skipIf(NVCC is None or not HAVE_CUTLASS, "needs nvcc and the CUTLASS headers")
-requires_nvrtc = unittest.skipIf(not HAVE_NVRTC or not HAVE_CUTLASS, "needs NVRTC and the CUTLASS headers")
 
 TINY_KERNEL = textwrap.dedent(
     """\

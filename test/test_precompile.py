@@ -13,7 +13,8 @@ from unittest import mock
 
 import expecttest
 
-from deepgemm_ops import _precompile as P, _toolchain
+from deepgemm_ops import _precompile as P
+from deepgemm_ops import _toolchain
 from deepgemm_ops.__main__ import build_parser
 
 

@@ -7,7 +7,7 @@ import torch
 
 import deepgemm_ops
 from deepgemm_ops import get_tma_aligned_size
-from samples import (ceil_div, contiguous_inputs, float64_gemm, gemm_inputs, masked_inputs, op_samples, ops)
+from samples import ceil_div, contiguous_inputs, float64_gemm, gemm_inputs, masked_inputs, op_samples, ops
 
 
 def rel_err(x, ref):

@@ -17,25 +17,17 @@ from unittest import mock
 
 import expecttest
 import torch
+from conftest import NVCC, requires_cuda, requires_no_cuda
 
 from deepgemm_ops import _jit, _runtime, _toolchain
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _has_nvcc() -> bool:
-    try:
-        _toolchain.nvcc_path()
-        return True
-    except RuntimeError:
-        return False
-
-
 requires_build = unittest.skipIf(
-    os.environ.get("DG_SKIP_HOST_BUILD_TESTS", "0") not in ("", "0") or not _has_nvcc(),
+    os.environ.get("DG_SKIP_HOST_BUILD_TESTS", "0") not in ("", "0") or NVCC is None,
     "host module build tests disabled (DG_SKIP_HOST_BUILD_TESTS) or nvcc absent",
 )
-requires_gpu = unittest.skipUnless(torch.cuda.is_available(), "needs a CUDA device")
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -73,8 +65,8 @@ class TestHostModuleBuild(unittest.TestCase):
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', 'install_gemm_plan', 'load_kernel', "
-            "'loaded_kernels', 'num_gemm_plans']",
+            "exports ['clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', 'install_cast_kernel', 'install_gemm_plan', "
+            "'load_kernel', 'loaded_kernels', 'num_gemm_plans']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
@@ -91,7 +83,7 @@ class TestHostModuleBuild(unittest.TestCase):
         seconds = float(warm.stdout.split("seconds ")[1])
         self.assertLess(seconds, 2.0, warm.stdout)
 
-    @unittest.skipIf(torch.cuda.is_available(), "checks the no-GPU behaviour")
+    @requires_no_cuda
     def test_loading_without_gpu_raises(self):
         result = _run_python(
             """
@@ -192,7 +184,7 @@ TINY_KERNEL = 'extern "C" __global__ void fill(float* out, int n) { if (threadId
 
 
 @requires_build
-@requires_gpu
+@requires_cuda
 class TestKernelRegistryOnGpu(unittest.TestCase):
     def test_load_find_and_refuse_during_capture(self):
         m = _runtime.host_module()

@@ -7,8 +7,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "test"))
 
-from deepgemm_ops import _codegen  # noqa: E402
 from test_kernel_compile import CASES  # noqa: E402
+
+from deepgemm_ops import _codegen  # noqa: E402
 
 out = pathlib.Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)

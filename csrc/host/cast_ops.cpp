@@ -5,7 +5,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <mutex>
+#include <shared_mutex>
 #include <string>
+#include <unordered_map>
 
 #include "../kernels/params.h"
 #include "kernel_loader.hpp"
@@ -37,48 +40,95 @@ void launch_cast(const LoadedKernel& kernel, const Fp8CastParams& params, unsign
   check_cu(driver().LaunchKernelEx(&launch, kernel.function, args, nullptr), "cuLaunchKernelEx(fp8 cast)");
 }
 
-// kind 0: per-token (1 x 128 groups), 1: per-block (128 x 128). mn_major_sf (per-token only): scales MN-major with
-// the M stride padded to 4 (16 bytes), the layout the GEMM kernels read. Returns (q, sf) or an error text.
-pybind11::object fp8_cast(const std::string& key, int64_t kind, int64_t dtype_code, const at::Tensor& x,
-                          bool mn_major_sf) {
+enum CastKind : int64_t { kPerToken = 0, kPerBlock = 1, kPerTokenTransposed = 2 };
+
+// Whether the kernel of `kind` reads x in place: 16-byte vectors along the contiguous dimension (K for the direct
+// casts, the rows of the stored tensor for the transposed one), 16-byte aligned lines, the grid's y limit.
+bool fused_cast_reads(int64_t kind, const at::Tensor& x, int64_t vec) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  if (reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0 || ceil_div(cols, kScaleBlock) > kMaxCastColumnGroups) {
+    return false;
+  }
+  if (kind == kPerTokenTransposed) {  // x is the transpose of a [cols, rows] row-major tensor
+    return (rows == 1 || x.stride(0) == 1) && rows % vec == 0 && (cols == 1 || x.stride(1) % vec == 0);
+  }
+  return (cols <= 1 || x.stride(1) == 1) && cols % vec == 0 && (rows <= 1 || x.stride(0) % vec == 0);
+}
+
+// The loaded kernel of each (device, kind, dtype), installed by the Python side after it compiled and loaded it.
+class CastKernels {
+ public:
+  static CastKernels& instance() {
+    static CastKernels* table = new CastKernels();  // never destroyed, like the kernel registry
+    return *table;
+  }
+  const LoadedKernel* find(int device, int64_t kind, int64_t dtype) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto it = kernels_.find(slot(device, kind, dtype));
+    return it == kernels_.end() ? nullptr : it->second;
+  }
+  void insert(int device, int64_t kind, int64_t dtype, const LoadedKernel* kernel) {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    kernels_[slot(device, kind, dtype)] = kernel;
+  }
+
+ private:
+  static int64_t slot(int device, int64_t kind, int64_t dtype) { return (int64_t{device} * 3 + kind) * 3 + dtype; }
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<int64_t, const LoadedKernel*> kernels_;
+};
+
+// x validated by the caller (2-D bfloat16 / float16 / float32, group 128). per_block: the 128 x 128 recipe, else
+// per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major
+// with the M stride padded to 4 (16 bytes), the layout the GEMM kernels read. Returns (q, sf); None when no fused
+// kernel reads x in place (the caller runs the torch composite); the kind (an int) whose kernel is not installed on
+// x's device yet (the caller loads it, installs it and calls again); or an error text.
+pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf, int64_t dtype_code) {
+  if (!x.is_cuda() || x.dim() != 2 || dtype_code < 0 || dtype_code > 2) return pybind11::none();
+  const auto dtype = static_cast<CastDtype>(dtype_code);
+  if (x.scalar_type() != cast_input_type(dtype)) return pybind11::none();
+  const int64_t vec = cast_vector_elems(dtype);
+  int64_t kind = per_block ? kPerBlock : kPerToken;
+  if (!fused_cast_reads(kind, x, vec)) {
+    if (per_block || !fused_cast_reads(kPerTokenTransposed, x, vec)) return pybind11::none();
+    kind = kPerTokenTransposed;
+  }
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const LoadedKernel* kernel = nullptr;
+  if (rows > 0 && cols > 0) {
+    kernel = CastKernels::instance().find(x.get_device(), kind, dtype_code);
+    if (kernel == nullptr) return pybind11::int_(kind);
+  }
   at::Tensor q, sf;
   const std::string error = no_throw([&] {
-    require(kind == 0 || kind == 1, "fp8_cast: kind must be 0 (per-token) or 1 (per-block), got ", kind);
-    require(dtype_code >= 0 && dtype_code <= 2, "fp8_cast: dtype code must be 0, 1 or 2, got ", dtype_code);
-    const auto dtype = static_cast<CastDtype>(dtype_code);
-    const int64_t vec = cast_vector_elems(dtype);
-    require(x.is_cuda() && x.dim() == 2 && x.scalar_type() == cast_input_type(dtype),
-            "fp8_cast: kernel '", key, "' needs a 2-D CUDA tensor of ", c10::toString(cast_input_type(dtype)));
-    const int64_t rows = x.size(0), cols = x.size(1);
     const int64_t groups = ceil_div(cols, kScaleBlock);
-    require(cols == 0 || (x.stride(1) == 1 && cols % vec == 0 && (rows == 1 || x.stride(0) % vec == 0) &&
-                          reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && groups <= kMaxCastColumnGroups),
-            "fp8_cast: x [", rows, ", ", cols, "] with strides (", x.stride(0), ", ", x.stride(1),
-            ") is not a layout the fused cast kernel reads");
     c10::cuda::CUDAGuard guard(x.device());
     const auto options = x.options();
     q = at::empty({rows, cols}, options.dtype(at::kFloat8_e4m3fn));
-    const int64_t sf_rows = kind == 0 ? rows : ceil_div(rows, kScaleBlock);
-    if (kind == 0 && mn_major_sf) {
+    const int64_t sf_rows = kind == kPerBlock ? ceil_div(rows, kScaleBlock) : rows;
+    if (kind != kPerBlock && mn_major_sf) {
       sf = at::empty_strided({sf_rows, groups}, {1, tma_aligned_scale_rows(sf_rows)}, options.dtype(at::kFloat));
     } else {
       sf = at::empty({sf_rows, groups}, options.dtype(at::kFloat));
     }
-    if (rows == 0 || cols == 0) return;
-    const LoadedKernel* kernel = KernelRegistry::instance().find(key, x.get_device());
-    require(kernel != nullptr, "fp8_cast: kernel '", key, "' is not loaded on cuda:", x.get_device(),
-            " (deepgemm_ops._cuda loads kernels before launching them)");
+    if (kernel == nullptr) return;  // nothing to cast
     Fp8CastParams params{};
     params.x = x.data_ptr();
     params.q = q.data_ptr();
     params.sf = sf.data_ptr<float>();
     params.rows = rows;
     params.cols = cols;
-    params.ld_x = rows == 1 ? cols : x.stride(0);
+    if (kind == kPerTokenTransposed) {
+      params.ld_x = cols == 1 ? rows : x.stride(1);
+    } else {
+      params.ld_x = rows == 1 ? cols : x.stride(0);
+    }
     params.ld_q = cols;
     params.sf_stride_row = sf.stride(0);
     params.sf_stride_col = sf.stride(1);
-    const int64_t rows_per_cta = kind == 0 ? per_token_rows_per_cta(dtype) : kScaleBlock;
+    const int64_t rows_per_cta = kind == kPerToken ? per_token_rows_per_cta(dtype)
+                                 : kind == kPerBlock ? kScaleBlock
+                                                     : kTransposeTileRows;
     const int64_t grid_x = ceil_div(rows, rows_per_cta);
     require(grid_x <= 0x7fffffff, "fp8_cast: ", rows, " rows exceed the grid");
     launch_cast(*kernel, params, static_cast<unsigned>(grid_x), static_cast<unsigned>(groups), x.device());
@@ -87,9 +137,23 @@ pybind11::object fp8_cast(const std::string& key, int64_t kind, int64_t dtype_co
   return pybind11::make_tuple(q, sf);
 }
 
+std::string install_cast_kernel(int64_t device, int64_t kind, int64_t dtype_code, const std::string& key) {
+  return no_throw([&] {
+    require(kind >= kPerToken && kind <= kPerTokenTransposed, "install_cast_kernel: kind must be 0, 1 or 2, got ",
+            kind);
+    require(dtype_code >= 0 && dtype_code <= 2, "install_cast_kernel: dtype code must be 0, 1 or 2, got ", dtype_code);
+    const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
+    require(kernel != nullptr, "install_cast_kernel: kernel '", key, "' is not loaded on cuda:", device);
+    CastKernels::instance().insert(static_cast<int>(device), kind, dtype_code, kernel);
+  });
+}
+
 void bind_cast_ops(pybind11::module_& m) {
-  m.def("fp8_cast", &fp8_cast, "Launch the JIT FP8 cast kernel `key` (see deepgemm_ops/_cuda.py): (q, sf) or the "
-        "error text.");
+  m.def("fp8_cast", &fp8_cast,
+        "A fused FP8 cast (see deepgemm_ops/_cuda.py): (q, sf); None (no fused kernel reads x: the composite); the "
+        "kind whose kernel is not installed yet; or the error text.");
+  m.def("install_cast_kernel", &install_cast_kernel,
+        "Install the loaded kernel `key` as the cast kernel of (device, kind, dtype); returns \"\" or the error.");
 }
 
 const PythonBindings kCastOpsBindings(bind_cast_ops);

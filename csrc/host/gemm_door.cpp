@@ -23,14 +23,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fp8_gemm_launch.hpp"
+#include "sm90_fp8_gemm_launch.hpp"
 #include "kernel_loader.hpp"
 #include "python_bindings.hpp"
 
 namespace deepgemm_ops {
 namespace {
 
-// Fp8GemmKernelConfig is a flat list of ints in GemmConfig.as_ints() order (fp8_gemm_launch.hpp).
+// Fp8GemmKernelConfig is a flat list of ints in GemmConfig.as_ints() order (sm90_fp8_gemm_launch.hpp).
 static_assert(std::is_standard_layout_v<Fp8GemmKernelConfig> && sizeof(Fp8GemmKernelConfig) % sizeof(int) == 0);
 
 constexpr int64_t kMaxExtent = 0x7fffffff;  // 32-bit TMA coordinates and kernel ints (_cuda._MAX_GPU_EXTENT)

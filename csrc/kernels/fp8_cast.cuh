@@ -195,4 +195,64 @@ __device__ __forceinline__ void per_block_cast(const Fp8CastParams& p) {
   }
 }
 
+// The per-token cast of a transposed view: x is stored [cols, rows] row-major (ld_x between its rows) and the result
+// is q [rows, cols] row-major with one scale per row and 128 columns, i.e. the cast of the stored tensor's transpose
+// (the K-major operand a weight-gradient GEMM reads, e.g. dY^T). Each CTA stages a 128 (stored rows) x
+// kTransposeTileRows (stored columns) tile in shared memory with coalesced 16-byte loads, then each warp reads
+// columns of it, reduces their amax and writes q rows. Grid: x over the q row chunks, y over the 128-column groups.
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_token_transposed_cast(const Fp8CastParams& p) {
+  using Vec = CastVector<kDtype>;
+  constexpr int kVec = Vec::kElems;
+  constexpr int kTileRows = kTransposeTileRows;
+  constexpr int kVecsPerLine = kTileRows / kVec;            // 16-byte vectors across one stored row of the tile
+  constexpr int kLinesPerPass = kCastThreads / kVecsPerLine;
+  constexpr int kPasses = kCastGroup / kLinesPerPass;
+  constexpr int kWarps = kCastThreads / 32;
+  constexpr int kPerLane = kCastGroup / 32;
+  // +1 column: a warp reading one tile column walks 32 consecutive lines, each in its own bank.
+  __shared__ float tile[kCastGroup][kTileRows + 1];
+
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kCastGroup;
+  const int vec = threadIdx.x % kVecsPerLine;
+  const int64_t row = row0 + vec * kVec;  // the first q row this thread loads
+  uint4 raw[kPasses];
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int64_t col = col0 + i * kLinesPerPass + threadIdx.x / kVecsPerLine;
+    raw[i] = row < p.rows && col < p.cols ? load_vector<kVec>(p, col, row) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    float v[kVec];
+    Vec::unpack(raw[i], v);
+    float* line = tile[i * kLinesPerPass + threadIdx.x / kVecsPerLine] + vec * kVec;
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) line[e] = v[e];
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll 1
+  for (int r = warp; r < kTileRows; r += kWarps) {
+    const int64_t q_row = row0 + r;
+    if (q_row >= p.rows) break;  // warp-uniform
+    float v[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) v[j] = tile[lane + 32 * j][r];
+    const uint32_t amax = __reduce_max_sync(0xffffffffu, abs_max_bits(v, kPerLane, 0));
+    const float scale = scale_of(amax);
+    uint8_t* q = static_cast<uint8_t*>(p.q) + q_row * p.ld_q + col0;
+    const bool finite = isfinite(scale);
+    const DivideByFinite fast(scale);
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int64_t col = col0 + lane + 32 * j;
+      if (col < p.cols) q[lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(finite ? fast(v[j]) : __fdiv_rn(v[j], scale), 0.0f));
+    }
+    if (lane == 0) p.sf[q_row * p.sf_stride_row + blockIdx.y * p.sf_stride_col] = scale;
+  }
+}
+
 }  // namespace deepgemm_ops::kernels

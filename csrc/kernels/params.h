@@ -52,6 +52,8 @@ constexpr int kCastThreads = 256;
 constexpr int kPerTokenUnroll = 4;
 constexpr int64_t kMaxCastColumnGroups = 65535;
 constexpr int cast_vector_elems(CastDtype dtype) { return dtype == CastDtype::Float32 ? 4 : 8; }
+// The transposed per-token cast: q rows per CTA (a 128 x kTransposeTileRows tile of the stored tensor).
+constexpr int kTransposeTileRows = 64;
 constexpr int per_token_rows_per_cta(CastDtype dtype) {
   return kCastThreads / (128 / cast_vector_elems(dtype)) * kPerTokenUnroll;
 }

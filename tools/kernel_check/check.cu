@@ -1,4 +1,4 @@
-// kernel_check: runs the generated FP8 GEMM kernels through csrc/host/fp8_gemm_launch.hpp, checks them against a
+// kernel_check: runs the generated FP8 GEMM kernels through csrc/host/sm90_fp8_gemm_launch.hpp, checks them against a
 // host reference (FP32 per-128-K-block partial sums, FP64 across blocks) and times them.
 //
 //   check DIR   reads DIR/cases.txt (written by gen.py) and DIR/<kernel>.cubin
@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "fp8_gemm_launch.hpp"
+#include "sm90_fp8_gemm_launch.hpp"
 
 using namespace deepgemm_ops;
 

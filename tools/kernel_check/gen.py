@@ -21,8 +21,9 @@ def _load_package():
     pkg.__path__ = [os.path.join(ROOT, "deepgemm_ops")]
     sys.modules.setdefault("deepgemm_ops", pkg)
     mods = []
-    for name in ("_heuristics", "_codegen"):
-        spec = importlib.util.spec_from_file_location(f"deepgemm_ops.{name}", os.path.join(ROOT, "deepgemm_ops", f"{name}.py"))
+    for name in ("_constants", "_heuristics", "_codegen"):  # in import order; the last two are used
+        path = os.path.join(ROOT, "deepgemm_ops", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"deepgemm_ops.{name}", path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
@@ -30,7 +31,7 @@ def _load_package():
     return mods
 
 
-heuristics, codegen = _load_package()
+_, heuristics, codegen = _load_package()
 GEMM_TYPES = heuristics.GEMM_TYPES
 
 
@@ -71,9 +72,11 @@ def _cases(only):
         Case("check", "normal", 520, 2000, 1024, force=dict(block_m=128, block_n=192, cluster=2)),
         Case("check", "normal", 300, 576, 2048, recipe="1x128", force=dict(block_m=128, block_n=192)),
         Case("check", "contiguous", 0, 4096, 7168, groups=(200, 0, 385, 128)),
-        Case("check", "contiguous", 0, 576, 576, recipe="1x128", groups=(1, 300, 64), force=dict(block_m=64, block_n=64)),
+        Case("check", "contiguous", 0, 576, 576, recipe="1x128", groups=(1, 300, 64),
+             force=dict(block_m=64, block_n=64)),
         Case("check", "masked", 256, 2112, 576, groups=(0, 1, 200, 256), expected_m=128),
-        Case("check", "masked", 200, 576, 7168, recipe="1x128", groups=(200, 7, 130), force=dict(block_m=128, block_n=96)),
+        Case("check", "masked", 200, 576, 7168, recipe="1x128", groups=(200, 7, 130),
+             force=dict(block_m=128, block_n=96)),
     ]
     for m in (4096, 128, 64):
         for n, k in ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)):
@@ -99,7 +102,8 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--num-sms", type=int, default=132)
     ap.add_argument("--only", choices=("check", "bench"))
-    ap.add_argument("--perf", help="bench only these normal bf16 cases instead: 'M,N,K[,BM,BN[,CLUSTER[,STAGES]]];...' (forced; stages default to the most that fit)")
+    ap.add_argument("--perf", help="bench only these normal bf16 cases instead: "
+                    "'M,N,K[,BM,BN[,CLUSTER[,STAGES]]];...' (forced; stages default to the most that fit)")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     lines, written = [], set()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Timing sweep: the same bench cases compiled under several variants (extra nvcc flags, e.g. -DDG_EXP_NO_PROMOTE).
+# Timing sweep: the same bench cases compiled under several variants (extra nvcc flags, e.g. -I<dir> with a modified
+# copy of csrc/kernels).
 # Usage: perf.sh OUT_DIR 'M,N,K[,BM,BN];...' 'name=flags' ['name=flags' ...]   (flags may be empty: 'base=')
 # Prints one line per (variant, case) and a table of TFLOPS last.
 set -uo pipefail

@@ -1,40 +1,45 @@
-"""``python -m deepgemm_ops bench``: our FP8 GEMM against cuBLASLt blockwise FP8 (``torch._scaled_mm``).
+"""``python -m deepgemm_ops bench`` (dense): our FP8 GEMM against cuBLASLt blockwise FP8 (``torch._scaled_mm``).
 
 Method (DESIGN §5): fresh random bf16 inputs per shape, quantized with our cast ops; each rep writes a 256 MB buffer
 first (flushes L2, so every rep reads its operands from HBM), then is timed with CUDA events; ours and cuBLASLt
-alternate rep by rep (the clocks drift with the power draw); the median is reported. Bytes moved = A + B + both scale tensors + D; the memory-bound yardstick is a device-to-device copy of a
-large buffer measured once per run (bytes read + written per second). Accuracy: max |D - D_ref| / max |D_ref|, with
+alternate rep by rep (the clocks drift with the power draw); the median is reported. Bytes moved = A + B + both scale
+tensors + D; the memory-bound yardstick is a device-to-device copy of a large buffer measured once per run (bytes read
++ written per second). Accuracy: max |D - D_ref| / max |D_ref|, with
 D_ref computed in float64 from the same quantized operands.
-
-The measurement helpers (:class:`Timer`, :func:`host_us_per_call`, :func:`copy_bandwidth_gbps`, the FLOP/byte
-counts) are shared by every benchmark family.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-BLOCK = 128  # scale-factor granularity (1x128 activations, 128x128 weights)
+from .._constants import SCALE_BLOCK, ceil_div
+from .measure import (
+    BF16_BYTES,
+    FP8_BYTES,
+    FP32_BYTES,
+    Timer,
+    device_copy,
+    gbps,
+    host_us_per_call,
+    max_rel_error,
+    tflops,
+)
+
 SEED_MS = (64, 128, 4096)
 SEED_NKS = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
 OVERHEAD_GROUPS = 4
 OVERHEAD_SHAPE = (64, 256, 128)
 FIRST_CALL_SHAPE = (4096, 7168, 2048)
-FP8_BYTES, BF16_BYTES, FP32_BYTES = 1, 2, 4
 
 
 @dataclass(frozen=True)
@@ -66,103 +71,18 @@ def parse_shapes(spec: str) -> list[GemmShape]:
     return shapes
 
 
-# --- counts -------------------------------------------------------------------------------------------------------
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def gemm_flops(s: GemmShape) -> int:
     return 2 * s.m * s.n * s.k
 
 
 def gemm_bytes(s: GemmShape, out_bytes: int = BF16_BYTES) -> int:
     """A + B (fp8) + sfa [M, K/128] + sfb [N/128, K/128] (fp32) + D."""
-    kb = ceil_div(s.k, BLOCK)
+    kb = ceil_div(s.k, SCALE_BLOCK)
     return (
         (s.m + s.n) * s.k * FP8_BYTES
-        + (s.m * kb + ceil_div(s.n, BLOCK) * kb) * FP32_BYTES
+        + (s.m * kb + ceil_div(s.n, SCALE_BLOCK) * kb) * FP32_BYTES
         + s.m * s.n * out_bytes
     )
-
-
-def tflops(flops: int, us: float) -> float:
-    return flops / us / 1e6
-
-
-def gbps(nbytes: int, us: float) -> float:
-    return nbytes / us / 1e3
-
-
-# --- measurement --------------------------------------------------------------------------------------------------
-
-
-class Timer:
-    """Median device time of a callable, L2 flushed before each rep by writing a 256 MB buffer."""
-
-    def __init__(self, device: torch.device, flush_bytes: int = 256 << 20) -> None:
-        self.device = device
-        self.flush_buffer = torch.empty(flush_bytes, dtype=torch.uint8, device=device)
-        self.launch_cover_cycles = 200_000  # ~0.1 ms at Hopper clocks, above any eager call's host time
-
-    def time_us(self, fn: Callable[[], object], reps: int = 30, warmup: int = 5) -> float:
-        return self.time_interleaved({"fn": fn}, reps, warmup)["fn"]
-
-    def time_interleaved(self, fns: dict[str, Callable[[], object]], reps: int = 30, warmup: int = 5) -> dict:
-        """Median µs of each callable, their reps interleaved (A B A B ...): under FP8 load the clocks drift with
-        the power draw (seen here: the same kernel 16% slower half a minute later), and interleaving makes every
-        candidate see the same drift, so their ratio stays fair."""
-        for _ in range(warmup):
-            for fn in fns.values():
-                fn()
-        events = {name: [] for name in fns}
-        for _ in range(reps):
-            for name, fn in fns.items():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                self.flush_buffer.zero_()
-                # Keep the GPU busy while the host enqueues the timed call, so a slow host launch cannot show up
-                # between the two events as idle GPU time.
-                torch.cuda._sleep(self.launch_cover_cycles)
-                start.record()
-                fn()
-                end.record()
-                events[name].append((start, end))
-        torch.cuda.synchronize(self.device)
-        return {name: statistics.median(s.elapsed_time(e) * 1e3 for s, e in pairs) for name, pairs in events.items()}
-
-
-def device_copy(moved_bytes: int, device: torch.device) -> Callable[[], object]:
-    """A device-to-device copy that moves moved_bytes in all: half read, half written."""
-    src = torch.empty(moved_bytes // 2, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    return lambda: dst.copy_(src)
-
-
-def copy_bandwidth_gbps(timer: Timer, nbytes: int = 1 << 30) -> float:
-    """Device-to-device copy bandwidth of an nbytes copy, counting bytes read + written."""
-    us = timer.time_us(device_copy(2 * nbytes, timer.device), reps=10, warmup=2)
-    return gbps(2 * nbytes, us)
-
-
-def host_us_per_call(fn: Callable[[], object], calls: int = 2000, repeats: int = 5) -> float:
-    """Host time per eager call: a tight loop timed on the CPU clock, best of `repeats` (the GPU drains between)."""
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls * 1e6)
-        torch.cuda.synchronize()
-    return best
-
-
-def max_rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |out - ref| / max |ref| (elementwise relative error is meaningless near zero outputs)."""
-    return ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
 # --- the dense GEMM benchmark -------------------------------------------------------------------------------------
@@ -170,7 +90,7 @@ def max_rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _dequantize(x: torch.Tensor, sf: torch.Tensor, rows_per_scale: int) -> torch.Tensor:
     scales = sf.double().repeat_interleave(rows_per_scale, 0)[: x.shape[0]]
-    return x.double() * scales.repeat_interleave(BLOCK, 1)[:, : x.shape[1]]
+    return x.double() * scales.repeat_interleave(SCALE_BLOCK, 1)[:, : x.shape[1]]
 
 
 def quantized_inputs(s: GemmShape, device: torch.device):
@@ -213,7 +133,7 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         }
     # The float64 reference runs after the timings: its power draw lowers the clocks of whatever is timed next
     # (seen here: up to 2x on the following kernel).
-    ref = _dequantize(a, sfa, 1) @ _dequantize(b, sfb, BLOCK).t()
+    ref = _dequantize(a, sfa, 1) @ _dequantize(b, sfb, SCALE_BLOCK).t()
     for label, out in outputs.items():
         row[label]["rel_err"] = max_rel_error(out, ref)
     if "us" in row["ours"] and "us" in row["cublaslt"]:
@@ -231,7 +151,7 @@ def bench_overhead(device: torch.device) -> dict:
     sfa_outer = sfa.t().contiguous().t()
     out = torch.empty(s.m, s.n, device=device, dtype=torch.bfloat16)
     # Grouped: OVERHEAD_GROUPS groups of `rows` rows (one aligned m-block each), against an aten bf16 bmm.
-    g, rows = OVERHEAD_GROUPS, BLOCK
+    g, rows = OVERHEAD_GROUPS, SCALE_BLOCK
     ga, gsfa = ops.per_token_cast_to_fp8(torch.randn(g * rows, s.k, device=device, dtype=torch.bfloat16))
     weights = [ops.per_block_cast_to_fp8(torch.randn(s.n, s.k, device=device, dtype=torch.bfloat16)) for _ in range(g)]
     gb, gsfb = torch.stack([w for w, _ in weights]), torch.stack([sf for _, sf in weights])
@@ -330,8 +250,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_first_call(f: dict) -> str:
-    return (f"first fp8_gemm_nt call of {f['shape']} in a new process: kernel cache cold {f['cold_first_call_s']:.2f} s, "
-            f"warm {f['warm_first_call_ms']:.1f} ms (second call {f['second_call_ms']:.2f} ms); host module load "
+    return (f"first fp8_gemm_nt call of {f['shape']} in a new process: kernel cache cold "
+            f"{f['cold_first_call_s']:.2f} s, warm {f['warm_first_call_ms']:.1f} ms "
+            f"(second call {f['second_call_ms']:.2f} ms); host module load "
             f"{f['host_module_load_ms']:.1f} ms")
 
 
@@ -365,115 +286,18 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _require_matplotlib() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise SystemExit("deepgemm_ops bench: --plot needs matplotlib, which is not installed (pip install matplotlib)")
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    return done.stdout.strip() or None
-
-
-# --- command line -------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", type=parse_shapes, default=seed_shapes(), metavar="seed|MxNxK,...",
-                        help="shapes to run: 'seed' (the 18 DESIGN shapes, default) or a list of MxNxK")
-    parser.add_argument("--reps", type=int, default=30, help="timed repetitions per shape (median reported)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of TFLOPS per shape")
-    parser.add_argument("--grouped", action="store_true",
-                        help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
-    parser.add_argument("--casts", action="store_true",
-                        help="run the FP8 casts (share of the copy bandwidth) and an FP8 linear forward against bf16 "
-                             "instead of --shapes")
-    parser.add_argument("--overhead", action="store_true",
-                        help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
-    parser.add_argument("--first-call", action="store_true",
-                        help=f"also time the first call of a new shape ({'x'.join(map(str, FIRST_CALL_SHAPE))}) in a "
-                             "new process, with the kernel cache cold and warm")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.reps < 1:
-        raise SystemExit(f"deepgemm_ops bench: --reps must be >= 1, got {args.reps}")
-    if args.plot is not None:
-        _require_matplotlib()
-    if not torch.cuda.is_available():
-        raise SystemExit("deepgemm_ops bench: needs a CUDA GPU (torch.cuda.is_available() is False on this machine)")
-    import deepgemm_ops  # noqa: F401  (registers torch.ops.deepgemm)
-
-    device = torch.device("cuda", torch.cuda.current_device())
-    torch.manual_seed(0)
-    timer = Timer(device)
-    copy_gbps = copy_bandwidth_gbps(timer)
-    props = torch.cuda.get_device_properties(device)
-    print(f"{props.name}, torch {torch.__version__}, device-to-device copy {copy_gbps:.0f} GB/s (read + write)")
-
-    rows = []
-    for shape in [] if args.grouped or args.casts else args.shapes:
-        row = bench_gemm(shape, timer, copy_gbps, args.reps)
-        if "error" in row["ours"]:
-            print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
-        rows.append(row)
-    if rows:
-        print(format_table(rows))
-
-    report = {
-        "device": props.name,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "commit": _git_commit(),
-        "copy_gbps": copy_gbps,
-        "reps": args.reps,
-        "gemm": rows,
-    }
-    if args.grouped:
-        from .bench_grouped import run_grouped
-
-        report["grouped"] = run_grouped(timer, copy_gbps, args.reps)
-    if args.casts:
-        from .bench_cast import bench_casts, bench_linear, format_casts, format_linear
-
-        report["casts"] = bench_casts(timer, copy_gbps, args.reps)
-        print(format_casts(report["casts"]))
-        report["linear"] = bench_linear(timer, args.reps)
-        print(format_linear(report["linear"]))
-    if args.overhead:
-        report["overhead"] = bench_overhead(device)
-        print(format_overhead(report["overhead"]))
-    if args.first_call:
-        report["first_call"] = bench_first_call(GemmShape(*FIRST_CALL_SHAPE))
-        print(format_first_call(report["first_call"]))
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.plot is not None and rows:
-        plot(rows, args.plot)
-    return 0
-
-
 __all__ = [
     "GemmShape",
-    "Timer",
-    "add_arguments",
     "bench_first_call",
     "bench_gemm",
     "bench_overhead",
-    "copy_bandwidth_gbps",
-    "device_copy",
+    "format_first_call",
+    "format_overhead",
+    "format_table",
     "gemm_bytes",
     "gemm_flops",
-    "host_us_per_call",
-    "max_rel_error",
     "parse_shapes",
-    "run",
+    "plot",
+    "quantized_inputs",
     "seed_shapes",
 ]

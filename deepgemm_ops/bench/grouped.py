@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .bench import (BF16_BYTES, BLOCK, FP8_BYTES, FP32_BYTES, Timer, _dequantize, ceil_div, gbps, max_rel_error,
-                    tflops)
+from .._constants import SCALE_BLOCK, ceil_div
+from .dense import _dequantize
+from .measure import BF16_BYTES, FP8_BYTES, FP32_BYTES, Timer, gbps, max_rel_error, tflops
 
 # (layout, groups, expected M, N, K, DeepGEMM TFLOPS on the H200 of DESIGN §6)
 CASES = (
@@ -45,7 +46,7 @@ def _weights(groups: int, n: int, k: int, device):
 
 
 def _reference(a, sfa, b, sfb):
-    return _dequantize(a, sfa, 1) @ _dequantize(b, sfb, BLOCK).t()
+    return _dequantize(a, sfa, 1) @ _dequantize(b, sfb, SCALE_BLOCK).t()
 
 
 def bench_case(case, timer: Timer, copy_gbps: float, reps: int) -> dict:
@@ -74,7 +75,7 @@ def bench_case(case, timer: Timer, copy_gbps: float, reps: int) -> dict:
         rows = lambda out, g: (out[g, :counts[g]], a[g, :counts[g]], sfa[g, :counts[g]])  # noqa: E731
         name = f"masked {groups}x{expected}"
     valid = sum(counts)
-    kb = ceil_div(k, BLOCK)
+    kb = ceil_div(k, SCALE_BLOCK)
     nbytes = (valid * k * FP8_BYTES + valid * kb * FP32_BYTES + groups * n * k * FP8_BYTES
               + sfb.numel() * FP32_BYTES + valid * n * BF16_BYTES)
     row = {"case": f"{name} {n}x{k}", "layout": layout, "groups": groups, "expected_m": expected, "n": n, "k": k,

@@ -8,8 +8,8 @@
 // has finished reading the stage.
 #pragma once
 #include "params.h"
-#include "primitives.cuh"
-#include "scheduler.cuh"
+#include "sm90_primitives.cuh"
+#include "sm90_scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
 
@@ -46,13 +46,7 @@ template <int kStages>
 struct PipelineState {
   int stage = 0;
   uint32_t phase = 0;
-#ifdef DG_EXP_NO_LOAD
-  int count = 0;  // timing experiment only
-#endif
   __device__ void advance() {
-#ifdef DG_EXP_NO_LOAD
-    ++count;
-#endif
     if (++stage == kStages) {
       stage = 0;
       phase ^= 1;
@@ -104,10 +98,6 @@ struct Mainloop {
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       wait_barrier(empty(st.stage), st.phase ^ 1);
       uint64_t* bar = full(st.stage);
-#ifdef DG_EXP_NO_LOAD
-      // Timing experiment (wrong results): after the first round, stages are re-used without reloading.
-      if (st.count >= kStages) { Barrier::arrive(bar); continue; }
-#endif
       Barrier::arrive_and_expect_tx(bar, kTmaBytes);
       cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), kb * kBlockK, t.a_row);
       if constexpr (kCluster == 1) {
@@ -161,12 +151,7 @@ struct Mainloop {
   // leaves the tensor cores with nothing queued while it promotes and re-issues. Here k-block kb + 1 is issued into
   // the other partial buffer before k-block kb is promoted (wgmma.wait_group 1), so every warpgroup always has a batch
   // in flight.
-  static constexpr bool kPingPong =
-#ifdef DG_EXP_NO_PINGPONG
-      false;
-#else
-      kBlockN <= 128;
-#endif
+  static constexpr bool kPingPong = kBlockN <= 128;
 
   // Issues the 4 wgmmas of stage s's k-block into p (p = the raw FP8 products) as one committed batch.
   __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
@@ -302,14 +287,6 @@ struct Mainloop {
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
 
-#ifdef DG_EXP_NO_PROMOTE
-      // Timing experiment (wrong results): no promotion except a copy at the last k-block.
-      if (kb == kNumKBlocks - 1) {
-#pragma unroll
-        for (int i = 0; i < kBlockN / 2; ++i) acc[i] = part[i];
-      }
-      if (false)
-#endif
       promote(part, sa0, sa1, sfb, lane, second, acc);
       // Release the stage only after its scales were read (wgmma reads of A/B finished at the wait above).
       release(st.stage, lane);

@@ -4,11 +4,11 @@
 // (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
 // extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
 #pragma once
-#include "epilogue.cuh"
-#include "mainloop.cuh"
+#include "sm90_epilogue.cuh"
+#include "sm90_mainloop.cuh"
 #include "params.h"
-#include "primitives.cuh"
-#include "scheduler.cuh"
+#include "sm90_primitives.cuh"
+#include "sm90_scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
 

@@ -10,8 +10,8 @@
 #include <cuda_bf16.h>
 
 #include "params.h"
-#include "primitives.cuh"
-#include "scheduler.cuh"
+#include "sm90_primitives.cuh"
+#include "sm90_scheduler.cuh"
 
 namespace deepgemm_ops::kernels {
 
@@ -107,11 +107,7 @@ struct Epilogue {
     }
     cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
-#ifdef DG_EXP_NO_STORE
-    if (false) {  // timing experiment (output not written)
-#else
     if (warp_in_wg == 0) {
-#endif
       for (int c = lane; c < kBlockN / kBoxCols; c += 32) {
         const int col = t.n_block * kBlockN + c * kBoxCols;
         if (col >= kN) break;

@@ -3,18 +3,22 @@ user writes it (cast the activations, GEMM with a pre-quantized weight) against 
 
 A cast moves rows x cols x (input bytes + 1) bytes plus 4 per scale. Two yardsticks: the device copy bandwidth of a
 1 GiB copy (read + write), and a device copy of the cast's own bytes timed beside it (which pays the same launch and
-ramp-up: an 89 MB copy reaches ~80% of the 1 GiB copy's bandwidth on the H200). torchao's blockwise FP8 casts (Triton) are timed beside ours when torchao is
-importable. Timing as the dense bench (L2 flushed, median, candidates interleaved).
+ramp-up: an 89 MB copy reaches ~80% of the 1 GiB copy's bandwidth on the H200). torchao's blockwise FP8 casts
+(Triton) are timed beside ours when torchao is importable. Timing as the dense bench (L2 flushed, median, candidates
+interleaved).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .bench import BLOCK, FP32_BYTES, Timer, ceil_div, device_copy, gbps, tflops
+from .._constants import SCALE_BLOCK, ceil_div
+from .measure import FP32_BYTES, Timer, device_copy, gbps, tflops
 
-# (kind, rows, cols) of a bf16 input
-CAST_CASES = (("per_token", 4096, 7168), ("per_token", 128, 7168), ("per_block", 7168, 16384))
+# (kind, rows, cols) of a bf16 input; per_token_transposed casts x.t() of a row-major [rows, cols] x (the
+# weight-gradient operand layout: q is [cols, rows], scales per 128 of the rows)
+CAST_CASES = (("per_token", 4096, 7168), ("per_token", 128, 7168), ("per_block", 7168, 16384),
+              ("per_token_transposed", 4096, 7168))
 # (tokens, N, K): x [tokens, K] bf16, W [N, K]
 LINEAR_CASES = ((4096, 4096, 7168), (8192, 7168, 2048), (128, 4096, 7168))
 
@@ -25,30 +29,54 @@ def _torchao_casts():
         from torchao.prototype.blockwise_fp8_training import kernels
     except Exception:  # not installed, or a build that does not import on this machine
         return None
-    for act, weight in (("triton_fp8_blockwise_act_quant_lhs", "triton_fp8_blockwise_weight_quant_rhs"),
-                        ("fp8_blockwise_act_quant_lhs", "fp8_blockwise_weight_quant_rhs")):
-        if hasattr(kernels, act) and hasattr(kernels, weight):
-            return {"per_token": getattr(kernels, act), "per_block": getattr(kernels, weight)}
+    for prefix in ("triton_fp8_blockwise_", "fp8_blockwise_"):
+        names = {"per_token": "act_quant_lhs", "per_block": "weight_quant_rhs",
+                 "per_token_transposed": "act_quant_transposed_lhs"}
+        if all(hasattr(kernels, prefix + name) for name in names.values()):
+            return {kind: getattr(kernels, prefix + name) for kind, name in names.items()}
     return None
 
 
 def cast_bytes(kind: str, rows: int, cols: int, in_bytes: int = 2) -> int:
-    scales = rows * ceil_div(cols, BLOCK) if kind == "per_token" else ceil_div(rows, BLOCK) * ceil_div(cols, BLOCK)
+    scales = {"per_token": rows * ceil_div(cols, SCALE_BLOCK),
+              "per_token_transposed": cols * ceil_div(rows, SCALE_BLOCK),
+              "per_block": ceil_div(rows, SCALE_BLOCK) * ceil_div(cols, SCALE_BLOCK)}[kind]
     return rows * cols * (in_bytes + 1) + scales * FP32_BYTES
 
 
-def bench_casts(timer: Timer, copy_gbps: float, reps: int) -> list[dict]:
+def _cast_candidates(kind: str, x: torch.Tensor, torchao) -> dict:
     ops = torch.ops.deepgemm
+    if kind == "per_block":
+        fns = {"ours": lambda: ops.per_block_cast_to_fp8(x)}
+    elif kind == "per_token_transposed":  # torchao takes the row-major tensor and transposes inside
+        fns = {"ours": lambda: ops.per_token_cast_to_fp8(x.t()),
+               "ours_mn_major": lambda: ops.per_token_cast_to_fp8(x.t(), mn_major_scales=True)}
+    else:
+        fns = {"ours": lambda: ops.per_token_cast_to_fp8(x),
+               "ours_mn_major": lambda: ops.per_token_cast_to_fp8(x, mn_major_scales=True)}
+    if torchao is not None:
+        fns["torchao"] = lambda: torchao[kind](x, SCALE_BLOCK)
+    return fns
+
+
+def _linear_candidates(x: torch.Tensor, w: torch.Tensor) -> dict:
+    """bf16 mm and the FP8 forward (cast x, GEMM with the pre-quantized w), with either scale layout."""
+    ops = torch.ops.deepgemm
+    wq, wsf = ops.per_block_cast_to_fp8(w)
+
+    def fp8(mn_major):
+        q, sf = ops.per_token_cast_to_fp8(x, mn_major_scales=mn_major)
+        return ops.fp8_gemm_nt(q, sf, wq, wsf)
+
+    return {"bf16_mm": lambda: torch.mm(x, w.t()), "fp8": lambda: fp8(False), "fp8_mn_major": lambda: fp8(True)}
+
+
+def bench_casts(timer: Timer, copy_gbps: float, reps: int) -> list[dict]:
     torchao = _torchao_casts()
     rows_out = []
     for kind, rows, cols in CAST_CASES:
         x = torch.randn(rows, cols, device=timer.device, dtype=torch.bfloat16)
-        fns = {"ours": (lambda: ops.per_token_cast_to_fp8(x)) if kind == "per_token" else
-               (lambda: ops.per_block_cast_to_fp8(x))}
-        if kind == "per_token":
-            fns["ours_mn_major"] = lambda: ops.per_token_cast_to_fp8(x, mn_major_scales=True)
-        if torchao is not None:
-            fns["torchao"] = lambda fn=torchao[kind]: fn(x, BLOCK)
+        fns = _cast_candidates(kind, x, torchao)
         nbytes = cast_bytes(kind, rows, cols)
         fns["copy_same_bytes"] = device_copy(nbytes, timer.device)
         us = timer.time_interleaved(fns, reps)
@@ -60,19 +88,11 @@ def bench_casts(timer: Timer, copy_gbps: float, reps: int) -> list[dict]:
 
 
 def bench_linear(timer: Timer, reps: int) -> list[dict]:
-    ops = torch.ops.deepgemm
     out = []
     for tokens, n, k in LINEAR_CASES:
         x = torch.randn(tokens, k, device=timer.device, dtype=torch.bfloat16)
         w = torch.randn(n, k, device=timer.device, dtype=torch.bfloat16)
-        wq, wsf = ops.per_block_cast_to_fp8(w)
-
-        def fp8(mn_major):
-            q, sf = ops.per_token_cast_to_fp8(x, mn_major_scales=mn_major)
-            return ops.fp8_gemm_nt(q, sf, wq, wsf)
-
-        us = timer.time_interleaved({"bf16_mm": lambda: torch.mm(x, w.t()), "fp8": lambda: fp8(False),
-                                     "fp8_mn_major": lambda: fp8(True)}, reps)
+        us = timer.time_interleaved(_linear_candidates(x, w), reps)
         flops = 2 * tokens * n * k
         out.append({"tokens": tokens, "n": n, "k": k, "us": us,
                     "tflops": {name: tflops(flops, t) for name, t in us.items()},
@@ -83,14 +103,14 @@ def bench_linear(timer: Timer, reps: int) -> list[dict]:
 def format_casts(rows: list[dict]) -> str:
     """µs, % of the 1 GiB copy's bandwidth / % of a same-bytes copy's, per candidate."""
     names = ("ours", "ours_mn_major", "torchao")
-    lines = ["cast                      | bytes MB | copy same bytes | " + " | ".join(f"{n:>26}" for n in names)]
+    lines = [f"{'cast':<36} | bytes MB | copy same bytes | " + " | ".join(f"{n:>26}" for n in names)]
     for r in rows:
         cells = []
         for name in names:
             c = r.get(name)
             cells.append(f"{c['us']:7.1f} us {100 * c['of_copy']:4.0f}% / {100 * c['of_same_bytes_copy']:4.0f}%"
                          if c else f"{'-':>26}")
-        lines.append(f"{r['kind']:>9} [{r['rows']:>5}, {r['cols']:>5}] | {r['bytes'] / 1e6:8.1f} | "
+        lines.append(f"{r['kind']:>20} [{r['rows']:>5}, {r['cols']:>5}] | {r['bytes'] / 1e6:8.1f} | "
                      f"{r['copy_same_bytes_us']:12.1f} us | " + " | ".join(cells))
     return "\n".join(lines)
 
