@@ -365,3 +365,57 @@ def test_masked_decode_step_in_a_cuda_graph():
             rows = int(counts[g])
             if rows:
                 assert rel_err(y[g, :rows], want) < 2e-2, (replay, g)
+
+
+def test_offsets_beyond_32_bits():
+    """M·K and M·N beyond 2^31 elements (A 2.1 GB of FP8, D 8.6 GB of fp32): every offset in the kernels and the
+    casts must be 64-bit. Sampled rows, including the last ones, against the reference."""
+    m, n, k = 300_000, 7168, 7168
+    if torch.cuda.get_device_properties(0).total_memory < 40 << 30:
+        pytest.skip("needs 40 GB of GPU memory")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=gen)
+    a, sfa = ops.per_token_cast_to_fp8(x)
+    rows = torch.tensor([0, 1, 150_000, 299_592, 299_593, 299_600, m - 2, m - 1], device="cuda")
+    want_q, want_sf = ops.per_token_cast_to_fp8(x[rows].cpu())
+    assert torch.equal(a[rows].cpu().view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(sfa[rows].cpu(), want_sf)
+    del x
+    b, sfb = ops.per_block_cast_to_fp8(torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=gen))
+    out = ops.fp8_gemm_nt(a, sfa, b, sfb, out_dtype=torch.float32)
+    assert rel_err(out[rows], _ops.reference_gemm(a[rows], sfa[rows], b, sfb, "128x128")) < 1e-3
+    del out, a
+
+
+def test_out_of_memory_in_the_door_and_the_casts_leaves_the_process_usable():
+    a, sfa, b, sfb, _ = gemm_inputs(4096, 7168, 1024, device="cuda", seed=31)
+    ga, gsfa, gb, gsfb, m_indices = contiguous_inputs([1024] * 4, 7168, 1024, device="cuda", seed=32)
+    ma, msfa, mb, msfb, masked_m = masked_inputs([1024] * 4, 1024, 7168, 1024, device="cuda", seed=33)
+    x = torch.randn(4096, 7168, device="cuda", dtype=torch.bfloat16)
+    calls = {
+        "dense": lambda: ops.fp8_gemm_nt(a, sfa, b, sfb),
+        "contiguous": lambda: ops.m_grouped_fp8_gemm_nt_contiguous(ga, gsfa, gb, gsfb, m_indices),
+        "masked": lambda: ops.m_grouped_fp8_gemm_nt_masked(ma, msfa, mb, msfb, masked_m, 1024),
+        "per_token_cast": lambda: ops.per_token_cast_to_fp8(x)[0],
+        "per_block_cast": lambda: ops.per_block_cast_to_fp8(x)[0],
+        "transposed_cast": lambda: ops.per_token_cast_to_fp8(x.t())[0],
+    }
+    before = {name: fn() for name, fn in calls.items()}  # plans and kernels installed: the door path is taken
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    hog, chunk = [], 1 << 30
+    try:
+        while chunk >= 1 << 20:  # take all but < 1 MB of the device
+            try:
+                hog.append(torch.empty(chunk, dtype=torch.uint8, device="cuda"))
+            except torch.OutOfMemoryError:
+                chunk //= 2
+        for fn in calls.values():
+            with pytest.raises(torch.OutOfMemoryError):
+                fn()
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    for name, fn in calls.items():  # the process, the device and the plans are intact
+        got = fn()
+        assert torch.equal(got.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else got,
+                           before[name].view(torch.uint8) if got.dtype == torch.float8_e4m3fn else before[name]), name

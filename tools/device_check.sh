@@ -8,12 +8,15 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD DG_JIT_CACHE_DIR=/tmp/dg TORCH_EXTENSIONS_DIR=/tmp/ext PYTHONUNBUFFERED=1
 python3 -c "from deepgemm_ops import _runtime; _runtime.host_module()" || exit 1
 if [ "$what" != bench ]; then
-  groups=("test_seed_shapes" "test_edges or fp32_out" "grouped" "not seed_shapes and not edges and not fp32_out and not grouped")
+  # The out-of-memory and 64-bit-offset tests take (nearly) all of the GPU's memory: they run alone, afterwards.
+  alone="out_of_memory or offsets_beyond"
+  groups=("test_seed_shapes" "test_edges or fp32_out" "grouped" "not seed_shapes and not edges and not fp32_out and not grouped and not ($alone)")
   for i in "${!groups[@]}"; do
     timeout 330 python3 -m pytest test/test_gpu.py -q -rfE -k "${groups[$i]}" > "$out/gpu_$i.log" 2>&1 &
   done
-  timeout 330 python3 -m pytest test/test_runtime.py test/test_gpu_cast.py -q -rfE > "$out/gpu_runtime_cast.log" 2>&1 &
+  timeout 330 python3 -m pytest test/test_runtime.py test/test_gpu_cast.py test/test_gpu_nn.py -q -rfE > "$out/gpu_runtime_cast_nn.log" 2>&1 &
   wait
+  timeout 300 python3 -m pytest test/test_gpu.py -q -rfE -k "$alone" > "$out/gpu_alone.log" 2>&1
   tail -n 3 "$out"/gpu_*.log
 fi
 if [ "$what" != tests ]; then

@@ -2,8 +2,12 @@
 
     compute-sanitizer --tool memcheck python3 tools/sanitize_small.py
 
+    (tools/sanitize.sh runs it under memcheck, racecheck and synccheck)
+
 Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
-layout with padding rows and the masked layout with counts 0 and Mmax. Prints the max relative error per case.
+layout with padding rows and the masked layout with counts 0 and Mmax, each GEMM twice (the planning path, then the
+C++ door) and as its _out form; the fused casts (per-token with both scale layouts, of a transposed view, per-block;
+partial groups and blocks). Prints the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
@@ -23,16 +27,39 @@ def cpu(t):
 
 for recipe, with_c in (("128x128", False), ("1x128", True)):
     a, sfa, b, sfb, c = gemm_inputs(65, 576, 576, recipe, device="cuda", with_c=with_c)
-    d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
     ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
-    print(f"dense {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+    for _ in range(2):
+        d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
+        print(f"dense {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, d, c)
+    print(f"dense_out {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
 a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, 576, device="cuda")
-d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
 ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
 keep = m_indices.cpu() >= 0
-print(f"contiguous: {err(d.cpu()[keep], ref[keep]):.1e}")
+for _ in range(2):
+    d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
+    print(f"contiguous: {err(d.cpu()[keep], ref[keep]):.1e}")
+ops.m_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, m_indices, d)
+print(f"contiguous_out: {err(d.cpu()[keep], ref[keep]):.1e}")
 a, sfa, b, sfb, masked_m = masked_inputs([0, 64, 17], 64, 576, 576, device="cuda")
-d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 32)
 ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), 32)
-print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+for _ in range(2):
+    d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 32)
+    print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
+print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+
+
+def same_cast(got, want):
+    (q, sf), (q_ref, sf_ref) = got, want
+    return torch.equal(q.cpu().view(torch.uint8), q_ref.view(torch.uint8)) and torch.equal(sf.cpu(), sf_ref)
+
+
+for dtype in (torch.bfloat16, torch.float32):
+    x = torch.randn(130, 264, dtype=dtype, device="cuda")
+    for name, fn, arg in (("per_token", ops.per_token_cast_to_fp8, x),
+                          ("per_token mn-major", lambda t: ops.per_token_cast_to_fp8(t, mn_major_scales=True), x),
+                          ("per_token of x.t()", ops.per_token_cast_to_fp8, x.t()),
+                          ("per_block", ops.per_block_cast_to_fp8, x)):
+        print(f"{name} {dtype}: {'same as CPU' if same_cast(fn(arg), fn(arg.cpu())) else 'DIFFERS'}")
 torch.cuda.synchronize()

@@ -10,6 +10,8 @@ interleaved).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .._constants import SCALE_BLOCK, ceil_div
@@ -21,6 +23,8 @@ CAST_CASES = (("per_token", 4096, 7168), ("per_token", 128, 7168), ("per_block",
               ("per_token_transposed", 4096, 7168))
 # (tokens, N, K): x [tokens, K] bf16, W [N, K]
 LINEAR_CASES = ((4096, 4096, 7168), (8192, 7168, 2048), (128, 4096, 7168))
+# (tokens, in, out) of a training step (forward + backward) of one layer
+TRAIN_CASES = ((8192, 7168, 7168), (8192, 4096, 7168), (8192, 7168, 4096))
 
 
 def _torchao_casts():
@@ -122,4 +126,32 @@ def format_linear(rows: list[dict]) -> str:
         lines.append(f"{r['tokens']:>6} x {r['n']:>5} x {r['k']:>5}    | {us['bf16_mm']:10.1f} | "
                      f"{us['fp8']:10.1f} {sp['fp8']:5.2f}x            | {us['fp8_mn_major']:10.1f} "
                      f"{sp['fp8_mn_major']:5.2f}x")
+    return "\n".join(lines)
+
+
+def _train_step(layer, x, dy) -> None:
+    layer(x).backward(dy)
+
+
+def bench_linear_train(timer: Timer, reps: int) -> list[dict]:
+    """Forward + backward of one layer, eager: FP8Linear against the same nn.Linear in bf16 (cuBLAS)."""
+    from ..nn import FP8Linear
+
+    out = []
+    for tokens, n_in, n_out in TRAIN_CASES:
+        linear = torch.nn.Linear(n_in, n_out, device=timer.device, dtype=torch.bfloat16)
+        fp8 = FP8Linear.from_linear(linear)
+        x = torch.randn(tokens, n_in, device=timer.device, dtype=torch.bfloat16, requires_grad=True)
+        dy = torch.randn(tokens, n_out, device=timer.device, dtype=torch.bfloat16)
+        us = timer.time_interleaved({"bf16": functools.partial(_train_step, linear, x, dy),
+                                     "fp8": functools.partial(_train_step, fp8, x, dy)}, reps)
+        out.append({"tokens": tokens, "in": n_in, "out": n_out, "us": us, "speedup_vs_bf16": us["bf16"] / us["fp8"]})
+    return out
+
+
+def format_linear_train(rows: list[dict]) -> str:
+    lines = ["training step (fwd + bwd), tokens x in -> out | bf16 nn.Linear us | FP8Linear us | x bf16"]
+    for r in rows:
+        lines.append(f"{r['tokens']:>6} x {r['in']:>5} -> {r['out']:>5}                   | {r['us']['bf16']:17.1f} | "
+                     f"{r['us']['fp8']:12.1f} | {r['speedup_vs_bf16']:5.2f}x")
     return "\n".join(lines)

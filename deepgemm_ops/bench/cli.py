@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grouped", action="store_true",
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
     parser.add_argument("--casts", action="store_true",
-                        help="run the FP8 casts (share of the copy bandwidth) and an FP8 linear forward against bf16 "
-                             "instead of --shapes")
+                        help="run the FP8 casts (share of the copy bandwidth), an FP8 linear forward and an FP8Linear "
+                             "training step against bf16 instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
     parser.add_argument("--first-call", action="store_true",
@@ -107,12 +107,21 @@ def run(args: argparse.Namespace) -> int:
 
         report["grouped"] = run_grouped(timer, copy_gbps, args.reps)
     if args.casts:
-        from .casts import bench_casts, bench_linear, format_casts, format_linear
+        from .casts import (
+            bench_casts,
+            bench_linear,
+            bench_linear_train,
+            format_casts,
+            format_linear,
+            format_linear_train,
+        )
 
         report["casts"] = bench_casts(timer, copy_gbps, args.reps)
         print(format_casts(report["casts"]))
         report["linear"] = bench_linear(timer, args.reps)
         print(format_linear(report["linear"]))
+        report["linear_train"] = bench_linear_train(timer, args.reps)
+        print(format_linear_train(report["linear_train"]))
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))

@@ -1,0 +1,129 @@
+"""An FP8 linear layer with fine-grained scaling whose forward and backward run on this library's ops.
+
+Forward: the activations are cast 1x128 (one scale per token and 128 input features, scales written in the layout the
+GEMM reads), the weight 128x128, and ``fp8_gemm_nt`` computes ``y = x Wᵀ``. Backward: dgrad ``dx = dy W`` is
+``fp8_gemm_nt`` of dy (cast 1x128 along the output features) with the transposed weight — 128x128 blocks transpose
+exactly, so the transposed FP8 weight and its transposed block scales are the forward's; wgrad ``dW = dyᵀ x`` is
+``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens (the fused transposing cast) and accumulated in fp32.
+Every GEMM and cast is a ``torch.ops.deepgemm`` op, so the layer runs on the CPU (the reference path), traces under
+``torch.compile`` and captures in CUDA graphs (inference).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._constants import SCALE_BLOCK
+
+_ops = torch.ops.deepgemm
+# The GPU kernels read K in multiples of 16 (TMA rows): the features must be, and the tokens are padded to it for the
+# weight gradient, whose reduction runs over them.
+_FEATURE_MULTIPLE = 16
+
+
+def _gemm_out_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype == torch.float32 else torch.bfloat16
+
+
+def _quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(W, its 128x128 scales, Wᵀ, the transposed scales): the operands of the forward and of dgrad."""
+    wq, ws = _ops.per_block_cast_to_fp8(weight)
+    return wq, ws, wq.t().contiguous(), ws.t().contiguous()
+
+
+def _pad_tokens(t: Tensor) -> Tensor:
+    rows = t.shape[0]
+    padded = -(-rows // _FEATURE_MULTIPLE) * _FEATURE_MULTIPLE
+    return t if padded == rows else F.pad(t, (0, 0, 0, padded - rows))
+
+
+class _FP8LinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(x2: Tensor, weight: Tensor, wq: Tensor, ws: Tensor, wq_t: Tensor, ws_t: Tensor) -> Tensor:
+        xq, xs = _ops.per_token_cast_to_fp8(x2, SCALE_BLOCK, True)
+        return _ops.fp8_gemm_nt(xq, xs, wq, ws, None, _gemm_out_dtype(x2.dtype)).to(x2.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x2, weight, _, _, wq_t, ws_t = inputs
+        ctx.save_for_backward(x2, wq_t, ws_t)
+        ctx.weight_dtype = weight.dtype
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x2, wq_t, ws_t = ctx.saved_tensors
+        dx = dw = None
+        dy = dy.contiguous()
+        if ctx.needs_input_grad[0]:
+            dyq, dys = _ops.per_token_cast_to_fp8(dy, SCALE_BLOCK, True)
+            dx = _ops.fp8_gemm_nt(dyq, dys, wq_t, ws_t, None, _gemm_out_dtype(x2.dtype)).to(x2.dtype)
+        if ctx.needs_input_grad[1]:
+            dy_t, dy_ts = _ops.per_token_cast_to_fp8(_pad_tokens(dy).t(), SCALE_BLOCK, True)
+            x_t, x_ts = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
+            dw = _ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts, None, torch.float32).to(ctx.weight_dtype)
+        return dx, dw, None, None, None, None
+
+
+def _check_features(weight: Tensor) -> None:
+    out_features, in_features = weight.shape
+    if in_features % _FEATURE_MULTIPLE or out_features % _FEATURE_MULTIPLE:
+        raise ValueError(f"FP8 linear layers need in_features and out_features that are multiples of "
+                         f"{_FEATURE_MULTIPLE} (the GPU kernels' K alignment), got weight [{out_features}, "
+                         f"{in_features}]")
+
+
+def fp8_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+               quantized_weight: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` with FP8 GEMMs (1x128 activations, 128x128 weights) forward and backward.
+
+    x: [..., in_features] bf16 / fp16 / fp32; weight [out_features, in_features]; the result has x's dtype.
+    ``quantized_weight``: the weight's quantization when the caller keeps one (``FP8Linear`` does, for inference).
+    """
+    _check_features(weight)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must have {weight.shape[1]} features (weight [{weight.shape[0]}, {weight.shape[1]}]), "
+                         f"got x {list(x.shape)}")
+    wq, ws, wq_t, ws_t = quantized_weight if quantized_weight is not None else _quantize_weight(weight.detach())
+    x2 = x.reshape(-1, x.shape[-1])
+    y = _FP8LinearFunction.apply(x2, weight, wq, ws, wq_t, ws_t)
+    y = y.reshape(*x.shape[:-1], weight.shape[0])
+    return y if bias is None else y + bias
+
+
+class FP8Linear(nn.Linear):
+    """``nn.Linear`` whose matmuls run in FP8 with fine-grained scaling (see :func:`fp8_linear`); same parameters,
+    same state dict. In inference (no grad) the weight's quantization is cached per weight version, so a frozen
+    weight is cast once; in training it is cast every step (the weight changes)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        _check_features(self.weight)
+        self._cache: tuple | None = None  # (weight version, data pointer, device, quantized weight)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> FP8Linear:
+        """An FP8Linear sharing ``linear``'s parameters."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight, layer.bias = linear.weight, linear.bias
+        _check_features(layer.weight)
+        layer._cache = None
+        return layer
+
+    def _quantized_weight(self):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return None  # training: the weight changes every step; compiled: the graph holds the cast
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, _quantize_weight(w.detach()))
+        return self._cache[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return fp8_linear(x, self.weight, self.bias, quantized_weight=self._quantized_weight())
+
+
+__all__ = ["FP8Linear", "fp8_linear"]
