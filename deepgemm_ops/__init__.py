@@ -6,6 +6,7 @@ Importing registers the ops (schemas, fakes, CPU reference kernels) without init
 from . import (
     _cuda,  # noqa: F401  (registers the CUDA kernels; builds nothing until first use)
     _ops,  # noqa: F401  (registers torch.ops.deepgemm.*: schemas, fakes, CPU kernels)
+    nn,  # noqa: F401  (deepgemm_ops.nn.FP8Linear, fp8_linear)
     ops,
 )
 from ._cuda import warmup
