@@ -11,7 +11,7 @@ setup(
     description="DeepGEMM-style FP8 GEMMs with fine-grained scaling as torch.ops.deepgemm operators",
     license="MIT",
     python_requires=">=3.10",
-    packages=["deepgemm_ops", "deepgemm_ops.bench", "deepgemm_ops.csrc"],
+    packages=["deepgemm_ops", "deepgemm_ops.bench", "deepgemm_ops.compat", "deepgemm_ops.csrc"],
     package_dir={"deepgemm_ops.csrc": "csrc"},
     package_data={"deepgemm_ops.csrc": ["host/*.hpp", "host/*.cpp", "host/*.h", "kernels/*.cuh", "kernels/*.h"]},
     install_requires=["torch>=2.11", "ninja"],
