@@ -14,7 +14,8 @@ setup(
     packages=["deepgemm_ops", "deepgemm_ops.bench", "deepgemm_ops.compat", "deepgemm_ops.csrc"],
     package_dir={"deepgemm_ops.csrc": "csrc"},
     package_data={"deepgemm_ops.csrc": ["host/*.hpp", "host/*.cpp", "host/*.h", "kernels/*.cuh", "kernels/*.h"]},
-    install_requires=["torch>=2.11", "ninja"],
+    # numpy: torch warns on every import without it (its tensor <-> ndarray bridge); nothing here uses it directly.
+    install_requires=["torch>=2.11", "ninja", "numpy"],
     extras_require={
         # libcu++ headers for NVRTC where no CUDA toolkit is installed; match torch's CUDA version (13.0 for the
         # cu130 builds the tests run with).

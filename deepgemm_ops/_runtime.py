@@ -13,8 +13,10 @@ module imports without a GPU or driver.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -83,12 +85,24 @@ def _import_extension(name: str, path: Path) -> ModuleType:
     return module
 
 
-def ensure_cuda_home() -> Path:
-    """Point torch's extension builder at a toolkit with ``include/cuda.h``. Torch guesses from ``which nvcc``,
-    which on machines with an nvcc wrapper script in /usr/local/bin lands on /usr/local (no CUDA headers)."""
-    from torch.utils import cpp_extension
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its "No CUDA runtime is found" warning: on a machine without a
+    GPU that is expected, and the build needs only the toolkit's headers."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
-    guess = cpp_extension.CUDA_HOME
+
+def ensure_cuda_home() -> Path:
+    """The toolkit root torch's extension builder should use: its own guess when that has ``include/cuda.h``, else
+    ours. Torch guesses from ``which nvcc``, which on machines with an nvcc wrapper script in /usr/local/bin lands on
+    /usr/local (no CUDA headers). Changes nothing; :func:`_build_environment` applies it for the build."""
+    guess = _cpp_extension().CUDA_HOME
     if guess and (Path(guess) / "include" / "cuda.h").is_file():
         return Path(guess)
     home = _toolchain.cuda_home()
@@ -97,22 +111,37 @@ def ensure_cuda_home() -> Path:
             "deepgemm_ops: building the host module needs the CUDA toolkit headers: set CUDA_HOME to a toolkit "
             f"root containing include/cuda.h (torch guessed {guess!r}; /usr/local/cuda has none either)"
         )
-    os.environ.setdefault("CUDA_HOME", str(home))
-    cpp_extension.CUDA_HOME = str(home)  # read by torch when it forms include and library paths
     return home
 
 
-def _build(name: str, sources: list[Path], build_dir: Path) -> ModuleType:
-    from torch.utils import cpp_extension
+@contextlib.contextmanager
+def _build_environment(home: Path):
+    """For the duration of the build: torch's builder pointed at ``home`` (it reads the module's CUDA_HOME and, in
+    the ninja file, the environment), and TORCH_CUDA_ARCH_LIST set (torch derives nvcc arch flags even without a .cu
+    source and fails without a GPU otherwise). Both, and os.environ, are restored afterwards."""
+    cpp_extension = _cpp_extension()
+    saved_module_home = cpp_extension.CUDA_HOME
+    saved_env = {name: os.environ.get(name) for name in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST")}
+    cpp_extension.CUDA_HOME = str(home)
+    os.environ["CUDA_HOME"] = str(home)
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
+    try:
+        yield cpp_extension
+    finally:
+        cpp_extension.CUDA_HOME = saved_module_home
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
+
+def _build(name: str, sources: list[Path], build_dir: Path) -> ModuleType:
     home = ensure_cuda_home()
     include_paths = [host_dir(), _jit.kernel_dir(), home / "include"]
     build_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    # Torch derives nvcc arch flags even when there is no .cu source, and fails without a GPU unless this is set.
-    arch_list_was = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
-    try:
+    with _build_environment(home) as cpp_extension:
         # load_inline compiles the sources as one translation unit; the #line directives keep compiler messages
         # pointing at the real file and line.
         module = cpp_extension.load_inline(
@@ -125,9 +154,6 @@ def _build(name: str, sources: list[Path], build_dir: Path) -> ModuleType:
             is_python_module=True,
             verbose=_jit.debug_enabled(),
         )
-    finally:
-        if arch_list_was is None:
-            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
     if _jit.debug_enabled():
         _jit.debug_log(f"built host module {name} in {time.perf_counter() - start:.1f} s")
     return module

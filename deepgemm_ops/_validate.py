@@ -178,8 +178,7 @@ def check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m) -> GemmProblem:
     check_tensor("sfa", sfa, torch.float32, ("G", "Mmax", "ceil(K/128)"), (g, m, ceil_div(k, SCALE_BLOCK)))
     recipe = _check_sfb(sfb, n, k, (g,))
     check_tensor("masked_m", masked_m, torch.int32, ("G",), (g,))
-    if not is_int(expected_m) or expected_m < 1:
-        raise ValueError(f"expected_m must be an int >= 1 (the typical rows per group), got {expected_m!r}")
+    check_expected_m(expected_m)
     _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("masked_m", masked_m)))
     return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
 
@@ -197,8 +196,18 @@ def check_cast_input(name: str, x, size_name: str, size) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         got = describe(x) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be a 2-D bfloat16, float16 or float32 tensor, got {got}")
+    check_size_arg(size_name, size)
+
+
+def check_size_arg(name: str, size) -> None:
+    """A group / block size: an int >= 1 (bool is not an int here)."""
     if not is_int(size) or size < 1:
-        raise ValueError(f"{size_name} must be an int >= 1, got {size!r}")
+        raise ValueError(f"{name} must be an int >= 1, got {size!r}")
+
+
+def check_expected_m(expected_m) -> None:
+    if not is_int(expected_m) or expected_m < 1:
+        raise ValueError(f"expected_m must be an int >= 1 (the typical rows per group), got {expected_m!r}")
 
 
 def check_scale_factor(sf) -> None:

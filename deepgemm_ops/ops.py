@@ -4,12 +4,16 @@ Each calls the registered op, so it traces under ``torch.compile``, captures in 
 reference or the GPU kernels like the op itself. Shapes: M rows of A, N rows of B, K the reduction, G groups;
 scales are fp32 dequantization factors (``x ≈ q * sf``), one per 128 elements of K (and per 128 rows of N for
 128x128 weight blocks). Errors are ``ValueError``\\ s naming the argument, what was expected and what was given.
+The int arguments are checked here before dispatch as well: the dispatcher turns ``True`` into ``1`` for a
+``SymInt`` argument, so only the Python entry points can refuse a bool.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from . import _validate as V
 
 _ops = torch.ops.deepgemm
 
@@ -49,12 +53,14 @@ def m_grouped_fp8_gemm_nt_masked(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor,
     """MoE GEMM per group with device-side row counts (CUDA-graph friendly): a [G, Mmax, K], b [G, N, K];
     ``masked_m[g]`` rows of group g are valid, ``expected_m`` is the typical count (a heuristic hint only).
     Returns bf16 [G, Mmax, N]; rows at or past ``masked_m[g]`` are unspecified."""
+    V.check_expected_m(expected_m)
     return _ops.m_grouped_fp8_gemm_nt_masked.default(a, sfa, b, sfb, masked_m, expected_m)
 
 
 def m_grouped_fp8_gemm_nt_masked_out(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, masked_m: Tensor,
                                      expected_m: int, out: Tensor) -> None:
     """:func:`m_grouped_fp8_gemm_nt_masked` into ``out`` [G, Mmax, N] (groups back to back)."""
+    V.check_expected_m(expected_m)
     _ops.m_grouped_fp8_gemm_nt_masked_out.default(a, sfa, b, sfb, masked_m, expected_m, out)
 
 
@@ -62,12 +68,14 @@ def per_token_cast_to_fp8(x: Tensor, group_size: int = 128, mn_major_scales: boo
     """x bf16/f16/f32 [M, K] -> (e4m3 [M, K], fp32 scales [M, ceil(K/group_size)]), one scale per row and
     ``group_size`` columns (``amax / 448``). ``mn_major_scales``: the scales MN-major with the TMA-aligned M stride,
     the layout the GEMMs read, so the GEMM launches without a copy."""
+    V.check_size_arg("group_size", group_size)
     return _ops.per_token_cast_to_fp8.default(x, group_size, mn_major_scales)
 
 
 def per_block_cast_to_fp8(x: Tensor, block_size: int = 128) -> tuple[Tensor, Tensor]:
     """x bf16/f16/f32 [N, K] -> (e4m3 [N, K], fp32 scales [ceil(N/bs), ceil(K/bs)]), one scale per square block (the
     weight recipe)."""
+    V.check_size_arg("block_size", block_size)
     return _ops.per_block_cast_to_fp8.default(x, block_size)
 
 

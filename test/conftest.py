@@ -42,3 +42,5 @@ requires_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks 
 requires_nvcc = pytest.mark.skipif(NVCC is None or not HAVE_CUTLASS, reason="needs nvcc and the CUTLASS headers")
 requires_nvrtc = pytest.mark.skipif(not (HAVE_NVRTC and HAVE_CUTLASS), reason="needs NVRTC and the CUTLASS headers")
 requires_cuobjdump = pytest.mark.skipif(CUOBJDUMP is None, reason="needs cuobjdump (nvidia-cuda-cuobjdump)")
+TWO_GPUS = SM90 and torch.cuda.device_count() >= 2
+requires_two_gpus = pytest.mark.skipif(not TWO_GPUS, reason="needs two SM90 GPUs")

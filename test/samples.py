@@ -104,3 +104,39 @@ def op_samples(device="cpu"):
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         ("get_mn_major_tma_aligned_tensor", (msfa,)),
     ]
+
+
+def bad_inputs(device="cpu"):
+    """name -> (op, args): the bad-input matrix every path must reject with the same message (CPU kernels, fakes,
+    the CUDA path after the call's plan exists). Inputs are small and valid except for the one named defect."""
+    a, sfa, b, sfb, c = gemm_inputs(64, 256, 640, device=device, with_c=True)
+    ga, gsfa, gb, gsfb, m_indices = contiguous_inputs([128, 0, 128], 256, 640, device=device)
+    ma, msfa, mb, msfb, masked_m = masked_inputs([5, 64], 64, 256, 640, device=device)
+    bf16 = dict(dtype=torch.bfloat16, device=device)
+    wide = torch.empty(2, 128, 256, **bf16)[:, :64]  # groups 128 rows apart: not back to back
+    return {
+        "a float32": (ops.fp8_gemm_nt, (a.float(), sfa, b, sfb)),
+        "a rows broadcast": (ops.fp8_gemm_nt, (a[:1].expand(64, -1), sfa, b, sfb)),
+        "a not K-major": (ops.fp8_gemm_nt, (a.t().contiguous().t(), sfa, b, sfb)),
+        "b rows broadcast": (ops.fp8_gemm_nt, (a, sfa, b[:1].expand(256, -1), sfb)),
+        "b K mismatch": (ops.fp8_gemm_nt, (a, sfa, b[:, :512], sfb)),
+        "sfa short": (ops.fp8_gemm_nt, (a, sfa[:, :-1], b, sfb)),
+        "sfb neither recipe": (ops.fp8_gemm_nt, (a, sfa, b, sfb[:1])),
+        "c bfloat16": (ops.fp8_gemm_nt, (a, sfa, b, sfb, c.bfloat16())),
+        "out_dtype float16": (ops.fp8_gemm_nt, (a, sfa, b, sfb, None, torch.float16)),
+        "out_dtype bf16 with c": (ops.fp8_gemm_nt, (a, sfa, b, sfb, c, torch.bfloat16)),
+        "out float16": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(64, 256, dtype=torch.float16, device=device))),
+        "out rows broadcast": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(1, 256, **bf16).expand(64, -1))),
+        "out bf16 with c": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(64, 256, **bf16), c)),
+        "m_indices int64": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb, m_indices.long())),
+        "contiguous sfb groups": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb[:2], m_indices)),
+        "contiguous out short": (ops.m_grouped_fp8_gemm_nt_contiguous_out,
+                                 (ga, gsfa, gb, gsfb, m_indices, torch.empty(ga.shape[0] - 1, 256, **bf16))),
+        "masked expected_m 0": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, 0)),
+        "masked expected_m -3": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, -3)),
+        "masked_m wrong length": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m[:1], 4)),
+        "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 4, wide)),
+        "cast float64": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, dtype=torch.float64, device=device),)),
+        "cast group 0": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, device=device), 0)),
+        "block cast 3-D": (ops.per_block_cast_to_fp8, (torch.randn(1, 4, 256, device=device),)),
+    }

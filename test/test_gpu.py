@@ -13,7 +13,7 @@ from conftest import requires_sm90
 
 import deepgemm_ops
 from deepgemm_ops import _ops
-from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops, quantized_b
+from samples import bad_inputs, contiguous_inputs, gemm_inputs, masked_inputs, ops, quantized_b
 
 pytestmark = requires_sm90
 
@@ -177,28 +177,14 @@ def test_repeat_calls_of_every_op_never_enter_the_planner(monkeypatch):
 
 
 def test_bad_inputs_after_plans_get_the_same_messages_as_on_cpu():
-    calls = _every_gemm_op()
-    for _, op, args, _ in calls:
-        op(*args)  # installs every plan: a bad call with the same shapes must still miss the door
-    a, sfa, b, sfb = calls[0][2]
-    ga, gsfa, gb, gsfb, m_indices = calls[4][2]
-    ma, msfa, mb, msfb, masked_m, _, mout = calls[7][2]
-    wide = torch.empty(3, 128, 576, dtype=torch.bfloat16, device="cuda")[:, :64]
-    bad = {
-        "a rows broadcast": (ops.fp8_gemm_nt, (a[:1].expand(96, -1), sfa, b, sfb)),
-        "b rows broadcast": (ops.fp8_gemm_nt, (a, sfa, b[:1].expand(576, -1), sfb)),
-        "sfa short": (ops.fp8_gemm_nt, (a, sfa[:, :-1], b, sfb)),
-        "out_dtype": (ops.fp8_gemm_nt, (a, sfa, b, sfb, None, torch.float16)),
-        "out broadcast": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(1, 576, dtype=torch.bfloat16,
-                                                                          device="cuda").expand(96, -1))),
-        "out float16": (ops.fp8_gemm_nt_out, (a, sfa, b, sfb, torch.empty(96, 576, dtype=torch.float16,
-                                                                        device="cuda"))),
-        "m_indices int64": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb, m_indices.long())),
-        "contiguous sfb": (ops.m_grouped_fp8_gemm_nt_contiguous, (ga, gsfa, gb, gsfb[:2], m_indices)),
-        "expected_m -3": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, -3)),
-        "expected_m 0": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, 0)),
-        "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 32, wide)),
-    }
+    """The shared bad-input matrix (samples.bad_inputs) on CUDA, after every op's plan for the well-formed shapes is
+    installed: each call must still miss the door and get the CPU path's message."""
+    cases = bad_inputs("cuda")
+    for _, op, args, _ in _every_gemm_op():
+        op(*args)
+    a, sfa, b, sfb, c = gemm_inputs(64, 256, 640, device="cuda", with_c=True)  # the matrix's own shapes, planned
+    ops.fp8_gemm_nt(a, sfa, b, sfb)
+    ops.fp8_gemm_nt(a, sfa, b, sfb, c)
 
     def message(fn, args):
         with pytest.raises(ValueError) as e:
@@ -208,7 +194,7 @@ def test_bad_inputs_after_plans_get_the_same_messages_as_on_cpu():
     def like_on_cpu(x):  # same shape, strides and dtype (validation fails before any value is read)
         return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype) if isinstance(x, torch.Tensor) else x
 
-    for name, (fn, args) in bad.items():
+    for name, (fn, args) in cases.items():
         assert message(fn, args) == message(fn, [like_on_cpu(x) for x in args]), name
 
 

@@ -70,6 +70,7 @@ class TestHostModuleBuild(unittest.TestCase):
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
+        self.assertNotIn("No CUDA runtime is found", cold.stderr)  # torch's warning, meaningless for the build
         self.assertIn("door on CPU tensors None", cold.stdout)  # declined: the planning path handles it
         self.assertIn("install unloaded RuntimeError: deepgemm_ops: install_gemm_plan: kernel 'nothing' is not loaded "
                       "on cuda:0", cold.stdout)
@@ -138,17 +139,23 @@ class TestModuleName(unittest.TestCase):
 
 
 class TestCudaHome(expecttest.TestCase):
-    def test_replaces_a_guess_without_headers(self):
+    def test_replaces_a_guess_without_headers_and_changes_nothing_outside_the_build(self):
         from torch.utils import cpp_extension
 
         if _toolchain.cuda_home() is None:
             self.skipTest("no CUDA toolkit")
         with mock.patch.object(cpp_extension, "CUDA_HOME", "/usr/local"), mock.patch.dict(os.environ):
             os.environ.pop("CUDA_HOME", None)
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
             home = _runtime.ensure_cuda_home()
             self.assertTrue((home / "include" / "cuda.h").is_file())
-            self.assertEqual(cpp_extension.CUDA_HOME, str(home))
-            self.assertEqual(os.environ["CUDA_HOME"], str(home))
+            self.assertEqual(cpp_extension.CUDA_HOME, "/usr/local")
+            with _runtime._build_environment(home):
+                self.assertEqual((cpp_extension.CUDA_HOME, os.environ["CUDA_HOME"]), (str(home), str(home)))
+                self.assertEqual(os.environ["TORCH_CUDA_ARCH_LIST"], "9.0a")
+            self.assertEqual(cpp_extension.CUDA_HOME, "/usr/local")
+            self.assertNotIn("CUDA_HOME", os.environ)
+            self.assertNotIn("TORCH_CUDA_ARCH_LIST", os.environ)
 
     def test_no_toolkit_is_a_clear_error(self):
         from torch.utils import cpp_extension

@@ -3,7 +3,7 @@
 import expecttest
 import torch
 
-from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops
+from samples import bad_inputs, contiguous_inputs, gemm_inputs, masked_inputs, ops
 
 F8 = torch.float8_e4m3fn
 
@@ -104,26 +104,37 @@ class TestValidation(expecttest.TestCase):
         self.assertExpectedInline(self.error(deepgemm_ops.set_num_sms, 0), """num_sms must be an int >= 1, got 0""")
         self.assertExpectedInline(self.error(deepgemm_ops.get_tma_aligned_size, 8, 3), """element_size must be 1, 2, 4, 8 or 16 bytes, got 3""")
 
-    def test_broadcast_operands_and_outputs_and_split_groups_same_on_cpu_and_fake_cuda(self):
-        # One contract: the CPU kernels and the fakes (so torch.compile and the CUDA path, which validate through the
-        # same functions) reject the same inputs with the same message.
+    def test_bad_input_matrix_same_on_cpu_and_fake_cuda(self):
+        # One contract: the CPU kernels and the fakes (so torch.compile, and the CUDA path, which validates through
+        # the same functions) reject the same inputs with the same message. test_gpu runs the matrix on the GPU.
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        a, sfa, b, sfb, masked_m = masked_inputs([3, 5], 64, 256, 128)
-        wide = torch.empty(2, 128, 256, dtype=torch.bfloat16)[:, :64]  # groups 128 rows apart: not back to back
-        cases = {
-            "a rows broadcast": (ops.fp8_gemm_nt, (self.a[:1].expand(64, -1), self.sfa, self.b, self.sfb)),
-            "b rows broadcast": (ops.fp8_gemm_nt, (self.a, self.sfa, self.b[:1].expand(256, -1), self.sfb)),
-            "out rows broadcast": (ops.fp8_gemm_nt_out, (self.a, self.sfa, self.b, self.sfb,
-                                                         torch.empty(1, 256, dtype=torch.bfloat16).expand(64, -1))),
-            "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (a, sfa, b, sfb, masked_m, 4, wide)),
-        }
+        cases = bad_inputs()
         messages = {name: self.error(fn, *args) for name, (fn, args) in cases.items()}
         self.assertExpectedInline("\n".join(f"{k}: {v}" for k, v in messages.items()), """\
-a rows broadcast: a must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [64, 7168]
-b rows broadcast: b must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [256, 7168]
+a float32: a must be float8_e4m3fn [M, K], got float32 [64, 640]
+a rows broadcast: a must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [64, 640]
+a not K-major: a must be K-major (stride 1 along K), got strides (1, 64) for shape [64, 640]
+b rows broadcast: b must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [256, 640]
+b K mismatch: b must be float8_e4m3fn [N, K] = [N, 640], got float8_e4m3fn [256, 512]
+sfa short: sfa must be float32 [M, ceil(K/128)] = [64, 5], got float32 [64, 4]
+sfb neither recipe: sfb must be float32 [ceil(N/128), ceil(K/128)] = [2, 5] (128x128 blocks) or [N, ceil(K/128)] = [256, 5] (1x128 rows), got float32 [1, 5]
+c bfloat16: c must be float32 [M, N] = [64, 256], got bfloat16 [64, 256]
+out_dtype float16: out_dtype must be torch.bfloat16 or torch.float32, got torch.float16
+out_dtype bf16 with c: out_dtype must be torch.float32 when c is given (D = C + A*B accumulates in fp32), got torch.bfloat16
+out float16: out must be bfloat16 or float32 [M, N] = [64, 256], got float16 [64, 256]
 out rows broadcast: out must not repeat elements through a zero stride (a broadcast/expanded view), got strides (0, 1) for shape [64, 256]
-masked out split: out must hold its groups back to back (stride(0) == Mmax * stride(1) = 16384), got strides (32768, 256, 1)""")
+out bf16 with c: out must be float32 (c is given) [M, N] = [64, 256], got bfloat16 [64, 256]
+m_indices int64: m_indices must be int32 [M] = [256], got int64 [256]
+contiguous sfb groups: sfb must be float32 [G, ceil(N/128), ceil(K/128)] = [3, 2, 5] (128x128 blocks) or [G, N, ceil(K/128)] = [3, 256, 5] (1x128 rows), got float32 [2, 2, 5]
+contiguous out short: out must be bfloat16 or float32 [M, N] = [256, 256], got bfloat16 [255, 256]
+masked expected_m 0: expected_m must be an int >= 1 (the typical rows per group), got 0
+masked expected_m -3: expected_m must be an int >= 1 (the typical rows per group), got -3
+masked_m wrong length: masked_m must be int32 [G] = [2], got int32 [1]
+masked out split: out must hold its groups back to back (stride(0) == Mmax * stride(1) = 16384), got strides (32768, 256, 1)
+cast float64: x must be a 2-D bfloat16, float16 or float32 tensor, got float64 [4, 256]
+cast group 0: group_size must be an int >= 1, got 0
+block cast 3-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [1, 4, 256]""")
         with FakeTensorMode():
             def fake_cuda(x):  # same shape, strides and dtype; values do not matter to validation
                 if not isinstance(x, torch.Tensor):
@@ -133,6 +144,13 @@ masked out split: out must hold its groups back to back (stride(0) == Mmax * str
             for name, (fn, args) in cases.items():
                 with self.subTest(case=name):
                     self.assertEqual(self.error(fn, *[fake_cuda(x) for x in args]), messages[name])
+
+    def test_typed_entry_points_refuse_bools(self):
+        import deepgemm_ops
+
+        a, sfa, b, sfb, masked_m = masked_inputs([3, 5], 64, 256, 128)
+        self.assertExpectedInline(self.error(deepgemm_ops.m_grouped_fp8_gemm_nt_masked, a, sfa, b, sfb, masked_m, True), """expected_m must be an int >= 1 (the typical rows per group), got True""")
+        self.assertExpectedInline(self.error(deepgemm_ops.per_token_cast_to_fp8, torch.randn(4, 256), True), """group_size must be an int >= 1, got True""")
 
     def test_gpu_extents(self):
         # The GPU path's own rules (no GPU needed: shapes on the meta device allocate nothing). 32-bit extents:
