@@ -143,6 +143,8 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
 
 def bench_overhead(device: torch.device) -> dict:
     """Host µs per eager call on a tiny shape: ours, cuBLASLt blockwise and an aten bf16 mm of the same shape."""
+    from .. import compat
+
     s = GemmShape(*OVERHEAD_SHAPE)
     ops = torch.ops.deepgemm
     a, sfa, b, sfb = quantized_inputs(s, device)
@@ -173,6 +175,10 @@ def bench_overhead(device: torch.device) -> dict:
         "masked_out": lambda: ops.m_grouped_fp8_gemm_nt_masked_out(ma, msfa, gb, gsfb, masked_m, rows,
                                                                    gout.view(g, rows, s.n)),
         "per_token_cast": lambda: ops.per_token_cast_to_fp8(a16),
+        # DeepGEMM's API (deepgemm_ops.compat) over fp8_gemm_nt_out / masked_out: the facade's own cost
+        "compat_fp8_gemm_nt": lambda: compat.fp8_gemm_nt((a, sfa), (b, sfb), out),
+        "compat_masked": lambda: compat.m_grouped_fp8_gemm_nt_masked((ma, msfa), (gb, gsfb), gout.view(g, rows, s.n),
+                                                                     masked_m, rows),
     }
     return {"shape": str(s), "groups": f"{g} groups x {rows} rows",
             "us": {name: host_us_per_call(fn) for name, fn in calls.items()}}
@@ -260,7 +266,8 @@ def format_overhead(o: dict) -> str:
     us = o["us"]
     lines = [f"host time per eager call, {o['shape']}, grouped ops {o['groups']} (best of 5 x 2000 calls):"]
     for name, t in us.items():
-        aten = "aten_mm" if name in ("cublaslt", "fp8_gemm_nt", "fp8_gemm_nt_out", "per_token_cast") else "aten_bmm"
+        aten = "aten_mm" if name in ("cublaslt", "fp8_gemm_nt", "fp8_gemm_nt_out", "per_token_cast",
+                                     "compat_fp8_gemm_nt") else "aten_bmm"
         ratio = f"  ({t / us[aten]:.2f}x {aten})" if not name.startswith("aten") else ""
         lines.append(f"  {name:<16} {t:7.2f} us{ratio}")
     return "\n".join(lines)
