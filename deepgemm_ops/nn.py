@@ -3,7 +3,7 @@
 Forward: the activations are cast 1x128 (one scale per token and 128 input features, scales written in the layout the
 GEMM reads), the weight 128x128, and ``fp8_gemm_nt`` computes ``y = x Wᵀ``. Backward: dgrad ``dx = dy W`` is
 ``fp8_gemm_nt`` of dy (cast 1x128 along the output features) with the transposed weight — 128x128 blocks transpose
-exactly, so the transposed FP8 weight and its transposed block scales are the forward's; wgrad ``dW = dyᵀ x`` is
+exactly, so the FP8 weight cast from Wᵀ is the forward's transposed, bit for bit; wgrad ``dW = dyᵀ x`` is
 ``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens (the fused transposing cast) and accumulated in fp32.
 Every GEMM and cast is a ``torch.ops.deepgemm`` op, so the layer runs on the CPU (the reference path), traces under
 ``torch.compile`` and captures in CUDA graphs (inference).
@@ -27,10 +27,17 @@ def _gemm_out_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float32 else torch.bfloat16
 
 
-def _quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(W, its 128x128 scales, Wᵀ, the transposed scales): the operands of the forward and of dgrad."""
+def _quantize_weight(weight: Tensor, with_transpose: bool) -> tuple:
+    """(W, its 128x128 scales, Wᵀ, Wᵀ's scales); the last two only ``with_transpose`` (dgrad needs them).
+
+    Wᵀ is cast by the same op from the transposed weight: 128x128 blocks transpose exactly, so its bytes and scales
+    equal W's transposed. Casting rather than transposing the e4m3 tensor keeps FP8 tensors out of compiler-generated
+    kernels (under Inductor on the H200 the transposed e4m3 copy came out as zeros; docs/PERF.md)."""
     wq, ws = _ops.per_block_cast_to_fp8(weight)
-    return wq, ws, wq.t().contiguous(), ws.t().contiguous()
+    if not with_transpose:
+        return wq, ws, None, None
+    wq_t, ws_t = _ops.per_block_cast_to_fp8(weight.t().contiguous())
+    return wq, ws, wq_t, ws_t
 
 
 def _pad_tokens(t: Tensor) -> Tensor:
@@ -85,7 +92,9 @@ def fp8_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x must have {weight.shape[1]} features (weight [{weight.shape[0]}, {weight.shape[1]}]), "
                          f"got x {list(x.shape)}")
-    wq, ws, wq_t, ws_t = quantized_weight if quantized_weight is not None else _quantize_weight(weight.detach())
+    if quantized_weight is None:
+        quantized_weight = _quantize_weight(weight.detach(), torch.is_grad_enabled() and x.requires_grad)
+    wq, ws, wq_t, ws_t = quantized_weight
     x2 = x.reshape(-1, x.shape[-1])
     y = _FP8LinearFunction.apply(x2, weight, wq, ws, wq_t, ws_t)
     y = y.reshape(*x.shape[:-1], weight.shape[0])
@@ -119,7 +128,7 @@ class FP8Linear(nn.Linear):
         w = self.weight
         key = (w._version, w.data_ptr(), w.device)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, _quantize_weight(w.detach()))
+            self._cache = (key, _quantize_weight(w.detach(), with_transpose=False))
         return self._cache[1]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ def test_gpu_matches_the_cpu_reference_path():
     x, w, b, dy = linear_case(300, 256, 512, seed=4)
     outs = []
     for device in ("cpu", "cuda"):
-        xs, ws, bs = (t.to(device).requires_grad_() for t in (x, w, b))
+        xs, ws, bs = (t.detach().to(device).requires_grad_() for t in (x, w, b))
         y = fp8_linear(xs, ws, bs)
         y.backward(dy.to(device))
         outs.append([t.detach().cpu().double() for t in (y, xs.grad, ws.grad, bs.grad)])
@@ -43,8 +43,8 @@ def test_compiled_training_step():
         x.grad, layer.weight.grad, layer.bias.grad = None, None, None
         y_ref = layer(x)
         y_ref.backward(dy)
-        for g, r in zip(got, (y_ref.detach(), x.grad, layer.weight.grad)):
-            assert rel_err(g, r) < 1e-2, step
+        for name, g, r in zip(("y", "dx", "dW"), got, (y_ref.detach(), x.grad, layer.weight.grad)):
+            assert rel_err(g, r) < 1e-2, (step, name)
         layer.weight.grad = layer.bias.grad = None
 
 

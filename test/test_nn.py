@@ -96,3 +96,12 @@ def test_compile_forward_and_backward_without_graph_breaks():
     y.backward(dy)
     assert torch.equal(y, eager_y)
     assert torch.equal(x.grad, eager_grads[0]) and torch.equal(layer.weight.grad, eager_grads[1])
+
+
+def test_transposed_weight_cast_is_the_forward_cast_transposed():
+    from deepgemm_ops.nn import _quantize_weight
+
+    w = torch.randn(384, 256, dtype=torch.bfloat16) * 3
+    wq, ws, wq_t, ws_t = _quantize_weight(w, with_transpose=True)
+    assert torch.equal(wq_t.view(torch.uint8), wq.view(torch.uint8).t()) and torch.equal(ws_t, ws.t())
+    assert _quantize_weight(w, with_transpose=False)[2:] == (None, None)

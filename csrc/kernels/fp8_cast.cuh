@@ -233,6 +233,9 @@ __device__ __forceinline__ void per_token_transposed_cast(const Fp8CastParams& p
   }
   __syncthreads();
 
+  // Quantized rows are staged in shared memory, then leave in 16-byte stores (a byte store per value would issue four
+  // times the store instructions of the read side).
+  __shared__ alignas(16) uint8_t staged[kTileRows][kCastGroup];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll 1
   for (int r = warp; r < kTileRows; r += kWarps) {
@@ -243,15 +246,34 @@ __device__ __forceinline__ void per_token_transposed_cast(const Fp8CastParams& p
     for (int j = 0; j < kPerLane; ++j) v[j] = tile[lane + 32 * j][r];
     const uint32_t amax = __reduce_max_sync(0xffffffffu, abs_max_bits(v, kPerLane, 0));
     const float scale = scale_of(amax);
-    uint8_t* q = static_cast<uint8_t*>(p.q) + q_row * p.ld_q + col0;
-    const bool finite = isfinite(scale);
-    const DivideByFinite fast(scale);
+    if (isfinite(scale)) {
+      const DivideByFinite div(scale);
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int64_t col = col0 + lane + 32 * j;
-      if (col < p.cols) q[lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(finite ? fast(v[j]) : __fdiv_rn(v[j], scale), 0.0f));
+      for (int j = 0; j < kPerLane; ++j) staged[r][lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(div(v[j]), 0.0f));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) {
+        staged[r][lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(__fdiv_rn(v[j], scale), 0.0f));
+      }
     }
     if (lane == 0) p.sf[q_row * p.sf_stride_row + blockIdx.y * p.sf_stride_col] = scale;
+  }
+  __syncthreads();
+  // 16 bytes per thread and pass: a q row of the tile is kCastGroup / 16 = 8 threads.
+  constexpr int kChunksPerRow = kCastGroup / 16;
+#pragma unroll
+  for (int i = threadIdx.x; i < kTileRows * kChunksPerRow; i += kCastThreads) {
+    const int r = i / kChunksPerRow, chunk = i % kChunksPerRow;
+    const int64_t q_row = row0 + r, col = col0 + chunk * 16;
+    if (q_row >= p.rows || col >= p.cols) continue;
+    uint8_t* q = static_cast<uint8_t*>(p.q) + q_row * p.ld_q + col;
+    const uint4 bytes = *reinterpret_cast<const uint4*>(&staged[r][chunk * 16]);
+    if (col + 16 <= p.cols && reinterpret_cast<uintptr_t>(q) % 16 == 0) {
+      *reinterpret_cast<uint4*>(q) = bytes;
+    } else {  // the last, partial chunk of a row, or rows not 16-byte aligned (cols % 16 != 0)
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(&bytes);
+      for (int e = 0; e < 16 && col + e < p.cols; ++e) q[e] = b[e];
+    }
   }
 }
 
