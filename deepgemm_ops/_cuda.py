@@ -60,10 +60,9 @@ def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_group
     return key, list(cfg.as_ints())
 
 
-# key -> (source thunk -> (source, symbol), dynamic smem bytes) of every kernel planned so far; (key, device) pairs
-# loaded in the host module.
+# key -> (source thunk -> (source, symbol), dynamic smem bytes) of every kernel planned so far. Which kernels are
+# loaded on which device only the host module's registry knows.
 _kernels: dict = {}
-_loaded: set = set()
 _lock = threading.Lock()
 
 
@@ -72,11 +71,11 @@ def ensure_loaded(key: str, device: int) -> None:
 
     Loading is not allowed while a stream captures a CUDA graph: refuse with the fix instead of breaking the capture.
     """
-    if (key, device) in _loaded:
-        return
     module = _runtime.host_module()
+    if module.has_kernel(key, device):
+        return
     with _lock:
-        if (key, device) in _loaded:
+        if module.has_kernel(key, device):
             return
         if torch.cuda.is_current_stream_capturing():
             raise RuntimeError(f"deepgemm_ops: kernel '{key}' is not loaded on cuda:{device} and the current stream is "
@@ -86,7 +85,6 @@ def ensure_loaded(key: str, device: int) -> None:
         source, symbol = make_source()
         cubin = _jit.compile_cubin(source, symbol)
         _runtime.check(module.load_kernel(key, device, str(cubin), symbol, smem))
-        _loaded.add((key, device))
 
 
 # The door's GEMM type codes (GemmType in csrc/kernels/params.h).
