@@ -4,7 +4,7 @@ Forward: the activations are cast 1x128 (one scale per token and 128 input featu
 GEMM reads), the weight 128x128, and ``fp8_gemm_nt`` computes ``y = x Wᵀ``. Backward: dgrad ``dx = dy W`` is
 ``fp8_gemm_nt`` of dy (cast 1x128 along the output features) with the transposed weight — 128x128 blocks transpose
 exactly, so the FP8 weight cast from Wᵀ is the forward's transposed, bit for bit; wgrad ``dW = dyᵀ x`` is
-``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens (the fused transposing cast) and accumulated in fp32.
+``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens (the fused transposing cast), accumulated in fp32.
 Every GEMM and cast is a ``torch.ops.deepgemm`` op, so the layer runs on the CPU (the reference path), traces under
 ``torch.compile`` and captures in CUDA graphs (inference).
 """
@@ -69,7 +69,8 @@ class _FP8LinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dy_t, dy_ts = _ops.per_token_cast_to_fp8(_pad_tokens(dy).t(), SCALE_BLOCK, True)
             x_t, x_ts = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
-            dw = _ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts, None, torch.float32).to(ctx.weight_dtype)
+            # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
+            dw = _ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts, None, _gemm_out_dtype(ctx.weight_dtype)).to(ctx.weight_dtype)
         return dx, dw, None, None, None, None
 
 
