@@ -1,4 +1,5 @@
-"""Write the generated source of each representative kernel config (test/test_kernel_compile.py's CASES) to DIR.
+"""Write the generated source of each representative GEMM config (test/test_kernel_compile.py's CASES) and of every
+FP8 cast kernel to DIR.
 
 Used by CMakeLists.txt to compile-check every kernel family: python tools/emit_kernels.py DIR
 """
@@ -16,3 +17,7 @@ out.mkdir(parents=True, exist_ok=True)
 for name, (cfg, n, k) in CASES.items():
     source, _ = _codegen.fp8_gemm_source(cfg, n, k)
     (out / f"{name}.cu").write_text(source)
+for kind in _codegen.CAST_KINDS:
+    for dtype in _codegen.CAST_DTYPES:
+        source, symbol = _codegen.fp8_cast_source(kind, dtype)
+        (out / f"{symbol}.cu").write_text(source)
