@@ -110,6 +110,33 @@ class TestHelpers(expecttest.TestCase):
                                                   "fp8_gemm_nt_out", "masked", "masked_out", "per_token_cast"])
         self.assertEqual(set(overhead["us"].values()), {2.0})
 
+    def test_against_a_deep_gemm_api_module_on_cpu(self):
+        """--against: the module is called with DeepGEMM's API on the same inputs (the facade stands in here) and
+        every candidate gets a kernel-only time (stand-in timer: no timing checked)."""
+        import deepgemm_ops.compat as facade
+
+        class CallOnceTimer:
+            device = torch.device("cpu")
+
+            def time_interleaved(self, fns, reps):
+                return {name: (fn(), 10.0)[1] for name, fn in fns.items()}
+
+            def kernel_us(self, fns, reps):
+                return {name: (fn(), 5.0)[1] for name, fn in fns.items()}
+
+        def scaled_mm(a, bt, scale_a, scale_b, out_dtype):
+            return torch.ops.deepgemm.fp8_gemm_nt(a, scale_a, bt.t(), scale_b.t(), out_dtype=out_dtype)
+
+        with mock.patch.object(torch, "_scaled_mm", scaled_mm):
+            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), 1000.0, 1, against=facade)
+        self.assertLess(row["deep_gemm"]["rel_err"], 1e-2)
+        self.assertEqual((row["speedup_vs_deep_gemm"], row["kernel_speedup_vs_deep_gemm"]), (1.0, 1.0))
+        self.assertEqual(row["ours"]["kernel_us"], 5.0)
+        self.assertExpectedInline(bench.format_against([row]), """\
+             shape |  ours us  kernel | DeepGEMM us  kernel  TFLOPS | ours/DG kernels
+-------------------------------------------------------------------------------------
+        64x256x384 |     10.0     5.0 |        10.0     5.0     1.3 |   1.00x   1.00x""")
+
     def test_table(self):
         row = {
             "shape": "64x2112x7168",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from .dense import (
     bench_first_call,
     bench_gemm,
     bench_overhead,
+    format_against,
     format_first_call,
     format_overhead,
     format_table,
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of TFLOPS per shape")
     parser.add_argument("--grouped", action="store_true",
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
+    parser.add_argument("--against", metavar="MODULE",
+                        help="also time MODULE (DeepGEMM's API, e.g. deep_gemm) on the same inputs, with every "
+                             "candidate's kernel-only time")
     parser.add_argument("--casts", action="store_true",
                         help="run the FP8 casts (share of the copy bandwidth), an FP8 linear forward and an FP8Linear "
                              "training step against bf16 instead of --shapes")
@@ -84,14 +89,22 @@ def run(args: argparse.Namespace) -> int:
     props = torch.cuda.get_device_properties(device)
     print(f"{props.name}, torch {torch.__version__}, device-to-device copy {copy_gbps:.0f} GB/s (read + write)")
 
+    against = None
+    if args.against:
+        try:
+            against = importlib.import_module(args.against)
+        except ImportError as e:
+            raise SystemExit(f"deepgemm_ops bench: --against {args.against}: cannot import it ({e})") from e
     rows = []
     for shape in [] if args.grouped or args.casts else args.shapes:
-        row = bench_gemm(shape, timer, copy_gbps, args.reps)
+        row = bench_gemm(shape, timer, copy_gbps, args.reps, against)
         if "error" in row["ours"]:
             print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
         rows.append(row)
     if rows:
         print(format_table(rows))
+        if against is not None:
+            print(format_against(rows))
 
     report = {
         "device": props.name,

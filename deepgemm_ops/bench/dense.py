@@ -99,10 +99,12 @@ def quantized_inputs(s: GemmShape, device: torch.device):
     return a, sfa, b, sfb
 
 
-def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
+def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int, against=None) -> dict:
     """One row of the dense table: ours and cuBLASLt, each with time, TFLOPS, GB/s and error, and the time of a plain
     device copy of the same byte count (what this harness allows a memory-bound kernel of this size: the flush leaves
-    L2 dirty and launch costs are fixed, so small copies stay far below the 1 GB copy bandwidth)."""
+    L2 dirty and launch costs are fixed, so small copies stay far below the 1 GB copy bandwidth). ``against``: a
+    module with DeepGEMM's API (``deep_gemm``) timed beside them on the same inputs, interleaved, with each
+    candidate's kernel-only time as well."""
     a, sfa, b, sfb = quantized_inputs(s, timer.device)
     row: dict = {"shape": str(s), "m": s.m, "n": s.n, "k": s.k}
     nbytes = gemm_bytes(s)
@@ -115,6 +117,14 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         # DeepSeek-style blockwise scaling through cuBLASLt (DESIGN §7 for the scale layouts).
         "cublaslt": lambda: torch._scaled_mm(a, b.t(), scale_a=sfa_outer, scale_b=sfb.t(), out_dtype=torch.bfloat16),
     }
+    if against is not None:
+        d = torch.empty(s.m, s.n, device=timer.device, dtype=torch.bfloat16)
+
+        def deep_gemm():
+            against.fp8_gemm_nt((a, sfa_ours), (b, sfb), d)
+            return d
+
+        candidates["deep_gemm"] = deep_gemm
     outputs = {}
     for label, fn in list(candidates.items()):
         try:
@@ -131,6 +141,9 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
             "gbps": gbps(nbytes, us),
             "copy_fraction": gbps(nbytes, us) / copy_gbps,
         }
+    if against is not None:
+        for label, us in timer.kernel_us(candidates, reps=10).items():
+            row[label]["kernel_us"] = us
     # The float64 reference runs after the timings: its power draw lowers the clocks of whatever is timed next
     # (seen here: up to 2x on the following kernel).
     ref = _dequantize(a, sfa, 1) @ _dequantize(b, sfb, SCALE_BLOCK).t()
@@ -138,6 +151,9 @@ def bench_gemm(s: GemmShape, timer: Timer, copy_gbps: float, reps: int) -> dict:
         row[label]["rel_err"] = max_rel_error(out, ref)
     if "us" in row["ours"] and "us" in row["cublaslt"]:
         row["speedup_vs_cublaslt"] = row["cublaslt"]["us"] / row["ours"]["us"]
+    if "us" in row["ours"] and "us" in row.get("deep_gemm", {}):
+        row["speedup_vs_deep_gemm"] = row["deep_gemm"]["us"] / row["ours"]["us"]
+        row["kernel_speedup_vs_deep_gemm"] = row["deep_gemm"]["kernel_us"] / row["ours"]["kernel_us"]
     return row
 
 
@@ -255,6 +271,22 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_against(rows: list[dict]) -> str:
+    """Ours against DeepGEMM's API on the same inputs: per-call time and kernel-only time side by side."""
+    header = (f"{'shape':>18} | {'ours us':>8} {'kernel':>7} | {'DeepGEMM us':>11} {'kernel':>7} {'TFLOPS':>7} | "
+              f"{'ours/DG':>7} {'kernels':>7}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        if "speedup_vs_deep_gemm" not in row:
+            lines.append(f"{row['shape']:>18} | {'-':>8}")
+            continue
+        ours, dg = row["ours"], row["deep_gemm"]
+        lines.append(f"{row['shape']:>18} | {ours['us']:8.1f} {ours['kernel_us']:7.1f} | {dg['us']:11.1f} "
+                     f"{dg['kernel_us']:7.1f} {dg['tflops']:7.1f} | {row['speedup_vs_deep_gemm']:6.2f}x "
+                     f"{row['kernel_speedup_vs_deep_gemm']:6.2f}x")
+    return "\n".join(lines)
+
+
 def format_first_call(f: dict) -> str:
     return (f"first fp8_gemm_nt call of {f['shape']} in a new process: kernel cache cold "
             f"{f['cold_first_call_s']:.2f} s, warm {f['warm_first_call_ms']:.1f} ms "
@@ -298,6 +330,7 @@ __all__ = [
     "bench_first_call",
     "bench_gemm",
     "bench_overhead",
+    "format_against",
     "format_first_call",
     "format_overhead",
     "format_table",

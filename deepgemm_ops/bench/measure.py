@@ -57,6 +57,25 @@ class Timer:
         return {name: statistics.median(s.elapsed_time(e) * 1e3 for s, e in pairs) for name, pairs in events.items()}
 
 
+    def kernel_us(self, fns: dict[str, Callable[[], object]], reps: int = 10) -> dict:
+        """Mean GPU time per call of each callable's own kernels (torch profiler; L2 flushed before each call, the
+        flush's kernels left out): kernel-only time, to set beside the per-call time, which includes host gaps."""
+        for fn in fns.values():
+            fn()
+        torch.cuda.synchronize(self.device)
+        out = {}
+        for name, fn in fns.items():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(reps):
+                    self.flush_buffer.zero_()
+                    fn()
+                torch.cuda.synchronize(self.device)
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                       and "FillFunctor" not in e.name and "memset" not in e.name.lower()]
+            out[name] = sum(e.device_time for e in kernels) / reps
+        return out
+
+
 def device_copy(moved_bytes: int, device: torch.device) -> Callable[[], object]:
     """A device-to-device copy that moves moved_bytes in all: half read, half written."""
     src = torch.empty(moved_bytes // 2, dtype=torch.uint8, device=device)
