@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from . import _heuristics, _jit, _layout, _runtime, _sms
+from . import _heuristics, _jit, _layout, _ops, _runtime, _sms
 from . import _validate as V
 from ._codegen import fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
 from ._constants import TMA_ALIGNMENT_BYTES
@@ -206,6 +206,30 @@ def _m_grouped_fp8_gemm_nt_masked_out_cuda(a, sfa, b, sfb, masked_m, expected_m,
 def _door_int(value) -> int:
     """expected_m as the door takes it: a plain int, 0 (a miss) for anything the validation must look at."""
     return value if type(value) is int else 0
+
+
+# --- BF16 and k-grouped GEMMs: the op contract, fakes and CPU reference exist (_ops.py); the SM90 kernels do not yet
+
+
+def _bf16_not_on_gpu(name: str, check):
+    def refuse(*args):
+        check(*args)  # bad arguments get the same ValueError as on every other path
+        raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet (the BF16 and k-grouped weight-gradient "
+                                  "kernels are still to be written); it runs on the CPU reference")
+
+    refuse.__name__ = f"_{name}_cuda"
+    _impl(name, "CUDA")(refuse)
+
+
+for _layout_name in V.BF16_LAYOUTS:
+    _bf16_not_on_gpu(f"bf16_gemm_{_layout_name}", functools.partial(V.check_bf16_gemm, _layout_name))
+    _bf16_not_on_gpu(f"bf16_gemm_{_layout_name}_out", functools.partial(_ops.check_bf16_out, _layout_name))
+_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_contiguous", V.check_grouped_bf16_contiguous)
+_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_contiguous_out", _ops.check_grouped_bf16_contiguous_out)
+_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_masked", V.check_grouped_bf16_masked)
+_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_masked_out", _ops.check_grouped_bf16_masked_out)
+_bf16_not_on_gpu("k_grouped_fp8_gemm_nt_contiguous", V.check_k_grouped)
+_bf16_not_on_gpu("k_grouped_fp8_gemm_nt_contiguous_out", _ops.check_k_grouped_out)
 
 
 # --- casts -------------------------------------------------------------------------------------------------------

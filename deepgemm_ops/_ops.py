@@ -41,6 +41,25 @@ SCHEMAS = {
         "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor masked_m, SymInt expected_m, Tensor(a!) out) -> ()",
         _GEMM_TAGS,
     ),
+    "bf16_gemm_nt": ("(Tensor a, Tensor b, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor", _GEMM_TAGS),
+    "bf16_gemm_nt_out": ("(Tensor a, Tensor b, Tensor(a!) out, Tensor? c=None) -> ()", _GEMM_TAGS),
+    "bf16_gemm_nn": ("(Tensor a, Tensor b, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor", _GEMM_TAGS),
+    "bf16_gemm_nn_out": ("(Tensor a, Tensor b, Tensor(a!) out, Tensor? c=None) -> ()", _GEMM_TAGS),
+    "bf16_gemm_tn": ("(Tensor a, Tensor b, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor", _GEMM_TAGS),
+    "bf16_gemm_tn_out": ("(Tensor a, Tensor b, Tensor(a!) out, Tensor? c=None) -> ()", _GEMM_TAGS),
+    "bf16_gemm_tt": ("(Tensor a, Tensor b, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor", _GEMM_TAGS),
+    "bf16_gemm_tt_out": ("(Tensor a, Tensor b, Tensor(a!) out, Tensor? c=None) -> ()", _GEMM_TAGS),
+    "m_grouped_bf16_gemm_nt_contiguous": ("(Tensor a, Tensor b, Tensor m_indices) -> Tensor", _GEMM_TAGS),
+    "m_grouped_bf16_gemm_nt_contiguous_out": (
+        "(Tensor a, Tensor b, Tensor m_indices, Tensor(a!) out) -> ()", _GEMM_TAGS),
+    "m_grouped_bf16_gemm_nt_masked": (
+        "(Tensor a, Tensor b, Tensor masked_m, SymInt expected_m) -> Tensor", _GEMM_TAGS),
+    "m_grouped_bf16_gemm_nt_masked_out": (
+        "(Tensor a, Tensor b, Tensor masked_m, SymInt expected_m, Tensor(a!) out) -> ()", _GEMM_TAGS),
+    "k_grouped_fp8_gemm_nt_contiguous": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor ks, Tensor? c=None) -> Tensor", _GEMM_TAGS),
+    "k_grouped_fp8_gemm_nt_contiguous_out": (
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor ks, Tensor(a!) out, Tensor? c=None) -> ()", _GEMM_TAGS),
     "per_token_cast_to_fp8": (
         "(Tensor x, SymInt group_size=128, bool mn_major_scales=False) -> (Tensor, Tensor)", ()),
     "per_block_cast_to_fp8": ("(Tensor x, SymInt block_size=128) -> (Tensor, Tensor)", ()),
@@ -211,11 +230,16 @@ def _m_grouped_fp8_gemm_nt_contiguous_out_cpu(a, sfa, b, sfb, m_indices, out):
     _contiguous_reference(a, sfa, b, sfb, m_indices, check_contiguous_out(a, sfa, b, sfb, m_indices, out), out)
 
 
-def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Tensor) -> None:
+def _masked_counts(masked_m, p: V.GemmProblem) -> list:
     counts = masked_m.tolist()
     for g, rows in enumerate(counts):
         if not 0 <= rows <= p.m:
             raise ValueError(f"masked_m[{g}] must be in [0, Mmax = {p.m}], got {rows}")
+    return counts
+
+
+def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Tensor) -> None:
+    counts = _masked_counts(masked_m, p)
     out.zero_()  # rows >= masked_m[g]: unspecified by contract, zeros here
     for g, rows in enumerate(counts):
         if rows:
@@ -257,3 +281,181 @@ def _get_mn_major_tma_aligned_tensor_composite(sf):
     return _layout.empty_mn_major(sf.shape, sf.device).copy_(sf)
 
 
+# --- BF16 GEMMs: the contract (fakes, CPU reference); the GPU kernels are not written yet (_cuda.py refuses) ----------
+
+
+def bf16_operands(layout: str, a, b):
+    """The mathematical A [M, K] and B [K, N] (views) of a layout's stored operands."""
+    return (a if layout[0] == "n" else a.t()), (b.t() if layout[1] == "t" else b)
+
+
+def reference_bf16_gemm(layout: str, a, b, c=None) -> torch.Tensor:
+    """fp32 D = C + A·B."""
+    a_math, b_math = bf16_operands(layout, a, b)
+    d = a_math.float() @ b_math.float()
+    return d if c is None else d + c
+
+
+def check_bf16_out(layout, a, b, out, c):
+    p = V.check_bf16_gemm(layout, a, b, c)
+    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, c is not None)
+    return p
+
+
+def _register_bf16_layout(layout: str) -> None:
+    name = f"bf16_gemm_{layout}"
+
+    def fake(a, b, c=None, out_dtype=None):
+        return gemm_output(a, V.check_bf16_gemm(layout, a, b, c, out_dtype))
+
+    def fake_out(a, b, out, c=None):
+        check_bf16_out(layout, a, b, out, c)
+
+    def cpu(a, b, c=None, out_dtype=None):
+        p = V.check_bf16_gemm(layout, a, b, c, out_dtype)
+        return reference_bf16_gemm(layout, a, b, c).to(p.out_dtype)
+
+    def cpu_out(a, b, out, c=None):
+        check_bf16_out(layout, a, b, out, c)
+        out.copy_(reference_bf16_gemm(layout, a, b, c))
+
+    for suffix, f, c_impl in (("", fake, cpu), ("_out", fake_out, cpu_out)):
+        f.__name__ = f"_{name}{suffix}_fake"
+        c_impl.__name__ = f"_{name}{suffix}_cpu"
+        _fake(name + suffix)(f)
+        _impl(name + suffix, "CPU")(c_impl)
+
+
+for _layout_name in V.BF16_LAYOUTS:
+    _register_bf16_layout(_layout_name)
+
+
+def check_grouped_bf16_contiguous_out(a, b, m_indices, out):
+    p = V.check_grouped_bf16_contiguous(a, b, m_indices)
+    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, has_c=False)
+    return p
+
+
+def check_grouped_bf16_masked_out(a, b, masked_m, expected_m, out):
+    p = V.check_grouped_bf16_masked(a, b, masked_m, expected_m)
+    V.check_out(out, ("G", "Mmax", "N"), (p.num_groups, p.m, p.n), a.device, has_c=False)
+    V.check_groups_back_to_back("out", out)
+    return p
+
+
+@_fake("m_grouped_bf16_gemm_nt_contiguous")
+def _m_grouped_bf16_gemm_nt_contiguous_fake(a, b, m_indices):
+    return gemm_output(a, V.check_grouped_bf16_contiguous(a, b, m_indices))
+
+
+@_fake("m_grouped_bf16_gemm_nt_contiguous_out")
+def _m_grouped_bf16_gemm_nt_contiguous_out_fake(a, b, m_indices, out):
+    check_grouped_bf16_contiguous_out(a, b, m_indices, out)
+
+
+@_fake("m_grouped_bf16_gemm_nt_masked")
+def _m_grouped_bf16_gemm_nt_masked_fake(a, b, masked_m, expected_m):
+    return masked_output(a, V.check_grouped_bf16_masked(a, b, masked_m, expected_m))
+
+
+@_fake("m_grouped_bf16_gemm_nt_masked_out")
+def _m_grouped_bf16_gemm_nt_masked_out_fake(a, b, masked_m, expected_m, out):
+    check_grouped_bf16_masked_out(a, b, masked_m, expected_m, out)
+
+
+def _bf16_contiguous_reference(a, b, m_indices, p: V.GemmProblem, out) -> None:
+    _check_m_indices(m_indices, p.num_groups)
+    out.zero_()  # padding rows (-1): unspecified by contract, zeros here
+    for g in range(p.num_groups):
+        rows = (m_indices == g).nonzero().flatten()
+        if rows.numel():
+            out[rows] = (a[rows].float() @ b[g].float().t()).to(out.dtype)
+
+
+def _bf16_masked_reference(a, b, masked_m, p: V.GemmProblem, out) -> None:
+    counts = _masked_counts(masked_m, p)
+    out.zero_()  # rows >= masked_m[g]: unspecified by contract, zeros here
+    for g, rows in enumerate(counts):
+        if rows:
+            out[g, :rows] = (a[g, :rows].float() @ b[g].float().t()).to(out.dtype)
+
+
+@_impl("m_grouped_bf16_gemm_nt_contiguous", "CPU")
+def _m_grouped_bf16_gemm_nt_contiguous_cpu(a, b, m_indices):
+    p = V.check_grouped_bf16_contiguous(a, b, m_indices)
+    out = gemm_output(a, p)
+    _bf16_contiguous_reference(a, b, m_indices, p, out)
+    return out
+
+
+@_impl("m_grouped_bf16_gemm_nt_contiguous_out", "CPU")
+def _m_grouped_bf16_gemm_nt_contiguous_out_cpu(a, b, m_indices, out):
+    _bf16_contiguous_reference(a, b, m_indices, check_grouped_bf16_contiguous_out(a, b, m_indices, out), out)
+
+
+@_impl("m_grouped_bf16_gemm_nt_masked", "CPU")
+def _m_grouped_bf16_gemm_nt_masked_cpu(a, b, masked_m, expected_m):
+    p = V.check_grouped_bf16_masked(a, b, masked_m, expected_m)
+    out = masked_output(a, p)
+    _bf16_masked_reference(a, b, masked_m, p, out)
+    return out
+
+
+@_impl("m_grouped_bf16_gemm_nt_masked_out", "CPU")
+def _m_grouped_bf16_gemm_nt_masked_out_cpu(a, b, masked_m, expected_m, out):
+    p = check_grouped_bf16_masked_out(a, b, masked_m, expected_m, out)
+    _bf16_masked_reference(a, b, masked_m, p, out)
+
+
+# --- k-grouped FP8 weight-gradient GEMM: contract, fakes, CPU reference (the GPU kernel is not written yet) ---------
+
+
+def k_grouped_output(a, p: V.GemmProblem) -> torch.Tensor:
+    return a.new_empty((p.num_groups, p.m, p.n), dtype=torch.float32)
+
+
+def check_k_grouped_out(a, sfa, b, sfb, ks, out, c):
+    p = V.check_k_grouped(a, sfa, b, sfb, ks, c)
+    V.check_out(out, ("G", "M", "N"), (p.num_groups, p.m, p.n), a.device, has_c=True)
+    return p
+
+
+def _k_grouped_reference(a, sfa, b, sfb, ks, c, p: V.GemmProblem, out) -> None:
+    sizes = ks.tolist()
+    for g, size in enumerate(sizes):
+        if size < 0 or size % V.SCALE_BLOCK:
+            raise ValueError(f"ks[{g}] must be a non-negative multiple of {V.SCALE_BLOCK}, got {size}")
+    if sum(sizes) != p.k:
+        raise ValueError(f"ks must sum to the K extent of a and b ({p.k}), got {sum(sizes)}")
+    start = 0
+    for g, size in enumerate(sizes):
+        cols, blocks = slice(start, start + size), slice(start // V.SCALE_BLOCK, (start + size) // V.SCALE_BLOCK)
+        d = _layout.dequantize_rows(a[:, cols], sfa[:, blocks]) @ _layout.dequantize_rows(b[:, cols],
+                                                                                           sfb[:, blocks]).t()
+        out[g] = d if c is None else d + c[g]
+        start += size
+
+
+@_fake("k_grouped_fp8_gemm_nt_contiguous")
+def _k_grouped_fp8_gemm_nt_contiguous_fake(a, sfa, b, sfb, ks, c=None):
+    return k_grouped_output(a, V.check_k_grouped(a, sfa, b, sfb, ks, c))
+
+
+@_fake("k_grouped_fp8_gemm_nt_contiguous_out")
+def _k_grouped_fp8_gemm_nt_contiguous_out_fake(a, sfa, b, sfb, ks, out, c=None):
+    check_k_grouped_out(a, sfa, b, sfb, ks, out, c)
+
+
+@_impl("k_grouped_fp8_gemm_nt_contiguous", "CPU")
+def _k_grouped_fp8_gemm_nt_contiguous_cpu(a, sfa, b, sfb, ks, c=None):
+    p = V.check_k_grouped(a, sfa, b, sfb, ks, c)
+    out = k_grouped_output(a, p)
+    _k_grouped_reference(a, sfa, b, sfb, ks, c, p, out)
+    return out
+
+
+@_impl("k_grouped_fp8_gemm_nt_contiguous_out", "CPU")
+def _k_grouped_fp8_gemm_nt_contiguous_out_cpu(a, sfa, b, sfb, ks, out, c=None):
+    p = check_k_grouped_out(a, sfa, b, sfb, ks, out, c)
+    # out may be c itself (in-place accumulation of a gradient): the reference reads c group by group before writing
+    _k_grouped_reference(a, sfa, b, sfb, ks, None if c is None else c.clone(), p, out)

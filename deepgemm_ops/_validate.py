@@ -163,6 +163,77 @@ def check_grouped_contiguous(a, sfa, b, sfb, m_indices) -> GemmProblem:
     return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
 
 
+# BF16 layouts, as DeepGEMM names them: the first letter says how a is stored (n: [M, K], t: [K, M]), the second how b
+# is (t: [N, K], n: [K, N]); D = C + A·B of the mathematical operands.
+BF16_LAYOUTS = ("nt", "nn", "tn", "tt")
+BF16 = torch.bfloat16
+
+
+def bf16_operand_shapes(layout: str) -> tuple:
+    """Dim names of (a, b) for a BF16 layout."""
+    return (("M", "K") if layout[0] == "n" else ("K", "M")), (("N", "K") if layout[1] == "t" else ("K", "N"))
+
+
+def check_bf16_gemm(layout: str, a, b, c=None, out_dtype=None) -> GemmProblem:
+    """bf16_gemm_<layout>: a, b bfloat16 stored as the layout says; c fp32 [M, N]."""
+    a_names, b_names = bf16_operand_shapes(layout)
+    check_tensor("a", a, BF16, a_names, (None, None))
+    dims = dict(zip(a_names, a.shape))
+    check_tensor("b", b, BF16, b_names, tuple(dims.get(n) for n in b_names))
+    dims.update(zip(b_names, b.shape))
+    m, n, k = dims["M"], dims["N"], dims["K"]
+    if c is not None:
+        check_tensor("c", c, torch.float32, ("M", "N"), (m, n))
+    for name, t, names in (("a", a, a_names), ("b", b, b_names)):
+        if t.numel() > 0 and t.stride(-1) != 1:
+            raise ValueError(f"{name} must have stride 1 along {names[1]} (stored [{names[0]}, {names[1]}] for layout "
+                             f"{layout!r}), got strides {tuple(t.stride())} for shape {list(t.shape)}")
+        check_no_broadcast(name, t)
+    for name, t in (("b", b), ("c", c)):
+        check_device(name, t, a.device)
+    return GemmProblem(m, n, k, 1, "none", resolve_out_dtype(out_dtype, c is not None))
+
+
+def check_grouped_bf16_contiguous(a, b, m_indices) -> GemmProblem:
+    """a [sum(M), K]; b [G, N, K]; m_indices int32 [sum(M)] (bfloat16, no scales)."""
+    check_tensor("a", a, BF16, ("M", "K"), (None, None))
+    m, k = a.shape
+    check_tensor("b", b, BF16, ("G", "N", "K"), (None, None, k))
+    check_tensor("m_indices", m_indices, torch.int32, ("M",), (m,))
+    _check_common(a, b, (("b", b), ("m_indices", m_indices)))
+    return GemmProblem(m, b.shape[1], k, b.shape[0], "none", torch.bfloat16)
+
+
+def check_grouped_bf16_masked(a, b, masked_m, expected_m) -> GemmProblem:
+    """a [G, Mmax, K]; b [G, N, K]; masked_m int32 [G]; expected_m >= 1 (bfloat16, no scales)."""
+    check_tensor("a", a, BF16, ("G", "Mmax", "K"), (None, None, None))
+    g, m, k = a.shape
+    check_tensor("b", b, BF16, ("G", "N", "K"), (g, None, k))
+    check_tensor("masked_m", masked_m, torch.int32, ("G",), (g,))
+    check_expected_m(expected_m)
+    _check_common(a, b, (("b", b), ("masked_m", masked_m)))
+    return GemmProblem(m, b.shape[1], k, g, "none", torch.bfloat16)
+
+
+def check_k_grouped(a, sfa, b, sfb, ks, c=None) -> GemmProblem:
+    """k_grouped_fp8_gemm_nt_contiguous: a [M, sum(K)], b [N, sum(K)] e4m3, K-major; sfa [M, ceil(sum(K)/128)] and
+    sfb [N, ceil(sum(K)/128)] fp32 (1x128 on both); ks int32 [G]; c fp32 [G, M, N]. (The values of ks are the
+    caller's duty on the GPU; the CPU reference checks them.)"""
+    check_tensor("a", a, FP8, ("M", "sum(K)"), (None, None))
+    m, k = a.shape
+    check_tensor("b", b, FP8, ("N", "sum(K)"), (None, k))
+    n = b.shape[0]
+    kb = ceil_div(k, SCALE_BLOCK)
+    check_tensor("sfa", sfa, torch.float32, ("M", "ceil(sum(K)/128)"), (m, kb))
+    check_tensor("sfb", sfb, torch.float32, ("N", "ceil(sum(K)/128)"), (n, kb))
+    check_tensor("ks", ks, torch.int32, ("G",), (None,))
+    g = ks.shape[0]
+    if c is not None:
+        check_tensor("c", c, torch.float32, ("G", "M", "N"), (g, m, n))
+    _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("ks", ks), ("c", c)))
+    return GemmProblem(m, n, k, g, "1x128", torch.float32)
+
+
 def is_int(value) -> bool:
     """A Python int, or a symbolic one: the schemas take the size-like ints as SymInt, so that torch.compile traces a
     changing expected_m or group size without specialising on its value. bool is not an int here."""

@@ -85,7 +85,87 @@ def get_mn_major_tma_aligned_tensor(sf: Tensor) -> Tensor:
     return _ops.get_mn_major_tma_aligned_tensor.default(sf)
 
 
+def _bf16_layout(layout: str, math: str):
+    """The typed pair (bf16_gemm_<layout>, bf16_gemm_<layout>_out)."""
+    op, op_out = getattr(_ops, f"bf16_gemm_{layout}").default, getattr(_ops, f"bf16_gemm_{layout}_out").default
+
+    def gemm(a: Tensor, b: Tensor, c: Tensor | None = None, out_dtype: torch.dtype | None = None) -> Tensor:
+        return op(a, b, c, out_dtype)
+
+    def gemm_out(a: Tensor, b: Tensor, out: Tensor, c: Tensor | None = None) -> None:
+        op_out(a, b, out, c)
+
+    name = f"bf16_gemm_{layout}"
+    gemm.__name__ = gemm.__qualname__ = name
+    gemm_out.__name__ = gemm_out.__qualname__ = name + "_out"
+    gemm.__doc__ = (f"BF16 GEMM, {math} (the letters say how a and b are stored, as in DeepGEMM). Returns bf16 "
+                    "[M, N], or fp32 when ``out_dtype=torch.float32`` or ``c`` (fp32 [M, N]) is given. CPU reference "
+                    "only for now: on the GPU it raises NotImplementedError until the BF16 kernels land.")
+    gemm_out.__doc__ = f":func:`{name}` into ``out`` [M, N] (bf16 or fp32; fp32 with ``c``)."
+    return gemm, gemm_out
+
+
+bf16_gemm_nt, bf16_gemm_nt_out = _bf16_layout("nt", "a [M, K], b [N, K]: D = C + a·bᵀ")
+bf16_gemm_nn, bf16_gemm_nn_out = _bf16_layout("nn", "a [M, K], b [K, N]: D = C + a·b")
+bf16_gemm_tn, bf16_gemm_tn_out = _bf16_layout("tn", "a [K, M], b [K, N]: D = C + aᵀ·b")
+bf16_gemm_tt, bf16_gemm_tt_out = _bf16_layout("tt", "a [K, M], b [N, K]: D = C + aᵀ·bᵀ")
+
+
+def m_grouped_bf16_gemm_nt_contiguous(a: Tensor, b: Tensor, m_indices: Tensor) -> Tensor:
+    """:func:`m_grouped_fp8_gemm_nt_contiguous` for bfloat16 operands (no scales): a [ΣM, K], b [G, N, K]. CPU
+    reference only for now."""
+    return _ops.m_grouped_bf16_gemm_nt_contiguous.default(a, b, m_indices)
+
+
+def m_grouped_bf16_gemm_nt_contiguous_out(a: Tensor, b: Tensor, m_indices: Tensor, out: Tensor) -> None:
+    """:func:`m_grouped_bf16_gemm_nt_contiguous` into ``out`` [ΣM, N]."""
+    _ops.m_grouped_bf16_gemm_nt_contiguous_out.default(a, b, m_indices, out)
+
+
+def m_grouped_bf16_gemm_nt_masked(a: Tensor, b: Tensor, masked_m: Tensor, expected_m: int) -> Tensor:
+    """:func:`m_grouped_fp8_gemm_nt_masked` for bfloat16 operands (no scales): a [G, Mmax, K], b [G, N, K]. CPU
+    reference only for now."""
+    V.check_expected_m(expected_m)
+    return _ops.m_grouped_bf16_gemm_nt_masked.default(a, b, masked_m, expected_m)
+
+
+def m_grouped_bf16_gemm_nt_masked_out(a: Tensor, b: Tensor, masked_m: Tensor, expected_m: int, out: Tensor) -> None:
+    """:func:`m_grouped_bf16_gemm_nt_masked` into ``out`` [G, Mmax, N]."""
+    V.check_expected_m(expected_m)
+    _ops.m_grouped_bf16_gemm_nt_masked_out.default(a, b, masked_m, expected_m, out)
+
+
+def k_grouped_fp8_gemm_nt_contiguous(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, ks: Tensor,
+                                     c: Tensor | None = None) -> Tensor:
+    """Weight-gradient GEMM over groups that split K (MoE experts whose reduction length — their token count —
+    differs): a [M, ΣK], b [N, ΣK] e4m3 K-major, sfa [M, ΣK/128] and sfb [N, ΣK/128] fp32 (1x128 on both), ``ks``
+    int32 [G] (each a multiple of 128, summing to ΣK). Returns fp32 [G, M, N], D[g] = C[g] + the group's A·Bᵀ.
+    DeepGEMM's ``k_grouped_fp8_gemm_tn_contiguous`` takes these operands transposed. CPU reference only for now."""
+    return _ops.k_grouped_fp8_gemm_nt_contiguous.default(a, sfa, b, sfb, ks, c)
+
+
+def k_grouped_fp8_gemm_nt_contiguous_out(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, ks: Tensor, out: Tensor,
+                                         c: Tensor | None = None) -> None:
+    """:func:`k_grouped_fp8_gemm_nt_contiguous` into ``out`` (fp32 [G, M, N]; may be ``c`` itself, accumulating a
+    gradient in place)."""
+    _ops.k_grouped_fp8_gemm_nt_contiguous_out.default(a, sfa, b, sfb, ks, out, c)
+
+
 __all__ = [
+    "k_grouped_fp8_gemm_nt_contiguous",
+    "k_grouped_fp8_gemm_nt_contiguous_out",
+    "bf16_gemm_nt",
+    "bf16_gemm_nt_out",
+    "bf16_gemm_nn",
+    "bf16_gemm_nn_out",
+    "bf16_gemm_tn",
+    "bf16_gemm_tn_out",
+    "bf16_gemm_tt",
+    "bf16_gemm_tt_out",
+    "m_grouped_bf16_gemm_nt_contiguous",
+    "m_grouped_bf16_gemm_nt_contiguous_out",
+    "m_grouped_bf16_gemm_nt_masked",
+    "m_grouped_bf16_gemm_nt_masked_out",
     "fp8_gemm_nt",
     "fp8_gemm_nt_out",
     "get_mn_major_tma_aligned_tensor",

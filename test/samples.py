@@ -102,6 +102,8 @@ def op_samples(device="cpu"):
         ("per_token_cast_to_fp8", (x.t().contiguous().t(),)),  # a transposed view: q is still row-major
         ("per_block_cast_to_fp8", (x,)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
+        *bf16_samples(device),
+        *k_grouped_samples(device),
         ("get_mn_major_tma_aligned_tensor", (msfa,)),
     ]
 
@@ -136,7 +138,64 @@ def bad_inputs(device="cpu"):
         "masked expected_m -3": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m, -3)),
         "masked_m wrong length": (ops.m_grouped_fp8_gemm_nt_masked, (ma, msfa, mb, msfb, masked_m[:1], 4)),
         "masked out split": (ops.m_grouped_fp8_gemm_nt_masked_out, (ma, msfa, mb, msfb, masked_m, 4, wide)),
+        "bf16 nn b K mismatch": (ops.bf16_gemm_nn, (torch.empty(64, 640, **bf16), torch.empty(512, 256, **bf16))),
+        "bf16 tn a last dim strided": (ops.bf16_gemm_tn, (torch.empty(64, 640, **bf16).t().contiguous().t(),
+                                                          torch.empty(64, 256, **bf16))),
+        "bf16 nt a float8": (ops.bf16_gemm_nt, (a, torch.empty(256, 640, **bf16))),
+        "bf16 masked expected_m 0": (ops.m_grouped_bf16_gemm_nt_masked, (torch.empty(2, 64, 640, **bf16),
+                                                                         torch.empty(2, 256, 640, **bf16), masked_m, 0)),
+        "k-grouped sfb block shape": (ops.k_grouped_fp8_gemm_nt_contiguous,
+                                      (a, sfa, b, sfb, torch.tensor([640], dtype=torch.int32, device=device))),
         "cast float64": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, dtype=torch.float64, device=device),)),
         "cast group 0": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, device=device), 0)),
         "block cast 3-D": (ops.per_block_cast_to_fp8, (torch.randn(1, 4, 256, device=device),)),
     }
+
+
+def bf16_samples(device="cpu"):
+    """(op name, args) for the BF16 ops: every layout, fp32 with C, _out, both grouped layouts."""
+    gen = torch.Generator().manual_seed(5)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(device, torch.bfloat16)
+
+    m, n, k = 65, 96, 200
+    stored = {"n": randn(m, k), "t": randn(k, m)}, {"t": randn(n, k), "n": randn(k, n)}
+    c = torch.randn(m, n, generator=gen).to(device)
+    samples = []
+    for layout in ("nt", "nn", "tn", "tt"):
+        a, b = stored[0][layout[0]], stored[1][layout[1]]
+        samples += [(f"bf16_gemm_{layout}", (a, b)), (f"bf16_gemm_{layout}", (a, b, c)),
+                    (f"bf16_gemm_{layout}_out", (a, b, torch.empty(m, n, dtype=torch.bfloat16, device=device)))]
+    ga, gb = randn(256, 128), randn(3, 96, 128)
+    m_indices = torch.tensor([0] * 100 + [-1] * 28 + [2] * 128, dtype=torch.int32, device=device)
+    ma, mb = randn(3, 64, 128), randn(3, 96, 128)
+    masked_m = torch.tensor([3, 0, 64], dtype=torch.int32, device=device)
+    return samples + [
+        ("m_grouped_bf16_gemm_nt_contiguous", (ga, gb, m_indices)),
+        ("m_grouped_bf16_gemm_nt_contiguous_out",
+         (ga, gb, m_indices, torch.empty(256, 96, dtype=torch.bfloat16, device=device))),
+        ("m_grouped_bf16_gemm_nt_masked", (ma, mb, masked_m, 32)),
+        ("m_grouped_bf16_gemm_nt_masked_out",
+         (ma, mb, masked_m, 32, torch.empty(3, 64, 96, dtype=torch.bfloat16, device=device))),
+    ]
+
+
+def k_grouped_inputs(ks, m, n, device="cpu", seed=0):
+    """a [M, ΣK], sfa, b [N, ΣK], sfb (1x128 along K on both), ks int32 [G]: a weight-gradient problem."""
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(ks)
+    a, sfa = ops.per_token_cast_to_fp8(torch.randn(m, total, generator=gen))
+    b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, total, generator=gen))
+    return (a.to(device), sfa.to(device), b.to(device), sfb.to(device),
+            torch.tensor(ks, dtype=torch.int32, device=device))
+
+
+def k_grouped_samples(device="cpu"):
+    a, sfa, b, sfb, ks = k_grouped_inputs([256, 0, 128], 65, 96, device=device)
+    c = torch.randn(3, 65, 96, generator=torch.Generator().manual_seed(1)).to(device)
+    return [
+        ("k_grouped_fp8_gemm_nt_contiguous", (a, sfa, b, sfb, ks)),
+        ("k_grouped_fp8_gemm_nt_contiguous", (a, sfa, b, sfb, ks, c)),
+        ("k_grouped_fp8_gemm_nt_contiguous_out", (a, sfa, b, sfb, ks, torch.empty(3, 65, 96, device=device), c)),
+    ]

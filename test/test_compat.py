@@ -44,10 +44,21 @@ def test_what_sm90_rejects_and_what_is_not_here_yet():
         deep_gemm.fp8_gemm_nt((a, sfa), (b, sfb), d, recipe=(1, 1, 128))
     with pytest.raises(ValueError, match="must be a \\(tensor, scale factors\\) pair"):
         deep_gemm.fp8_gemm_nt(a, (b, sfb), d)
-    with pytest.raises(NotImplementedError, match="BF16"):
-        deep_gemm.bf16_gemm_nt(a, b, d)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match="k-grouped"):
         deep_gemm.k_grouped_fp8_gemm_tn_contiguous((a, sfa), (b, sfb), d, [256], torch.tensor([256]))
+
+
+def test_bf16_calls_route_to_the_bf16_ops():
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(64, 128, generator=gen).bfloat16(), torch.randn(96, 128, generator=gen).bfloat16()
+    d = torch.empty(64, 96, dtype=torch.bfloat16)
+    deep_gemm.bf16_gemm_nt(a, b, d)
+    assert torch.equal(d, ops.bf16_gemm_nt(a, b))
+    d32, c = torch.empty(64, 96), torch.randn(64, 96, generator=gen)
+    deep_gemm.bf16_gemm_nn(a, b.t().contiguous(), d32, c=c)
+    assert torch.equal(d32, ops.bf16_gemm_nn(a, b.t().contiguous(), c))
+    with pytest.raises(ValueError, match="compiled_dims"):
+        deep_gemm.bf16_gemm_tt(a.t().contiguous(), b, d, compiled_dims="x")
 
 
 def test_utils_casts():

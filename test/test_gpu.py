@@ -405,3 +405,12 @@ def test_out_of_memory_in_the_door_and_the_casts_leaves_the_process_usable():
         got = fn()
         assert torch.equal(got.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else got,
                            before[name].view(torch.uint8) if got.dtype == torch.float8_e4m3fn else before[name]), name
+
+
+def test_bf16_ops_have_no_gpu_kernel_yet_and_say_so():
+    a = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(96, 128, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(NotImplementedError, match="bf16_gemm_nt has no GPU kernel yet"):
+        ops.bf16_gemm_nt(a, b)
+    with pytest.raises(ValueError, match="b must be bfloat16"):  # arguments are still checked first
+        ops.bf16_gemm_nt(a, b.float())

@@ -180,3 +180,61 @@ def test_a_block_longer_than_the_tensor_covers_it_without_padding():
         assert sf.shape == (1, 1)
         torch.testing.assert_close(sf, x.abs().amax().view(1, 1) / 448)
         assert torch.equal(q.float(), (x / sf).to(torch.float8_e4m3fn).float())
+
+
+@pytest.mark.parametrize("layout", ["nt", "nn", "tn", "tt"])
+def test_bf16_gemm_layouts_match_float64(layout):
+    gen = torch.Generator().manual_seed(len(layout) + ord(layout[0]) + 2 * ord(layout[1]))
+    m, n, k = 65, 96, 200
+    a_math = torch.randn(m, k, generator=gen).bfloat16()
+    b_math = torch.randn(k, n, generator=gen).bfloat16()
+    a = a_math if layout[0] == "n" else a_math.t().contiguous()   # stored [M, K] or [K, M]
+    b = b_math.t().contiguous() if layout[1] == "t" else b_math   # stored [N, K] or [K, N]
+    c = torch.randn(m, n, generator=gen)
+    want = a_math.double() @ b_math.double()
+    got = getattr(ops, f"bf16_gemm_{layout}")(a, b, out_dtype=torch.float32)
+    assert (got.double() - want).abs().max() < 1e-3 * want.abs().max()
+    got_c = getattr(ops, f"bf16_gemm_{layout}")(a, b, c)
+    assert got_c.dtype == torch.float32 and (got_c.double() - want - c.double()).abs().max() < 1e-3 * want.abs().max()
+    assert getattr(ops, f"bf16_gemm_{layout}")(a, b).dtype == torch.bfloat16
+
+
+def test_grouped_bf16_match_float64():
+    gen = torch.Generator().manual_seed(9)
+    b = torch.randn(3, 96, 128, generator=gen).bfloat16()
+    a = torch.randn(256, 128, generator=gen).bfloat16()
+    m_indices = torch.tensor([0] * 128 + [2] * 128, dtype=torch.int32)
+    out = ops.m_grouped_bf16_gemm_nt_contiguous(a, b, m_indices)
+    for g, rows in ((0, slice(0, 128)), (2, slice(128, 256))):
+        want = a[rows].double() @ b[g].double().t()
+        assert (out[rows].double() - want).abs().max() < 1e-2 * want.abs().max()
+    ma = torch.randn(3, 64, 128, generator=gen).bfloat16()
+    masked_m = torch.tensor([3, 0, 64], dtype=torch.int32)
+    out = ops.m_grouped_bf16_gemm_nt_masked(ma, b, masked_m, 32)
+    for g, rows in enumerate(masked_m.tolist()):
+        if rows:
+            want = ma[g, :rows].double() @ b[g].double().t()
+            assert (out[g, :rows].double() - want).abs().max() < 1e-2 * want.abs().max()
+
+
+def test_k_grouped_matches_float64_and_accumulates_in_place():
+    from samples import k_grouped_inputs
+
+    ks = [256, 0, 384, 128]
+    a, sfa, b, sfb, ks_t = k_grouped_inputs(ks, 65, 96, seed=4)
+    a64 = a.double() * sfa.double().repeat_interleave(128, 1)
+    b64 = b.double() * sfb.double().repeat_interleave(128, 1)
+    c = torch.randn(4, 65, 96)
+    got = ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks_t, c)
+    start = 0
+    for g, size in enumerate(ks):
+        want = a64[:, start:start + size] @ b64[:, start:start + size].t() + c[g].double()
+        assert (got[g].double() - want).abs().max() < 1e-4 * want.abs().max(), g
+        start += size
+    acc = c.clone()
+    ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks_t, acc, acc)  # out is c: the gradient accumulates
+    assert torch.equal(acc, got)
+    with pytest.raises(ValueError, match="ks\\[1\\] must be a non-negative multiple of 128, got 64"):
+        ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, torch.tensor([256, 64, 320, 128], dtype=torch.int32))
+    with pytest.raises(ValueError, match="ks must sum to the K extent of a and b \\(768\\), got 640"):
+        ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, torch.tensor([256, 0, 256, 128], dtype=torch.int32))

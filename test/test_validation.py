@@ -132,6 +132,11 @@ masked expected_m 0: expected_m must be an int >= 1 (the typical rows per group)
 masked expected_m -3: expected_m must be an int >= 1 (the typical rows per group), got -3
 masked_m wrong length: masked_m must be int32 [G] = [2], got int32 [1]
 masked out split: out must hold its groups back to back (stride(0) == Mmax * stride(1) = 16384), got strides (32768, 256, 1)
+bf16 nn b K mismatch: b must be bfloat16 [K, N] = [640, N], got bfloat16 [512, 256]
+bf16 tn a last dim strided: a must have stride 1 along M (stored [K, M] for layout 'tn'), got strides (1, 64) for shape [64, 640]
+bf16 nt a float8: a must be bfloat16 [M, K], got float8_e4m3fn [64, 640]
+bf16 masked expected_m 0: expected_m must be an int >= 1 (the typical rows per group), got 0
+k-grouped sfb block shape: sfb must be float32 [N, ceil(sum(K)/128)] = [256, 5], got float32 [2, 5]
 cast float64: x must be a 2-D bfloat16, float16 or float32 tensor, got float64 [4, 256]
 cast group 0: group_size must be an int >= 1, got 0
 block cast 3-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [1, 4, 256]""")

@@ -5,7 +5,8 @@ that imports ``deep_gemm`` itself, :func:`install_as_deep_gemm`. Same names, arg
 every GEMM routes through the registered ops, so calls become traceable by ``torch.compile`` and capturable in CUDA
 graphs, and run on the CPU reference too. What DeepGEMM rejects on SM90 is rejected here as well (FP8 layouts other
 than NT, UE8M0-packed scales for the GEMMs): the same exception type, our message. The BF16 GEMMs and the k-grouped
-weight-gradient GEMM raise ``NotImplementedError`` until those kernels land in this library.
+weight-gradient GEMM: the BF16 calls run this library's BF16 ops (the CPU reference today; ``NotImplementedError`` on
+the GPU until their kernels land); the k-grouped one raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ def _pair(name: str, value) -> tuple[torch.Tensor, torch.Tensor]:
     return value[0], value[1]
 
 
+def _check_compiled_dims(compiled_dims) -> None:
+    if not isinstance(compiled_dims, str) or set(compiled_dims) - set("mnk"):
+        raise ValueError(f"compiled_dims must be a string of 'm', 'n', 'k', got {compiled_dims!r}")
+
+
 def _check_options(sfb: torch.Tensor, b: torch.Tensor, recipe, compiled_dims, disable_ue8m0_cast) -> None:
     """recipe / compiled_dims / disable_ue8m0_cast as DeepGEMM takes them. Our kernels always compile N and K in,
     read fp32 scales and take the weight recipe from sfb's shape; a recipe that disagrees with it is an error."""
-    if not isinstance(compiled_dims, str) or set(compiled_dims) - set("mnk"):
-        raise ValueError(f"compiled_dims must be a string of 'm', 'n', 'k', got {compiled_dims!r}")
+    _check_compiled_dims(compiled_dims)
     if not isinstance(disable_ue8m0_cast, bool):
         raise ValueError(f"disable_ue8m0_cast must be a bool, got {disable_ue8m0_cast!r}")
     if sfb.dtype != torch.float32:
@@ -97,8 +102,8 @@ def _sm90_nt_only(name: str):
 
 def _not_yet(name: str):
     def missing(*args, **kwargs):
-        raise NotImplementedError(f"{name}: the BF16 and k-grouped weight-gradient GEMMs are not in deepgemm_ops yet "
-                                  "(they land with its BF16 / weight-gradient ops); use the FP8 GEMMs or torch")
+        raise NotImplementedError(f"{name}: the k-grouped weight-gradient GEMM is not in deepgemm_ops yet (it lands "
+                                  "with its weight-gradient ops); use fp8_gemm_nt per group or torch")
 
     missing.__name__ = name
     missing.__doc__ = f"Not available yet in deepgemm_ops ({name})."
@@ -138,14 +143,36 @@ fp8_gemm_tt = _sm90_nt_only("fp8_gemm_tt")
 m_grouped_fp8_gemm_nn_contiguous = _sm90_nt_only("m_grouped_fp8_gemm_nn_contiguous")
 k_grouped_fp8_gemm_tn_contiguous = _not_yet("k_grouped_fp8_gemm_tn_contiguous")
 
-# --- BF16 GEMMs ----------------------------------------------------------------------------------------------------
+# --- BF16 GEMMs (this library's BF16 ops: the CPU reference today; on the GPU they raise NotImplementedError until
+# their kernels land) ------------------------------------------------------------------------------------------------
 
-bf16_gemm_nt = _not_yet("bf16_gemm_nt")
-bf16_gemm_nn = _not_yet("bf16_gemm_nn")
-bf16_gemm_tn = _not_yet("bf16_gemm_tn")
-bf16_gemm_tt = _not_yet("bf16_gemm_tt")
-m_grouped_bf16_gemm_nt_contiguous = _not_yet("m_grouped_bf16_gemm_nt_contiguous")
-m_grouped_bf16_gemm_nt_masked = _not_yet("m_grouped_bf16_gemm_nt_masked")
+
+def _bf16(layout: str):
+    op = getattr(_ops, f"bf16_gemm_{layout}_out")
+
+    def gemm(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None = None,
+             compiled_dims: str = "nk") -> None:
+        _check_compiled_dims(compiled_dims)
+        op(a, b, d, c)
+
+    gemm.__name__ = f"bf16_gemm_{layout}"
+    gemm.__doc__ = f"D = C + A·B into ``d``, a and b bfloat16 stored as layout {layout!r} says."
+    return gemm
+
+
+bf16_gemm_nt, bf16_gemm_nn, bf16_gemm_tn, bf16_gemm_tt = (_bf16(layout) for layout in ("nt", "nn", "tn", "tt"))
+
+
+def m_grouped_bf16_gemm_nt_contiguous(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, m_indices: torch.Tensor,
+                                      compiled_dims: str = "nk") -> None:
+    _check_compiled_dims(compiled_dims)
+    _ops.m_grouped_bf16_gemm_nt_contiguous_out(a, b, m_indices, d)
+
+
+def m_grouped_bf16_gemm_nt_masked(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, masked_m: torch.Tensor,
+                                  expected_m: int, compiled_dims: str = "nk") -> None:
+    _check_compiled_dims(compiled_dims)
+    _ops.m_grouped_bf16_gemm_nt_masked_out(a, b, masked_m, expected_m, d)
 
 # --- layout ----------------------------------------------------------------------------------------------------------
 
