@@ -44,8 +44,6 @@ def test_what_sm90_rejects_and_what_is_not_here_yet():
         deep_gemm.fp8_gemm_nt((a, sfa), (b, sfb), d, recipe=(1, 1, 128))
     with pytest.raises(ValueError, match="must be a \\(tensor, scale factors\\) pair"):
         deep_gemm.fp8_gemm_nt(a, (b, sfb), d)
-    with pytest.raises(NotImplementedError, match="k-grouped"):
-        deep_gemm.k_grouped_fp8_gemm_tn_contiguous((a, sfa), (b, sfb), d, [256], torch.tensor([256]))
 
 
 def test_bf16_calls_route_to_the_bf16_ops():
@@ -59,6 +57,25 @@ def test_bf16_calls_route_to_the_bf16_ops():
     assert torch.equal(d32, ops.bf16_gemm_nn(a, b.t().contiguous(), c))
     with pytest.raises(ValueError, match="compiled_dims"):
         deep_gemm.bf16_gemm_tt(a.t().contiguous(), b, d, compiled_dims="x")
+
+
+def test_k_grouped_takes_deep_gemm_s_transposed_operands():
+    gen = torch.Generator().manual_seed(8)
+    ks = [256, 0, 128]
+    a_t, b_t = torch.randn(384, 64, generator=gen), torch.randn(384, 96, generator=gen)  # [ΣK, M], [ΣK, N]
+    a = deep_gemm.per_channel_cast_to_fp8(a_t, use_ue8m0=False)
+    b = deep_gemm.per_channel_cast_to_fp8(b_t, use_ue8m0=False)
+    c = torch.randn(3, 64, 96, generator=gen)
+    d = c.clone()
+    deep_gemm.k_grouped_fp8_gemm_tn_contiguous(a, b, d, ks, torch.tensor(ks, dtype=torch.int32), c=d)
+    start = 0
+    for g, size in enumerate(ks):
+        want = c[g] + a_t[start:start + size].t() @ b_t[start:start + size]
+        assert deep_gemm.testing.calc_diff(d[g], want) < 1e-3 if size else torch.equal(d[g], c[g])
+        start += size
+    with pytest.raises(ValueError, match="recipe must be"):
+        deep_gemm.k_grouped_fp8_gemm_tn_contiguous(a, b, d, ks, torch.tensor(ks, dtype=torch.int32),
+                                                   recipe=(1, 128, 128))
 
 
 def test_utils_casts():

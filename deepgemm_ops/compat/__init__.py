@@ -5,8 +5,8 @@ that imports ``deep_gemm`` itself, :func:`install_as_deep_gemm`. Same names, arg
 every GEMM routes through the registered ops, so calls become traceable by ``torch.compile`` and capturable in CUDA
 graphs, and run on the CPU reference too. What DeepGEMM rejects on SM90 is rejected here as well (FP8 layouts other
 than NT, UE8M0-packed scales for the GEMMs): the same exception type, our message. The BF16 GEMMs and the k-grouped
-weight-gradient GEMM: the BF16 calls run this library's BF16 ops (the CPU reference today; ``NotImplementedError`` on
-the GPU until their kernels land); the k-grouped one raises ``NotImplementedError``.
+weight-gradient GEMM run this library's ops of the same name (the CPU reference today; ``NotImplementedError`` on the
+GPU until their kernels land).
 """
 
 from __future__ import annotations
@@ -100,16 +100,6 @@ def _sm90_nt_only(name: str):
     return reject
 
 
-def _not_yet(name: str):
-    def missing(*args, **kwargs):
-        raise NotImplementedError(f"{name}: the k-grouped weight-gradient GEMM is not in deepgemm_ops yet (it lands "
-                                  "with its weight-gradient ops); use fp8_gemm_nt per group or torch")
-
-    missing.__name__ = name
-    missing.__doc__ = f"Not available yet in deepgemm_ops ({name})."
-    return missing
-
-
 # --- FP8 GEMMs -----------------------------------------------------------------------------------------------------
 
 
@@ -141,7 +131,23 @@ fp8_gemm_nn = _sm90_nt_only("fp8_gemm_nn")
 fp8_gemm_tn = _sm90_nt_only("fp8_gemm_tn")
 fp8_gemm_tt = _sm90_nt_only("fp8_gemm_tt")
 m_grouped_fp8_gemm_nn_contiguous = _sm90_nt_only("m_grouped_fp8_gemm_nn_contiguous")
-k_grouped_fp8_gemm_tn_contiguous = _not_yet("k_grouped_fp8_gemm_tn_contiguous")
+
+
+def k_grouped_fp8_gemm_tn_contiguous(a, b, d: torch.Tensor, ks, ks_tensor: torch.Tensor, c: torch.Tensor | None = None,
+                                     recipe=(1, 1, 128), compiled_dims: str = "mn") -> None:
+    """MoE weight gradient: a = (e4m3 [ΣK, M], scales [ΣK/128, M]), b = (e4m3 [ΣK, N], scales [ΣK/128, N]), the
+    groups' K ranges given by ``ks`` (host list) / ``ks_tensor``; D[g] = C[g] + A[range]ᵀ·B[range] into ``d`` [G, M, N]
+    fp32 (``c`` may be ``d``). Runs :func:`deepgemm_ops.k_grouped_fp8_gemm_nt_contiguous` on the transposed operands
+    (a copy of each e4m3 operand): the CPU reference today, NotImplementedError on the GPU until its kernel lands."""
+    (a, sfa), (b, sfb) = _pair("a", a), _pair("b", b)
+    _check_compiled_dims(compiled_dims)
+    if tuple(recipe) != (1, 1, 128):
+        raise ValueError(f"recipe must be (1, 1, 128) for the k-grouped GEMM (1x128 scales on both operands), "
+                         f"got {tuple(recipe)}")
+    if len(ks) != ks_tensor.numel():
+        raise ValueError(f"ks and ks_tensor must list the same groups, got {len(ks)} and {ks_tensor.numel()}")
+    _ops.k_grouped_fp8_gemm_nt_contiguous_out(a.t().contiguous(), sfa.t(), b.t().contiguous(), sfb.t(), ks_tensor, d,
+                                              c)
 
 # --- BF16 GEMMs (this library's BF16 ops: the CPU reference today; on the GPU they raise NotImplementedError until
 # their kernels land) ------------------------------------------------------------------------------------------------
