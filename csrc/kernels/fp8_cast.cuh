@@ -102,14 +102,20 @@ __device__ __forceinline__ void store_e4m3(uint8_t* q, const float (&v)[kElems],
   }
 }
 
+// Calls body(divide) with the division for `scale`: the per-group fast one when it is finite, else the full one.
+template <class Body>
+__device__ __forceinline__ void with_divider(float scale, Body&& body) {
+  if (isfinite(scale)) {
+    body(DivideByFinite(scale));
+  } else {
+    body(DivideByAny{scale});
+  }
+}
+
 // Quantizes kElems values with `scale` and stores their bytes at q (kElems-byte aligned).
 template <int kElems>
 __device__ __forceinline__ void store_quantized(uint8_t* q, const float (&v)[kElems], float scale) {
-  if (isfinite(scale)) {
-    store_e4m3(q, v, DivideByFinite(scale));
-  } else {
-    store_e4m3(q, v, DivideByAny{scale});
-  }
+  with_divider(scale, [&](const auto& div) { store_e4m3(q, v, div); });
 }
 
 // One (row, 128-column group) per 128 / kVec threads; each thread takes kUnroll rows of one column group, all loads
@@ -246,16 +252,10 @@ __device__ __forceinline__ void per_token_transposed_cast(const Fp8CastParams& p
     for (int j = 0; j < kPerLane; ++j) v[j] = tile[lane + 32 * j][r];
     const uint32_t amax = __reduce_max_sync(0xffffffffu, abs_max_bits(v, kPerLane, 0));
     const float scale = scale_of(amax);
-    if (isfinite(scale)) {
-      const DivideByFinite div(scale);
+    with_divider(scale, [&](const auto& div) {
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) staged[r][lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(div(v[j]), 0.0f));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) {
-        staged[r][lane + 32 * j] = static_cast<uint8_t>(to_e4m3x2(__fdiv_rn(v[j], scale), 0.0f));
-      }
-    }
+    });
     if (lane == 0) p.sf[q_row * p.sf_stride_row + blockIdx.y * p.sf_stride_col] = scale;
   }
   __syncthreads();
