@@ -211,7 +211,7 @@ def _door_int(value) -> int:
 # --- BF16 and k-grouped GEMMs: the op contract, fakes and CPU reference exist (_ops.py); the SM90 kernels do not yet
 
 
-def _bf16_not_on_gpu(name: str, check):
+def _no_gpu_kernel_yet(name: str, check):
     def refuse(*args):
         check(*args)  # bad arguments get the same ValueError as on every other path
         raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet (the BF16 and k-grouped weight-gradient "
@@ -222,14 +222,14 @@ def _bf16_not_on_gpu(name: str, check):
 
 
 for _layout_name in V.BF16_LAYOUTS:
-    _bf16_not_on_gpu(f"bf16_gemm_{_layout_name}", functools.partial(V.check_bf16_gemm, _layout_name))
-    _bf16_not_on_gpu(f"bf16_gemm_{_layout_name}_out", functools.partial(_ops.check_bf16_out, _layout_name))
-_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_contiguous", V.check_grouped_bf16_contiguous)
-_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_contiguous_out", _ops.check_grouped_bf16_contiguous_out)
-_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_masked", V.check_grouped_bf16_masked)
-_bf16_not_on_gpu("m_grouped_bf16_gemm_nt_masked_out", _ops.check_grouped_bf16_masked_out)
-_bf16_not_on_gpu("k_grouped_fp8_gemm_nt_contiguous", V.check_k_grouped)
-_bf16_not_on_gpu("k_grouped_fp8_gemm_nt_contiguous_out", _ops.check_k_grouped_out)
+    _no_gpu_kernel_yet(f"bf16_gemm_{_layout_name}", functools.partial(V.check_bf16_gemm, _layout_name))
+    _no_gpu_kernel_yet(f"bf16_gemm_{_layout_name}_out", functools.partial(_ops.check_bf16_out, _layout_name))
+_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_contiguous", V.check_grouped_bf16_contiguous)
+_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_contiguous_out", _ops.check_grouped_bf16_contiguous_out)
+_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_masked", V.check_grouped_bf16_masked)
+_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_masked_out", _ops.check_grouped_bf16_masked_out)
+_no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous", V.check_k_grouped)
+_no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous_out", _ops.check_k_grouped_out)
 
 
 # --- casts -------------------------------------------------------------------------------------------------------

@@ -98,23 +98,29 @@ def masked_output(a, p: V.GemmProblem) -> torch.Tensor:
     return a.new_empty((p.num_groups, p.m, p.n), dtype=torch.bfloat16)
 
 
-def check_gemm_out(a, sfa, b, sfb, out, c):
-    p = V.check_gemm_nt(a, sfa, b, sfb, c)
-    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, c is not None)
+def rows_out(p: V.GemmProblem, a, out, has_c: bool = False) -> V.GemmProblem:
+    """Checks the [M, N] output of a validated problem p (dense or contiguous); returns p."""
+    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, has_c)
     return p
 
 
-def check_contiguous_out(a, sfa, b, sfb, m_indices, out):
-    p = V.check_grouped_contiguous(a, sfa, b, sfb, m_indices)
-    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, has_c=False)
-    return p
-
-
-def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
-    p = V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m)
+def groups_out(p: V.GemmProblem, a, out) -> V.GemmProblem:
+    """Checks the [G, Mmax, N] output of a validated masked problem p, groups back to back; returns p."""
     V.check_out(out, ("G", "Mmax", "N"), (p.num_groups, p.m, p.n), a.device, has_c=False)
     V.check_groups_back_to_back("out", out)
     return p
+
+
+def check_gemm_out(a, sfa, b, sfb, out, c):
+    return rows_out(V.check_gemm_nt(a, sfa, b, sfb, c), a, out, c is not None)
+
+
+def check_contiguous_out(a, sfa, b, sfb, m_indices, out):
+    return rows_out(V.check_grouped_contiguous(a, sfa, b, sfb, m_indices), a, out)
+
+
+def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
+    return groups_out(V.check_grouped_masked(a, sfa, b, sfb, masked_m, expected_m), a, out)
 
 
 # --- fakes ---------------------------------------------------------------------------------------------------------
@@ -208,13 +214,19 @@ def _check_m_indices(m_indices, num_groups: int) -> None:
                              f"multiple of get_mk_alignment_for_contiguous_layout() = {align}")
 
 
-def _contiguous_reference(a, sfa, b, sfb, m_indices, p: V.GemmProblem, out: torch.Tensor) -> None:
-    _check_m_indices(m_indices, p.num_groups)
+def grouped_contiguous_reference(m_indices, num_groups: int, out: torch.Tensor, group_gemm) -> None:
+    """out[rows of group g] = group_gemm(g, rows) for every group (rows: an index tensor into the concatenated rows)."""
+    _check_m_indices(m_indices, num_groups)
     out.zero_()  # padding rows (-1): unspecified by contract, zeros here
-    for g in range(p.num_groups):
+    for g in range(num_groups):
         rows = (m_indices == g).nonzero().flatten()
         if rows.numel():
-            out[rows] = reference_gemm(a[rows], sfa[rows], b[g], sfb[g], p.sfb_recipe).to(out.dtype)
+            out[rows] = group_gemm(g, rows).to(out.dtype)
+
+
+def _contiguous_reference(a, sfa, b, sfb, m_indices, p: V.GemmProblem, out: torch.Tensor) -> None:
+    grouped_contiguous_reference(
+        m_indices, p.num_groups, out, lambda g, rows: reference_gemm(a[rows], sfa[rows], b[g], sfb[g], p.sfb_recipe))
 
 
 @_impl("m_grouped_fp8_gemm_nt_contiguous", "CPU")
@@ -238,12 +250,18 @@ def _masked_counts(masked_m, p: V.GemmProblem) -> list:
     return counts
 
 
-def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Tensor) -> None:
+def grouped_masked_reference(masked_m, p: V.GemmProblem, out: torch.Tensor, group_gemm) -> None:
+    """out[g, :rows] = group_gemm(g, rows) for every group with rows = masked_m[g] > 0."""
     counts = _masked_counts(masked_m, p)
     out.zero_()  # rows >= masked_m[g]: unspecified by contract, zeros here
     for g, rows in enumerate(counts):
         if rows:
-            out[g, :rows] = reference_gemm(a[g, :rows], sfa[g, :rows], b[g], sfb[g], p.sfb_recipe).to(out.dtype)
+            out[g, :rows] = group_gemm(g, rows).to(out.dtype)
+
+
+def _masked_reference(a, sfa, b, sfb, masked_m, p: V.GemmProblem, out: torch.Tensor) -> None:
+    grouped_masked_reference(
+        masked_m, p, out, lambda g, n: reference_gemm(a[g, :n], sfa[g, :n], b[g], sfb[g], p.sfb_recipe))
 
 
 @_impl("m_grouped_fp8_gemm_nt_masked", "CPU")
@@ -297,9 +315,7 @@ def reference_bf16_gemm(layout: str, a, b, c=None) -> torch.Tensor:
 
 
 def check_bf16_out(layout, a, b, out, c):
-    p = V.check_bf16_gemm(layout, a, b, c)
-    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, c is not None)
-    return p
+    return rows_out(V.check_bf16_gemm(layout, a, b, c), a, out, c is not None)
 
 
 def _register_bf16_layout(layout: str) -> None:
@@ -331,16 +347,11 @@ for _layout_name in V.BF16_LAYOUTS:
 
 
 def check_grouped_bf16_contiguous_out(a, b, m_indices, out):
-    p = V.check_grouped_bf16_contiguous(a, b, m_indices)
-    V.check_out(out, ("M", "N"), (p.m, p.n), a.device, has_c=False)
-    return p
+    return rows_out(V.check_grouped_bf16_contiguous(a, b, m_indices), a, out)
 
 
 def check_grouped_bf16_masked_out(a, b, masked_m, expected_m, out):
-    p = V.check_grouped_bf16_masked(a, b, masked_m, expected_m)
-    V.check_out(out, ("G", "Mmax", "N"), (p.num_groups, p.m, p.n), a.device, has_c=False)
-    V.check_groups_back_to_back("out", out)
-    return p
+    return groups_out(V.check_grouped_bf16_masked(a, b, masked_m, expected_m), a, out)
 
 
 @_fake("m_grouped_bf16_gemm_nt_contiguous")
@@ -364,20 +375,11 @@ def _m_grouped_bf16_gemm_nt_masked_out_fake(a, b, masked_m, expected_m, out):
 
 
 def _bf16_contiguous_reference(a, b, m_indices, p: V.GemmProblem, out) -> None:
-    _check_m_indices(m_indices, p.num_groups)
-    out.zero_()  # padding rows (-1): unspecified by contract, zeros here
-    for g in range(p.num_groups):
-        rows = (m_indices == g).nonzero().flatten()
-        if rows.numel():
-            out[rows] = (a[rows].float() @ b[g].float().t()).to(out.dtype)
+    grouped_contiguous_reference(m_indices, p.num_groups, out, lambda g, rows: a[rows].float() @ b[g].float().t())
 
 
 def _bf16_masked_reference(a, b, masked_m, p: V.GemmProblem, out) -> None:
-    counts = _masked_counts(masked_m, p)
-    out.zero_()  # rows >= masked_m[g]: unspecified by contract, zeros here
-    for g, rows in enumerate(counts):
-        if rows:
-            out[g, :rows] = (a[g, :rows].float() @ b[g].float().t()).to(out.dtype)
+    grouped_masked_reference(masked_m, p, out, lambda g, n: a[g, :n].float() @ b[g].float().t())
 
 
 @_impl("m_grouped_bf16_gemm_nt_contiguous", "CPU")
