@@ -63,7 +63,8 @@ def _amax_blocks(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return padded.view(pm // rows, rows, pk // cols, cols).amax(dim=(1, 3)).clamp(min=AMAX_FLOOR)
 
 
-def _quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """e4m3(x / scale), each scale of sf covering a [rows, cols] block of x (edge blocks partial)."""
     m, k = x.shape
     rows, cols = _within(rows, m), _within(cols, k)
     expanded = sf.repeat_interleave(rows, dim=0)[:m].repeat_interleave(cols, dim=1)[:, :k]
@@ -71,7 +72,7 @@ def _quantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.
     return (x.float() / expanded).to(FP8).contiguous()
 
 
-def _scale_of(amax: torch.Tensor) -> torch.Tensor:
+def scale_of(amax: torch.Tensor) -> torch.Tensor:
     """amax / 448, the IEEE quotient on every device. The divisor is a tensor on amax's device: torch's CUDA division
     by a Python scalar multiplies by its reciprocal, which rounds differently from the CPU and the fused kernels."""
     return amax / torch.full((), FP8_MAX, dtype=amax.dtype, device=amax.device)
@@ -80,15 +81,15 @@ def _scale_of(amax: torch.Tensor) -> torch.Tensor:
 def per_token_cast(x: torch.Tensor, group_size: int, mn_major_scales: bool = False):
     """Each row's groups of ``group_size`` K-elements share one scale: (e4m3 [M, K], fp32 [M, ceil(K/group_size)]);
     the scales MN-major with the TMA-aligned M stride when ``mn_major_scales`` (the layout the GEMM kernels read)."""
-    sf = _scale_of(_amax_blocks(x, 1, group_size))
-    q = _quantize(x, sf, 1, group_size)
+    sf = scale_of(_amax_blocks(x, 1, group_size))
+    q = quantize(x, sf, 1, group_size)
     return q, (empty_mn_major(sf.shape, sf.device).copy_(sf) if mn_major_scales else sf)
 
 
 def per_block_cast(x: torch.Tensor, block_size: int):
     """Square ``block_size`` blocks share one scale: (e4m3 [N, K], fp32 [ceil(N/bs), ceil(K/bs)])."""
-    sf = _scale_of(_amax_blocks(x, block_size, block_size))
-    return _quantize(x, sf, block_size, block_size), sf
+    sf = scale_of(_amax_blocks(x, block_size, block_size))
+    return quantize(x, sf, block_size, block_size), sf
 
 
 def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:

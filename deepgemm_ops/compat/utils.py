@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import _layout
 from .._constants import ceil_div
 from .._heuristics import get_mk_alignment_for_contiguous_layout
-from .._layout import AMAX_FLOOR, FP8_MAX, get_tma_aligned_size
+from .._layout import get_tma_aligned_size
 
 _ops = torch.ops.deepgemm
 
@@ -26,11 +27,6 @@ def ceil_to_ue8m0(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.ceil(torch.log2(x.abs())))
 
 
-def _requantize(x: torch.Tensor, sf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    expanded = sf.repeat_interleave(rows, 0)[: x.shape[0]].repeat_interleave(cols, 1)[:, : x.shape[1]]
-    return (x.float() / expanded).to(torch.float8_e4m3fn)
-
-
 def per_token_cast_to_fp8(x: torch.Tensor, use_ue8m0: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, K] (K % 128 == 0) -> (e4m3 [M, K], fp32 [M, K/128])."""
     if x.dim() != 2 or x.shape[1] % 128:
@@ -38,7 +34,7 @@ def per_token_cast_to_fp8(x: torch.Tensor, use_ue8m0: bool) -> tuple[torch.Tenso
     q, sf = _ops.per_token_cast_to_fp8(x)
     if use_ue8m0:
         sf = ceil_to_ue8m0(sf)
-        q = _requantize(x, sf, 1, 128)
+        q = _layout.quantize(x, sf, 1, 128)
     return q, sf
 
 
@@ -55,14 +51,14 @@ def per_block_cast_to_fp8(x: torch.Tensor, use_ue8m0: bool) -> tuple[torch.Tenso
     q, sf = _ops.per_block_cast_to_fp8(x)
     if use_ue8m0:
         sf = ceil_to_ue8m0(sf)
-        q = _requantize(x, sf, 128, 128)
+        q = _layout.quantize(x, sf, 128, 128)
     return q, sf
 
 
 def per_custom_dims_cast_to_fp8(x: torch.Tensor, dims: tuple, use_ue8m0: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One scale per index of the kept ``dims`` (amax over all other dims); the scale tensor squeezed."""
     reduce = tuple(i for i in range(x.dim()) if i not in set(dims))
-    sf = x.abs().float().amax(dim=reduce, keepdim=True).clamp(min=AMAX_FLOOR) / FP8_MAX
+    sf = _layout.scale_of(x.abs().float().amax(dim=reduce, keepdim=True).clamp(min=_layout.AMAX_FLOOR))
     if use_ue8m0:
         sf = ceil_to_ue8m0(sf)
     return (x.float() / sf).to(torch.float8_e4m3fn), sf.squeeze()
