@@ -5,14 +5,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
-#include <mutex>
-#include <shared_mutex>
+#include <optional>
 #include <string>
-#include <unordered_map>
 
 #include "../kernels/params.h"
 #include "kernel_loader.hpp"
 #include "python_bindings.hpp"
+#include "shared_table.hpp"
 
 namespace deepgemm_ops {
 namespace {
@@ -56,27 +55,13 @@ bool fused_cast_reads(int64_t kind, const at::Tensor& x, int64_t vec) {
 }
 
 // The loaded kernel of each (device, kind, dtype), installed by the Python side after it compiled and loaded it.
-class CastKernels {
- public:
-  static CastKernels& instance() {
-    static CastKernels* table = new CastKernels();  // never destroyed, like the kernel registry
-    return *table;
-  }
-  const LoadedKernel* find(int device, int64_t kind, int64_t dtype) const {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
-    auto it = kernels_.find(slot(device, kind, dtype));
-    return it == kernels_.end() ? nullptr : it->second;
-  }
-  void insert(int device, int64_t kind, int64_t dtype, const LoadedKernel* kernel) {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    kernels_[slot(device, kind, dtype)] = kernel;
-  }
+// Never destroyed, like the kernel registry.
+SharedTable<int64_t, const LoadedKernel*>& cast_kernels() {
+  static auto* table = new SharedTable<int64_t, const LoadedKernel*>();
+  return *table;
+}
 
- private:
-  static int64_t slot(int device, int64_t kind, int64_t dtype) { return (int64_t{device} * 3 + kind) * 3 + dtype; }
-  mutable std::shared_mutex mutex_;
-  std::unordered_map<int64_t, const LoadedKernel*> kernels_;
-};
+int64_t cast_slot(int device, int64_t kind, int64_t dtype) { return (int64_t{device} * 3 + kind) * 3 + dtype; }
 
 // x validated by the caller (2-D bfloat16 / float16 / float32, group 128). per_block: the 128 x 128 recipe, else
 // per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major
@@ -96,8 +81,10 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
   const int64_t rows = x.size(0), cols = x.size(1);
   const LoadedKernel* kernel = nullptr;
   if (rows > 0 && cols > 0) {
-    kernel = CastKernels::instance().find(x.get_device(), kind, dtype_code);
-    if (kernel == nullptr) return pybind11::int_(kind);
+    const std::optional<const LoadedKernel*> installed = cast_kernels().find(cast_slot(x.get_device(), kind,
+                                                                                       dtype_code));
+    if (!installed) return pybind11::int_(kind);
+    kernel = *installed;
   }
   at::Tensor q, sf;
   const std::string error = no_throw([&] {
@@ -144,7 +131,7 @@ std::string install_cast_kernel(int64_t device, int64_t kind, int64_t dtype_code
     require(dtype_code >= 0 && dtype_code <= 2, "install_cast_kernel: dtype code must be 0, 1 or 2, got ", dtype_code);
     const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
     require(kernel != nullptr, "install_cast_kernel: kernel '", key, "' is not loaded on cuda:", device);
-    CastKernels::instance().insert(static_cast<int>(device), kind, dtype_code, kernel);
+    cast_kernels().insert(cast_slot(static_cast<int>(device), kind, dtype_code), kernel);
   });
 }
 

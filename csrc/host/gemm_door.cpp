@@ -15,17 +15,15 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 #include "sm90_fp8_gemm_launch.hpp"
 #include "kernel_loader.hpp"
 #include "python_bindings.hpp"
+#include "shared_table.hpp"
 
 namespace deepgemm_ops {
 namespace {
@@ -71,37 +69,11 @@ struct Plan {
   Fp8GemmKernelConfig cfg;
 };
 
-class PlanTable {
- public:
-  static PlanTable& instance() {
-    static PlanTable* table = new PlanTable();  // never destroyed, like the kernel registry
-    return *table;
-  }
-  std::optional<Plan> find(const PlanKey& key) const {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
-    auto it = plans_.find(key);
-    if (it == plans_.end()) return std::nullopt;
-    return it->second;
-  }
-  void insert(const PlanKey& key, const Plan& plan) {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    plans_[key] = plan;
-  }
-  size_t clear() {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    const size_t n = plans_.size();
-    plans_.clear();
-    return n;
-  }
-  size_t size() const {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
-    return plans_.size();
-  }
-
- private:
-  mutable std::shared_mutex mutex_;
-  std::unordered_map<PlanKey, Plan, PlanKeyHash> plans_;
-};
+// Never destroyed, like the kernel registry: safe from static destructors and any thread.
+SharedTable<PlanKey, Plan, PlanKeyHash>& plans() {
+  static auto* table = new SharedTable<PlanKey, Plan, PlanKeyHash>();
+  return *table;
+}
 
 // --- the acceptance predicate ----------------------------------------------------------------------------------
 
@@ -219,7 +191,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     num_sms = sms;
   }
   const std::optional<Plan> plan =
-      PlanTable::instance().find(PlanKey{device.index(), static_cast<int>(gemm_type), m, n, k, groups,
+      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), m, n, k, groups,
                                          masked ? expected_m : 0, recipe, out_dtype, has_c, static_cast<int>(num_sms)});
   if (!plan) return none;
 
@@ -281,7 +253,7 @@ std::string install_gemm_plan(int64_t device, int64_t gemm_type, int64_t m, int6
     const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), m, n, k, num_groups,
                           gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
                           static_cast<int>(sfb_recipe), static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
-    PlanTable::instance().insert(problem, Plan{kernel, cfg});
+    plans().insert(problem, Plan{kernel, cfg});
   });
 }
 
@@ -291,9 +263,9 @@ void bind_gemm_door(pybind11::module_& m) {
         "plan or not the well-formed case, take the planning path; or an error text. See deepgemm_ops/_cuda.py.");
   m.def("install_gemm_plan", &install_gemm_plan,
         "Install the loaded kernel `key` with its config as the plan of a GEMM problem; returns \"\" or the error.");
-  m.def("clear_gemm_plans", [] { return PlanTable::instance().clear(); },
+  m.def("clear_gemm_plans", [] { return plans().clear(); },
         "Forget every installed plan (loaded kernels stay loaded); returns how many there were.");
-  m.def("num_gemm_plans", [] { return PlanTable::instance().size(); });
+  m.def("num_gemm_plans", [] { return plans().size(); });
 }
 
 const PythonBindings kGemmDoorBindings(bind_gemm_door);
