@@ -27,17 +27,25 @@ def _gemm_out_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float32 else torch.bfloat16
 
 
+def _gemm(a, sfa, b, sfb, dtype: torch.dtype) -> Tensor:
+    """``fp8_gemm_nt`` with the result in ``dtype`` (bf16 or fp32 from the kernel, converted only when it differs).
+
+    No ``.to`` when the dtype already matches: under torch.compile in torch 2.11, an autograd.Function whose forward
+    returns ``t.to(t.dtype)`` (t itself) gets zeros as its output gradient (fixed in later releases; test_nn.py)."""
+    out = _ops.fp8_gemm_nt(a, sfa, b, sfb, None, _gemm_out_dtype(dtype))
+    return out if out.dtype == dtype else out.to(dtype)
+
+
 def _quantize_weight(weight: Tensor, with_transpose: bool) -> tuple:
     """(W, its 128x128 scales, Wᵀ, Wᵀ's scales); the last two only ``with_transpose`` (dgrad needs them).
 
-    Wᵀ is cast by the same op from the transposed weight: 128x128 blocks transpose exactly, so its bytes and scales
-    equal W's transposed. Casting rather than transposing the e4m3 tensor keeps FP8 tensors out of compiler-generated
-    kernels (under Inductor on the H200 the transposed e4m3 copy came out as zeros; docs/PERF.md)."""
+    128x128 blocks transpose exactly, so Wᵀ's cast is W's cast transposed: one 1-byte copy (through uint8, which every
+    backend copies) instead of a second cast of a transposed weight."""
     wq, ws = _ops.per_block_cast_to_fp8(weight)
     if not with_transpose:
         return wq, ws, None, None
-    wq_t, ws_t = _ops.per_block_cast_to_fp8(weight.t().contiguous())
-    return wq, ws, wq_t, ws_t
+    wq_t = wq.view(torch.uint8).t().contiguous().view(wq.dtype)
+    return wq, ws, wq_t, ws.t().contiguous()
 
 
 def _pad_tokens(t: Tensor) -> Tensor:
@@ -50,7 +58,7 @@ class _FP8LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(x2: Tensor, weight: Tensor, wq: Tensor, ws: Tensor, wq_t: Tensor, ws_t: Tensor) -> Tensor:
         xq, xs = _ops.per_token_cast_to_fp8(x2, SCALE_BLOCK, True)
-        return _ops.fp8_gemm_nt(xq, xs, wq, ws, None, _gemm_out_dtype(x2.dtype)).to(x2.dtype)
+        return _gemm(xq, xs, wq, ws, x2.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -65,12 +73,12 @@ class _FP8LinearFunction(torch.autograd.Function):
         dy = dy.contiguous()
         if ctx.needs_input_grad[0]:
             dyq, dys = _ops.per_token_cast_to_fp8(dy, SCALE_BLOCK, True)
-            dx = _ops.fp8_gemm_nt(dyq, dys, wq_t, ws_t, None, _gemm_out_dtype(x2.dtype)).to(x2.dtype)
+            dx = _gemm(dyq, dys, wq_t, ws_t, x2.dtype)
         if ctx.needs_input_grad[1]:
             dy_t, dy_ts = _ops.per_token_cast_to_fp8(_pad_tokens(dy).t(), SCALE_BLOCK, True)
             x_t, x_ts = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
             # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
-            dw = _ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts, None, _gemm_out_dtype(ctx.weight_dtype)).to(ctx.weight_dtype)
+            dw = _gemm(dy_t, dy_ts, x_t, x_ts, ctx.weight_dtype)
         return dx, dw, None, None, None, None
 
 
