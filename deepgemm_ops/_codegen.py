@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._heuristics import BLOCK_K, GemmConfig, smem_bytes
+from ._heuristics import BLOCK_K, GemmConfig, cluster_multicasts_a, math_warpgroups, smem_bytes
 
 _GEMM_TYPE_ENUM = {"normal": "Normal", "contiguous": "Contiguous", "masked": "Masked"}
 _RECIPE_ENUM = {"128x128": "Block128x128", "1x128": "Row1x128"}
@@ -27,21 +27,27 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
     problems = []
     if cfg.block_k != BLOCK_K:
         problems.append(f"block_k must be {BLOCK_K}, got {cfg.block_k}")
-    if cfg.block_m not in (64, 128):
-        problems.append(f"block_m must be 64 or 128, got {cfg.block_m}")
+    if cfg.block_m not in (64, 128, 256):
+        problems.append(f"block_m must be 64, 128 or 256, got {cfg.block_m}")
+    elif cfg.block_m == 256 and cfg.block_n > 128:
+        problems.append(f"block_m 256 needs block_n <= 128 (registers), got {cfg.block_n}")
+    elif cfg.block_m == 256 and cfg.gemm_type == "contiguous":
+        problems.append("block_m 256 cannot serve the contiguous layout (groups start at multiples of 128 rows)")
     if cfg.block_n % 8 != 0 or not 8 <= cfg.block_n <= 256:
         problems.append(f"block_n must be a multiple of 8 in [8, 256], got {cfg.block_n}")
-    if cfg.num_math_warpgroups != cfg.block_m // 64 or cfg.num_threads != (cfg.num_math_warpgroups + 1) * 128:
+    wgs = math_warpgroups(cfg.block_m)
+    if cfg.num_math_warpgroups != wgs or cfg.num_threads != (wgs + 1) * 128:
         problems.append(
-            f"num_math_warpgroups/num_threads must be {cfg.block_m // 64}/{(cfg.block_m // 64 + 1) * 128} for "
+            f"num_math_warpgroups/num_threads must be {wgs}/{(wgs + 1) * 128} for "
             f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
         )
     if cfg.cluster_size not in (1, 2):
         problems.append(f"cluster_size must be 1 or 2, got {cfg.cluster_size}")
-    elif cfg.cluster_size == 2 and (cfg.gemm_type != "normal" or cfg.block_n % 16 != 0):
+    elif cfg.cluster_size == 2 and (cfg.gemm_type != "normal"
+                                    or (cfg.block_n % 16 != 0 and not cluster_multicasts_a(cfg.block_m))):
         problems.append(
-            f"cluster_size 2 (B multicast) needs a normal GEMM and block_n % 16 == 0, got {cfg.gemm_type!r}, "
-            f"block_n={cfg.block_n}"
+            f"cluster_size 2 needs a normal GEMM and, multicasting B (block_m < 256), block_n % 16 == 0; got "
+            f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
     expected_smem = smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype)
     if cfg.smem_bytes != expected_smem:

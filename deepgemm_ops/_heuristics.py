@@ -44,6 +44,18 @@ _FLOPS_PER_CYCLE = 8192
 _L2_BYTES_PER_CYCLE = 64
 
 
+def math_warpgroups(block_m: int) -> int:
+    """Math warpgroups of a tile: one for 64 rows, else two (a 256-row tile: 128 rows each, as two 64-row waves).
+    Mirrors math_warpgroups in csrc/kernels/params.h."""
+    return 1 if block_m == 64 else 2
+
+
+def cluster_multicasts_a(block_m: int) -> bool:
+    """2-CTA clusters of 256-row tiles pair n-blocks and share A; narrower tiles pair m-blocks and share B
+    (params.h)."""
+    return block_m == 256
+
+
 def get_mk_alignment_for_contiguous_layout() -> int:
     return MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT
 
@@ -55,7 +67,7 @@ class GemmConfig:
     block_n: int
     block_k: int
     num_stages: int
-    num_math_warpgroups: int  # block_m / 64: each math warpgroup owns 64 rows of the tile
+    num_math_warpgroups: int  # math_warpgroups(block_m)
     num_threads: int  # (num_math_warpgroups + 1) * 128: the last warpgroup is the TMA producer
     cluster_size: int  # CTAs per cluster (TMA multicast); 1 = no cluster
     swizzle_group_n: int  # n-blocks per swath of the L2-friendly tile order
@@ -103,16 +115,16 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
 
 
 def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str) -> dict:
-    """The GemmConfig fields a tile shape determines: one math warpgroup per 64 rows plus the producer warpgroup,
-    and the shared memory of num_stages stages (default: the most that fit)."""
+    """The GemmConfig fields a tile shape determines: the math warpgroups plus the producer warpgroup, and the
+    shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
         num_stages = _max_stages(block_m, block_n, out_dtype)
     return dict(
         block_m=block_m,
         block_n=block_n,
         num_stages=num_stages,
-        num_math_warpgroups=block_m // 64,
-        num_threads=(block_m // 64 + 1) * 128,
+        num_math_warpgroups=math_warpgroups(block_m),
+        num_threads=(math_warpgroups(block_m) + 1) * 128,
         smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
     )
 

@@ -305,6 +305,51 @@ def test_grouped_masked(groups, m_max, n, k, recipe):
     _check_masked(counts, m_max, n, k, recipe, seed=groups)
 
 
+# Tiles the heuristic may not pick for the shapes above, forced: 256-row tiles (two 64-row waves per math warpgroup)
+# alone and in A-sharing clusters (odd n-block counts leave the last pair's second block past N), B-sharing clusters
+# with an odd m-block count; M, N and K tails, fp32 + C, both recipes, masked groups.
+FORCED = [  # (m, n, k, recipe, with_c, (block_m, block_n, cluster_size))
+    (4096, 7168, 2048, "128x128", False, (256, 128, 2)),
+    (300, 576, 576, "128x128", False, (256, 128, 2)),  # 2 m-blocks (one partial), 5 n-blocks: odd pair count
+    (257, 2112, 7168, "1x128", True, (256, 128, 2)),
+    (513, 4096, 7168, "128x128", False, (256, 128, 1)),
+    (65, 2112, 576, "1x128", False, (256, 96, 1)),
+    (300, 2112, 576, "128x128", False, (128, 128, 2)),
+]
+
+
+@pytest.fixture
+def force_tile(monkeypatch):
+    """Makes the planner use a given tile (and forget every plan made before and after)."""
+    from deepgemm_ops import _cuda
+    from deepgemm_ops import _heuristics as H
+
+    chosen = H.choose_fp8_gemm_config
+
+    def force(block_m, block_n, cluster_size):
+        monkeypatch.setattr(H, "choose_fp8_gemm_config", lambda *a, **kw: H.with_tile(
+            chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size))
+        _cuda._config.cache_clear()
+        _cuda.clear_plans()
+
+    yield force
+    monkeypatch.undo()
+    _cuda._config.cache_clear()
+    _cuda.clear_plans()
+
+
+@pytest.mark.parametrize("m,n,k,recipe,with_c,tile", FORCED)
+def test_forced_tiles(force_tile, m, n, k, recipe, with_c, tile):
+    force_tile(*tile)
+    check_gemm(m, n, k, recipe, with_c=with_c, seed=m + k)
+
+
+@pytest.mark.parametrize("block_n", [128, 64])
+def test_forced_256_row_tiles_masked(force_tile, block_n):
+    force_tile(256, block_n, 1)
+    _check_masked([512, 0, 300, 17], 512, 2112, 576, seed=block_n)
+
+
 def test_masked_decode_step_in_a_cuda_graph():
     """Two-layer MoE step (masked GEMM -> SiLU -> masked GEMM) captured once, replayed with new counts and inputs."""
     groups, m_max, hidden, inner = 8, 64, 1024, 512

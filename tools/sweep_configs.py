@@ -39,6 +39,7 @@ def main(spec: str) -> None:
     for (m, n, k), cfgs in jobs:
         a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), timer.device)
         sfa = torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sfa)
+        ref = None
         for cfg in cfgs:
             H.choose_fp8_gemm_config = lambda *args, _c=cfg, **kw: _c
             # Both memos of "which kernel": the config lookup and the C++ door's installed plan for this problem
@@ -48,9 +49,13 @@ def main(spec: str) -> None:
             torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)  # plans this variant
             key = _codegen.fp8_gemm_kernel_name(cfg, n, k)
             assert any(name == key for name, _ in _runtime.host_module().loaded_kernels()), key
+            out = torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)
+            ref = out if ref is None else ref  # the heuristic's own kernel is the first variant
+            diff = bench.max_rel_error(out, ref)
             us = timer.time_us(functools.partial(torch.ops.deepgemm.fp8_gemm_nt, a, sfa, b, sfb), reps=30)
             print(f"{m}x{n}x{k} bm{cfg.block_m} bn{cfg.block_n} cl{cfg.cluster_size} st{cfg.num_stages}: "
-                  f"{us:8.1f} us {2 * m * n * k / us / 1e6:7.1f} TFLOPS", flush=True)
+                  f"{us:8.1f} us {2 * m * n * k / us / 1e6:7.1f} TFLOPS, max rel diff to the first {diff:.1e}",
+                  flush=True)
         H.choose_fp8_gemm_config = chosen
         _cuda._config.cache_clear()
         _cuda.clear_plans()

@@ -124,18 +124,24 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
   using detail::expect;
   const auto s = [](int64_t v) { return std::to_string(v); };
   expect(cfg.block_k == 128, "cfg.block_k must be 128, got " + s(cfg.block_k));
-  expect(cfg.block_m == 64 || cfg.block_m == 128, "cfg.block_m must be 64 or 128, got " + s(cfg.block_m));
+  expect(cfg.block_m == 64 || cfg.block_m == 128 || cfg.block_m == 256,
+         "cfg.block_m must be 64, 128 or 256, got " + s(cfg.block_m));
+  expect(cfg.block_m < 256 || (cfg.block_n <= 128 && cfg.gemm_type != 1),
+         "cfg.block_m 256 needs block_n <= 128 and a normal or masked GEMM, got block_n " + s(cfg.block_n) +
+             ", gemm_type " + s(cfg.gemm_type));
   expect(cfg.block_n % 8 == 0 && cfg.block_n >= 8 && cfg.block_n <= 256,
          "cfg.block_n must be a multiple of 8 in [8, 256], got " + s(cfg.block_n));
   expect(cfg.out_dtype == 1 || cfg.block_n % 16 == 0,
          "cfg.block_n must be a multiple of 16 for a bf16 output, got " + s(cfg.block_n));
-  expect(cfg.num_math_warpgroups == cfg.block_m / 64 && cfg.num_threads == (cfg.num_math_warpgroups + 1) * 128,
-         "cfg.num_math_warpgroups/num_threads must be " + s(cfg.block_m / 64) + "/" + s((cfg.block_m / 64 + 1) * 128) +
-             ", got " + s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
+  const int wgs = math_warpgroups(cfg.block_m);
+  expect(cfg.num_math_warpgroups == wgs && cfg.num_threads == (wgs + 1) * 128,
+         "cfg.num_math_warpgroups/num_threads must be " + s(wgs) + "/" + s((wgs + 1) * 128) + ", got " +
+             s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
   expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
-  expect(cfg.cluster_size == 1 || (cfg.gemm_type == 0 && cfg.block_n % 16 == 0),
-         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and block_n % 16 == 0, got gemm_type " +
-             s(cfg.gemm_type) + ", block_n " + s(cfg.block_n));
+  expect(cfg.cluster_size == 1 ||
+             (cfg.gemm_type == 0 && (cfg.block_n % 16 == 0 || cluster_multicasts_a(cfg.block_m))),
+         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and, multicasting B, block_n % 16 == 0, got gemm_type " +
+             s(cfg.gemm_type) + ", block_m " + s(cfg.block_m) + ", block_n " + s(cfg.block_n));
   expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
   expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
@@ -162,13 +168,16 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   const uint64_t b_rows = type == GemmType::Normal ? x.n : groups * x.n;
   const uint64_t sfa_rows = type == GemmType::Masked ? groups * num_kb : num_kb;
 
+  // With a cluster, each CTA loads (and multicasts) its share of the operand tile the pair shares.
+  const bool multicast_a = cfg.cluster_size > 1 && cluster_multicasts_a(cfg.block_m);
+  const int a_share = multicast_a ? cfg.cluster_size : 1;
+  const int b_share = multicast_a ? 1 : cfg.cluster_size;
   const CUtensorMap tma_a = detail::make_tensor_map<2>(
-      x.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), a_rows}, {uint64_t(x.lda)}, {128u, uint32_t(cfg.block_m)},
-      CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(A)");
+      x.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), a_rows}, {uint64_t(x.lda)},
+      {128u, uint32_t(cfg.block_m / a_share)}, CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(A)");
   const CUtensorMap tma_b = detail::make_tensor_map<2>(
       x.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, {uint64_t(x.k), b_rows}, {uint64_t(x.ldb)},
-      {128u, uint32_t(cfg.block_n / cfg.cluster_size)},  // with a cluster, each CTA loads (multicasts) a share of B
-      CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(B)");
+      {128u, uint32_t(cfg.block_n / b_share)}, CU_TENSOR_MAP_SWIZZLE_128B, "cuTensorMapEncodeTiled(B)");
   const CUtensorMap tma_sfa = detail::make_tensor_map<2>(
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
@@ -202,13 +211,13 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.ldc = cfg.has_c ? x.ldc : 0;
 
   // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
-  // (with a 2-CTA cluster, m-blocks are counted in pairs: the kernel's tiles are (m-block pair, n-block) units).
+  // (with a 2-CTA cluster, the shared dimension's blocks are counted in pairs, as the kernel's scheduler does).
   const int64_t cluster = cfg.cluster_size;
   int64_t grid = cfg.num_sms / cluster * cluster;
   if (type != GemmType::Masked) {
-    const int64_t m_blocks = (static_cast<int64_t>(x.m) + cfg.block_m - 1) / cfg.block_m;
-    const int64_t tiles = (m_blocks + cluster - 1) / cluster * cluster *
-                          ((static_cast<int64_t>(x.n) + cfg.block_n - 1) / cfg.block_n);
+    const int64_t m_blocks = ceil_div(x.m, cfg.block_m), n_blocks = ceil_div(x.n, cfg.block_n);
+    const int64_t tiles = multicast_a ? m_blocks * (ceil_div(n_blocks, cluster) * cluster)
+                                      : ceil_div(m_blocks, cluster) * cluster * n_blocks;
     grid = tiles < grid ? tiles : grid;
   }
 

@@ -1,4 +1,5 @@
-// Epilogue: one math warpgroup's 64 x BLOCK_N slice, straight from the wgmma accumulator layout.
+// Epilogue: one math warpgroup's 64-row slices of the tile (one, or two for 256-row tiles), straight from the wgmma
+// accumulator layout.
 //
 // bf16 output (store_d_by_tma): stmatrix packs the slice into a swizzled shared-memory staging tile of [64 rows][W
 // columns] chunks (W = 64/32/16, see d_store_box_cols: wide boxes keep the TMA store to few, full-line requests; the
@@ -53,9 +54,10 @@ struct Epilogue {
     }
   }
 
-  __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
+  // The tile's 64-row slice `slice`.
+  __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int slice, int warp_in_wg, int lane,
                                       const float (&acc)[kBlockN / 2]) {
-    const int row0 = t.a_row + math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const int row0 = t.a_row + slice * 64 + warp_in_wg * 16 + lane / 4;
     const bool row0_ok = row0 < t.row_end, row1_ok = row0 + 8 < t.row_end;
     const bool paired = (p.ldd % 2 == 0) && (!kHasC || p.ldc % 2 == 0);
     const int col0 = t.n_block * kBlockN + (lane % 4) * 2;
@@ -73,7 +75,7 @@ struct Epilogue {
     return *reinterpret_cast<const uint32_t*>(&v);
   }
 
-  // smem_d: this warpgroup's 64 x BLOCK_N staging tile, as BLOCK_N / W chunks of [64 rows][W columns] (W =
+  // smem_d: this warpgroup's staging tiles, one 64 x BLOCK_N tile (kSliceBytes) per slice, each as BLOCK_N / W chunks of [64 rows][W columns] (W =
   // d_store_box_cols), each swizzled like the TMA's 2W-byte swizzle mode: the 16-byte unit u of row r sits at unit
   // u ^ ((r / (8 / units)) % units), units = 2W / 16 (the Swizzle<log2(units), 4, 3> pattern on byte offsets; chunks
   // are 1024-byte aligned). The 8 rows one stmatrix matrix writes land in 8 different 16-byte bank groups.
@@ -82,6 +84,7 @@ struct Epilogue {
   static constexpr int kBoxCols = d_store_box_cols(kBlockN);
   static constexpr int kUnits = kBoxCols / 8;  // 16-byte units per staged row: 8, 4 or 2
   static constexpr int kBoxBytes = 64 * kBoxCols * 2;
+  static constexpr int kSliceBytes = 64 * kBlockN * 2;
   static_assert(kBoxBytes % 1024 == 0, "swizzled D chunks must stay 1024-byte aligned");
 
   __device__ static uint32_t staged_offset(int row, int col8) {
@@ -90,8 +93,10 @@ struct Epilogue {
     return static_cast<uint32_t>(chunk * kBoxBytes + row * kBoxCols * 2 + swizzled * 16);
   }
 
-  __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane, const float (&acc)[kBlockN / 2],
-                                   uint8_t* smem_d, const TmaDescriptor& tma_d) {
+  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers.
+  template <int kWaves>
+  __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane,
+                                   const float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
     if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
@@ -99,22 +104,29 @@ struct Epilogue {
     const int q = lane / 8;
     const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
 #pragma unroll
-    for (int j = 0; j < kBlockN / 8; j += 2) {
-      uint8_t* dst = smem_d + staged_offset(row, j + q / 2);
-      cute::SM90_U32x4_STSM_N::copy(pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
-                                    pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]),
-                                    *reinterpret_cast<cute::uint128_t*>(dst));
+    for (int w = 0; w < kWaves; ++w) {
+      const float(&a)[kBlockN / 2] = acc[w];
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; j += 2) {
+        uint8_t* dst = smem_d + w * kSliceBytes + staged_offset(row, j + q / 2);
+        cute::SM90_U32x4_STSM_N::copy(pack_bf16(a[4 * j + 0], a[4 * j + 1]), pack_bf16(a[4 * j + 2], a[4 * j + 3]),
+                                      pack_bf16(a[4 * j + 4], a[4 * j + 5]), pack_bf16(a[4 * j + 6], a[4 * j + 7]),
+                                      *reinterpret_cast<cute::uint128_t*>(dst));
+      }
     }
     cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
     if (warp_in_wg == 0) {
-      for (int c = lane; c < kBlockN / kBoxCols; c += 32) {
+      for (int i = lane; i < kWaves * (kBlockN / kBoxCols); i += 32) {
+        const int w = i / (kBlockN / kBoxCols), c = i % (kBlockN / kBoxCols);
         const int col = t.n_block * kBlockN + c * kBoxCols;
-        if (col >= kN) break;
+        const int row = (math_wg * kWaves + w) * 64;
+        if (col >= kN) continue;
+        uint8_t* src = smem_d + w * kSliceBytes + c * kBoxBytes;
         if constexpr (kType == GemmType::Masked) {
-          cute::SM90_TMA_STORE_3D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.m_block * kBlockM + math_wg * 64, t.group);
+          cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, t.m_block * kBlockM + row, t.group);
         } else {
-          cute::SM90_TMA_STORE_2D::copy(&tma_d, smem_d + c * kBoxBytes, col, t.a_row + math_wg * 64);
+          cute::SM90_TMA_STORE_2D::copy(&tma_d, src, col, t.a_row + row);
         }
       }
       cute::tma_store_arrive();  // commits the group of stores

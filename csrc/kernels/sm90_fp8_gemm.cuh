@@ -1,7 +1,7 @@
 // FP8 NT GEMM with fine-grained scaling for SM90 (normal, m-grouped contiguous, m-grouped masked):
 //   D[m, n] = C[m, n] + sum_kb (sum_{k in kb} A[m, k] B[n, k]) * sfa[m, kb] * sfb(n, kb)
-// Persistent CTAs: warpgroups 0 .. kBlockM/64 - 1 do the math (64 rows each), the last warpgroup produces
-// (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
+// Persistent CTAs: the math warpgroups (math_warpgroups(kBlockM): 64 rows each, or 128 as two 64-row waves in
+// 256-row tiles) come first, the last warpgroup produces (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
 // extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
 #pragma once
 #include "sm90_epilogue.cuh"
@@ -12,7 +12,7 @@
 
 namespace deepgemm_ops::kernels {
 
-__host__ __device__ constexpr int num_threads(int block_m) { return (block_m / 64 + 1) * 128; }
+__host__ __device__ constexpr int num_threads(int block_m) { return (math_warpgroups(block_m) + 1) * 128; }
 
 // Only bf16 outputs stage D in shared memory (TMA-store epilogue).
 template <int kBlockM, int kBlockN, int kStages, bool kOutFp32>
@@ -27,14 +27,18 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
                                                 const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa,
                                                 const TmaDescriptor& tma_d) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
-  static_assert(kBlockM == 64 || kBlockM == 128, "BLOCK_M must be 64 or 128 (one or two math warpgroups)");
+  static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M must be 64, 128 or 256");
+  static_assert(kBlockM < 256 || kBlockN <= 128, "256-row tiles hold two accumulators and a partial: BLOCK_N <= 128");
+  static_assert(kBlockM < 256 || kType != GemmType::Contiguous,
+                "contiguous groups start at multiples of 128 rows: a 256-row tile could hold two groups");
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
   static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
   using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, !kOutFp32, kCluster, Wgmma>;
   using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster>;
   using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
-  // Register split: the producer needs few; the math warpgroups hold two BLOCK_N/2 accumulators each.
+  // Register split: the producer needs few; the math warpgroups hold three BLOCK_N/2 arrays each (accumulators and
+  // partials).
   constexpr uint32_t kProducerRegs = 40;
   constexpr uint32_t kMathRegs = Loop::kNumMathWarpgroups == 2 ? 232 : 240;
 
@@ -77,17 +81,19 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     PipelineState<kStages> st;
     Sched sched(p);
     Tile t;
-    float acc[kBlockN / 2];
-    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * 64 * kBlockN * 2;
+    constexpr int kWaves = Loop::kWaves;
+    float acc[kWaves][kBlockN / 2];
+    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * kWaves * Epi::kSliceBytes;
     while (sched.next(t)) {
       loop.consume(st, t.n_block, math_wg, warp_in_wg, lane, acc);
-      if constexpr (kOutFp32) {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc);
-      } else if (p.store_d_by_tma) {
-        Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);
-      } else {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc);
+      if constexpr (!kOutFp32) {
+        if (p.store_d_by_tma) {
+          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);
+          continue;
+        }
       }
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w) Epi::store_direct(p, t, math_wg * kWaves + w, warp_in_wg, lane, acc[w]);
     }
     if constexpr (!kOutFp32) {
       if (p.store_d_by_tma) Epi::drain(warp_in_wg);

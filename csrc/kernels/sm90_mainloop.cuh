@@ -54,18 +54,22 @@ struct PipelineState {
   }
 };
 
-// kCluster == 2: the two CTAs of a cluster work on tiles with the same n-block; each loads half of the B tile's rows
-// and multicasts it into both CTAs' stage, so a stage may be refilled only when the consumers of both CTAs released
-// it: empty[s] counts the math warps of the whole cluster (each warp arrives on its own and the peer's barrier).
+// kCluster == 2: the two CTAs of a cluster work on tiles that share one operand tile — the same n-block (64/128-row
+// tiles: B is shared) or, for 256-row tiles, the same m-block (A is shared; cluster_multicasts_a). Each CTA loads half
+// of the shared tile's rows and multicasts it into both CTAs' stage, so a stage may be refilled only when the
+// consumers of both CTAs released it: empty[s] counts the math warps of the whole cluster (each warp arrives on its
+// own and the peer's barrier).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
           int kCluster, class Wgmma>
 struct Mainloop {
-  static_assert(kCluster == 1 || (kCluster == 2 && kBlockN % 16 == 0),
+  static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM);
+  static_assert(kCluster == 1 || (kCluster == 2 && (kMulticastA || kBlockN % 16 == 0)),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
-  static constexpr int kNumMathWarpgroups = kBlockM / 64;
+  static constexpr int kNumMathWarpgroups = math_warpgroups(kBlockM);
+  static constexpr int kWaves = kBlockM / 64 / kNumMathWarpgroups;  // 64-row slices per math warpgroup
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
 
   uint8_t* smem;
@@ -93,17 +97,25 @@ struct Mainloop {
     const int b_row = t.group * kN + t.n_block * kBlockN;
     const int sfa_col = t.m_block * kBlockM;
     [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
-    constexpr int kBRows = kBlockN / kCluster;  // rows of B this CTA loads (and multicasts)
+    constexpr int kARows = kBlockM / kCluster;  // rows of a shared A tile this CTA loads (and multicasts)
+    constexpr int kBRows = kBlockN / kCluster;  // the same for a shared B tile
+    constexpr auto kBothCtas = static_cast<uint16_t>((1 << kCluster) - 1);
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       wait_barrier(empty(st.stage), st.phase ^ 1);
       uint64_t* bar = full(st.stage);
       Barrier::arrive_and_expect_tx(bar, kTmaBytes);
-      cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), kb * kBlockK, t.a_row);
-      if constexpr (kCluster == 1) {
+      if constexpr (kMulticastA) {
+        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_a, bar, kBothCtas, kL2EvictNormal,
+                                               a_tile(st.stage) + rank * kARows * kBlockK, kb * kBlockK,
+                                               t.a_row + rank * kARows);
+      } else {
+        cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), kb * kBlockK, t.a_row);
+      }
+      if constexpr (kCluster == 1 || kMulticastA) {
         cute::SM90_TMA_LOAD_2D::copy(&tma_b, bar, kL2EvictNormal, b_tile(st.stage), kb * kBlockK, b_row);
       } else {
-        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, bar, static_cast<uint16_t>((1 << kCluster) - 1), kL2EvictNormal,
+        cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, bar, kBothCtas, kL2EvictNormal,
                                                b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
                                                b_row + rank * kBRows);
       }
@@ -153,9 +165,10 @@ struct Mainloop {
   // in flight.
   static constexpr bool kPingPong = kBlockN <= 128;
 
-  // Issues the 4 wgmmas of stage s's k-block into p (p = the raw FP8 products) as one committed batch.
-  __device__ void issue_kblock(int s, int math_wg, float (&p)[kBlockN / 2]) const {
-    const uint64_t desc_a = kmajor_sw128_desc(a_tile(s) + math_wg * 64 * kBlockK);
+  // Issues the 4 wgmmas of stage s's k-block for the tile's 64-row slice `slice` into p (p = the raw FP8 products) as
+  // one committed batch.
+  __device__ void issue_kblock(int s, int slice, float (&p)[kBlockN / 2]) const {
+    const uint64_t desc_a = kmajor_sw128_desc(a_tile(s) + slice * 64 * kBlockK);
     const uint64_t desc_b = kmajor_sw128_desc(b_tile(s));
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
@@ -258,12 +271,46 @@ struct Mainloop {
   // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
   // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
   // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
+  // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w.
   __device__ void consume(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
-                          float (&acc)[kBlockN / 2]) const {
-    if constexpr (kPingPong) {
-      consume_pingpong(st, n_block, math_wg, warp_in_wg, lane, acc);
+                          float (&acc)[kWaves][kBlockN / 2]) const {
+    if constexpr (kWaves > 1) {
+      consume_waves(st, n_block, math_wg, warp_in_wg, lane, acc);
+    } else if constexpr (kPingPong) {
+      consume_pingpong(st, n_block, math_wg, warp_in_wg, lane, acc[0]);
     } else {
-      consume_single(st, n_block, math_wg, warp_in_wg, lane, acc);
+      consume_single(st, n_block, math_wg, warp_in_wg, lane, acc[0]);
+    }
+  }
+
+  // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
+  // partial buffer would not fit beside two accumulators); the other warpgroup's wgmmas run while this one promotes.
+  // The stage is released once both waves have read it.
+  __device__ void consume_waves(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
+                                float (&acc)[kWaves][kBlockN / 2]) const {
+    float part[kBlockN / 2];
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
+    }
+    const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
+    const int second = second_block_group(n_block);
+#pragma unroll 1
+    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+      wait_barrier(full(st.stage), st.phase);
+      const float* sfa = sfa_stage(st.stage);
+      const float* sfb = sfb_stage(st.stage);
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w) {
+        const float sa0 = sfa[r0 + w * 64], sa1 = sfa[r0 + w * 64 + 8];
+        issue_kblock(st.stage, math_wg * kWaves + w, part);
+        cute::warpgroup_wait<0>();
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
+        promote(part, sa0, sa1, sfb, lane, second, acc[w]);
+      }
+      release(st.stage, lane);
     }
   }
 

@@ -16,17 +16,21 @@ struct Tile {
 };
 
 // kCluster == 2 (normal GEMMs only): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
-// n-block (they share the B tile, which the main loop multicasts). The scheduler then walks (m-pair, n-block) units;
-// both CTAs of a cluster walk the same unit sequence, so their pipelines stay in lock step. The second m-block of the
-// last pair may lie past M: it is computed on zero-filled rows and never stored.
+// n-block (they share the B tile, which the main loop multicasts) — or, for 256-row tiles (cluster_multicasts_a), the
+// two n-blocks of one n-block pair with the same m-block (they share A). The scheduler then walks (m-pair, n-block) or
+// (m-block, n-pair) units; both CTAs of a cluster walk the same unit sequence, so their pipelines stay in lock step.
+// The second block of the last pair may lie past M (N): it is computed on zero-filled rows and never stored.
 template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster>
 struct TileScheduler {
   static_assert(kCluster == 1 || kType == GemmType::Normal, "2-CTA clusters are implemented for normal GEMMs only");
+  static constexpr bool kPairN = kCluster > 1 && cluster_multicasts_a(kBlockM);
+  static constexpr int kPairM = kCluster > 1 && !kPairN ? kCluster : 1;  // m-blocks per unit
   static constexpr int kNumNBlocks = (kN + kBlockN - 1) / kBlockN;
+  static constexpr int kNumNUnits = kPairN ? (kNumNBlocks + kCluster - 1) / kCluster : kNumNBlocks;
 
   const Fp8GemmParams& p;
-  int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group); with a cluster, of
-                     // m-block pairs
+  int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group); with a B-sharing
+                     // cluster, of m-block pairs
   int next_index;
   // Masked only: the group that next_index falls into and the first tile index of that group.
   int group = 0;
@@ -34,7 +38,7 @@ struct TileScheduler {
 
   __device__ explicit TileScheduler(const Fp8GemmParams& params)
       : p(params),
-        num_m_blocks(((params.m + kBlockM - 1) / kBlockM + kCluster - 1) / kCluster),
+        num_m_blocks(((params.m + kBlockM - 1) / kBlockM + kPairM - 1) / kPairM),
         next_index(blockIdx.x / kCluster) {
     if constexpr (kType == GemmType::Masked) num_m_blocks = masked_m_blocks(0);
   }
@@ -45,12 +49,12 @@ struct TileScheduler {
     return (rows + kBlockM - 1) / kBlockM;
   }
 
-  // L2-friendly order inside one group: swaths of kSwizzleGroupN n-blocks, m-blocks vary fastest inside a swath, so
-  // the CTAs of one wave share a few B tiles and a run of A tiles.
+  // L2-friendly order inside one group: swaths of kSwizzleGroupN n-units (n-blocks, or n-block pairs), n varies
+  // fastest inside a swath, so the CTAs of one wave share a run of A tiles and a few B tiles.
   __device__ void rasterize(int local, int m_blocks, int& m_block, int& n_block) const {
     const int swath = local / (m_blocks * kSwizzleGroupN);
     const int first_n = swath * kSwizzleGroupN;
-    const int width = min(kSwizzleGroupN, kNumNBlocks - first_n);
+    const int width = min(kSwizzleGroupN, kNumNUnits - first_n);
     const int in_swath = local - swath * m_blocks * kSwizzleGroupN;
     m_block = in_swath / width;
     n_block = first_n + in_swath % width;
@@ -61,8 +65,8 @@ struct TileScheduler {
       const int index = next_index;
       next_index += gridDim.x / kCluster;
       if constexpr (kType == GemmType::Masked) {
-        while (index >= group_first_tile + num_m_blocks * kNumNBlocks) {
-          group_first_tile += num_m_blocks * kNumNBlocks;
+        while (index >= group_first_tile + num_m_blocks * kNumNUnits) {
+          group_first_tile += num_m_blocks * kNumNUnits;
           if (++group >= p.num_groups) return false;
           num_m_blocks = masked_m_blocks(group);
         }
@@ -73,9 +77,10 @@ struct TileScheduler {
         t.sfa_kb0 = group * kNumKBlocks;
         return true;
       } else {
-        if (index >= num_m_blocks * kNumNBlocks) return false;
+        if (index >= num_m_blocks * kNumNUnits) return false;
         rasterize(index, num_m_blocks, t.m_block, t.n_block);
-        if constexpr (kCluster > 1) t.m_block = t.m_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
+        if constexpr (kPairN) t.n_block = t.n_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
+        if constexpr (kPairM > 1) t.m_block = t.m_block * kPairM + static_cast<int>(blockIdx.x % kPairM);
         t.a_row = t.m_block * kBlockM;
         t.row_end = p.m;
         t.sfa_kb0 = 0;
