@@ -197,17 +197,7 @@ struct Mainloop {
   __device__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
                                  int second, float (&acc)[kBlockN / 2]) {
     if constexpr (kRecipe == SfbRecipe::Block128x128) {
-      const float2 sb = *reinterpret_cast<const float2*>(sfb);  // first and second block
-      const float s00 = sa0 * sb.x, s10 = sa1 * sb.x, s01 = sa0 * sb.y, s11 = sa1 * sb.y;
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-        const bool in_second = j >= kSfbGcd / 8 && j >= second;
-        const float s0 = in_second ? s01 : s00, s1 = in_second ? s11 : s10;
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
-      }
+      promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
     } else {
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
@@ -217,6 +207,21 @@ struct Mainloop {
         acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
         acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
       }
+    }
+  }
+
+  // 128x128 recipe: sb = the B scales of the tile's first and second 128-column block.
+  __device__ static void promote_blocks(const float (&part)[kBlockN / 2], float sa0, float sa1, float2 sb, int second,
+                                        float (&acc)[kBlockN / 2]) {
+    const float s00 = sa0 * sb.x, s10 = sa1 * sb.x, s01 = sa0 * sb.y, s11 = sa1 * sb.y;
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      const bool in_second = j >= kSfbGcd / 8 && j >= second;
+      const float s0 = in_second ? s01 : s00, s1 = in_second ? s11 : s10;
+      acc[4 * j + 0] = fmaf(part[4 * j + 0], s0, acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(part[4 * j + 1], s0, acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(part[4 * j + 2], s1, acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(part[4 * j + 3], s1, acc[4 * j + 3]);
     }
   }
 
@@ -285,7 +290,10 @@ struct Mainloop {
 
   // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
   // partial buffer would not fit beside two accumulators); the other warpgroup's wgmmas run while this one promotes.
-  // The stage is released once both waves have read it.
+  // With 128x128 B scales every scale of the k-block is read into registers first, so the stage is released as soon
+  // as the last wave's wgmmas have drained, before its promotion: with the 3 stages that fit, a release after the
+  // promotion left the producer a stage short. (1x128: a lane's BLOCK_N / 4 column scales stay in shared memory, the
+  // release waits for the last promotion.)
   __device__ void consume_waves(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                                 float (&acc)[kWaves][kBlockN / 2]) const {
     float part[kBlockN / 2];
@@ -299,18 +307,27 @@ struct Mainloop {
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
+      constexpr bool kEarlyRelease = kRecipe == SfbRecipe::Block128x128;
       const float* sfa = sfa_stage(st.stage);
       const float* sfb = sfb_stage(st.stage);
+      float sa[kWaves][2];
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w) sa[w][0] = sfa[r0 + w * 64], sa[w][1] = sfa[r0 + w * 64 + 8];
+      [[maybe_unused]] const float2 sb = kEarlyRelease ? *reinterpret_cast<const float2*>(sfb) : float2{};
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
-        const float sa0 = sfa[r0 + w * 64], sa1 = sfa[r0 + w * 64 + 8];
         issue_kblock(st.stage, math_wg * kWaves + w, part);
         cute::warpgroup_wait<0>();
 #pragma unroll
         for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
-        promote(part, sa0, sa1, sfb, lane, second, acc[w]);
+        if constexpr (kEarlyRelease) {
+          if (w == kWaves - 1) release(st.stage, lane);
+          promote_blocks(part, sa[w][0], sa[w][1], sb, second, acc[w]);
+        } else {
+          promote(part, sa[w][0], sa[w][1], sfb, lane, second, acc[w]);
+        }
       }
-      release(st.stage, lane);
+      if constexpr (!kEarlyRelease) release(st.stage, lane);
     }
   }
 
