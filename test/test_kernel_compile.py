@@ -26,13 +26,13 @@ from deepgemm_ops import _heuristics as H
 def _cfg(m, n, k, *, out="bf16", recipe="128x128", has_c=False, gemm_type="normal", groups=1, force=None):
     cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype=out, sfb_recipe=recipe, has_c=has_c,
                                    gemm_type=gemm_type, num_groups=groups)
-    if force:  # (block_m, block_n)
-        cfg = H.with_tile(cfg, block_m=force[0], block_n=force[1])
+    if force:  # (block_m, block_n[, cluster_size])
+        cfg = H.with_tile(cfg, block_m=force[0], block_n=force[1], cluster_size=force[2] if len(force) > 2 else 1)
     return cfg, n, k
 
 
 # (config, N, K): bf16/fp32 out, with C, both sfb recipes, K = 576 (not a multiple of 128), N = 576 / 2112 tails,
-# both BLOCK_M, a non-power-of-two BLOCK_N, normal + both grouped types.
+# every BLOCK_M (256: two waves, A multicast), a non-power-of-two BLOCK_N, normal + both grouped types.
 CASES = {
     "dense_bf16_large": _cfg(4096, 7168, 16384),
     "dense_fp32_c_1x128_k576": _cfg(4097, 576, 576, out="fp32", recipe="1x128", has_c=True, force=(64, 48)),
@@ -40,6 +40,7 @@ CASES = {
     "dense_bm64_bn112_pingpong": _cfg(128, 7168, 16384),  # the tightest register budget of the ping-pong loop
     "contiguous_1x128": _cfg(8192, 2112, 7168, recipe="1x128", gemm_type="contiguous", groups=4),
     "masked_k576": _cfg(256, 576, 576, gemm_type="masked", groups=8),
+    "dense_bm256_cl2": _cfg(4096, 7168, 2048, force=(256, 128, 2)),  # two waves per warpgroup, A multicast
 }
 
 
@@ -54,6 +55,7 @@ MAIN_LOOP_BOUND = {
     "dense_bm64_bn112_pingpong": 327,
     "contiguous_1x128": 288,
     "masked_k576": 289,
+    "dense_bm256_cl2": 206,
 }
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-9_.]*[^;]*);")

@@ -74,7 +74,7 @@ class TestHostModuleBuild(unittest.TestCase):
         self.assertIn("door on CPU tensors None", cold.stdout)  # declined: the planning path handles it
         self.assertIn("install unloaded RuntimeError: deepgemm_ops: install_gemm_plan: kernel 'nothing' is not loaded "
                       "on cuda:0", cold.stdout)
-        self.assertIn("install bad config ValueError: deepgemm_ops fp8 gemm launch: cfg.block_m must be 64 or 128, got 96",
+        self.assertIn("install bad config ValueError: deepgemm_ops fp8 gemm launch: cfg.block_m must be 64, 128 or 256, got 96",
                       cold.stdout)
         self.assertIn("plans 0 0", cold.stdout)
 
