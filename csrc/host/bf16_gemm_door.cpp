@@ -93,8 +93,9 @@ bool tma_operand(const at::Tensor& t, const at::Device& device, int64_t dim) {
   return t.numel() / t.size(-1) <= kMaxExtent && t.size(-1) <= kMaxExtent;
 }
 
-// Row stride of an [.., rows, n] output or addend as the kernel takes it (a single row may carry any stride).
-int64_t row_stride(const at::Tensor& t) { return t.size(-2) == 1 ? t.size(-1) : t.stride(-2); }
+// Row stride of an [m, n] output or addend as the kernel takes it (the one row of a 1-row matrix may carry any
+// stride); [G, Mmax, N] outputs keep theirs, which also steps over the groups.
+int64_t row_stride(const at::Tensor& t) { return t.dim() == 2 && t.size(0) == 1 ? t.size(1) : t.stride(-2); }
 
 // layout: index into BF16_LAYOUTS (0 nt, 1 nn, 2 tn, 3 tt; grouped: 0). out_code: -1 = out_dtype None, 0 = bf16,
 // 1 = fp32, anything else = not for the door. num_sms: the set_num_sms value, 0 when unset.
