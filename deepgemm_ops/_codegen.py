@@ -1,14 +1,16 @@
-"""CUDA source generation for the SM90 FP8 NT GEMM family (pure Python).
+"""CUDA source generation for the SM90 kernel families (pure Python): FP8 NT GEMM, BF16 GEMM, FP8 casts.
 
-The generated translation unit instantiates ``fp8_gemm_kernel`` (csrc/kernels/sm90_fp8_gemm.cuh) with N, K and the
-config baked in, behind an ``extern "C"`` wrapper so the symbol name is not mangled. ``_jit.compile_cubin`` compiles
-it (flags and include dirs: ``_jit``). The config's BLOCK_N selects CuTe's wgmma atom (:func:`wgmma_atom`).
+A generated translation unit instantiates a family's kernel template (``fp8_gemm_kernel`` in
+csrc/kernels/sm90_fp8_gemm.cuh, ``bf16_gemm_kernel`` in sm90_bf16_gemm.cuh) with N, K and the config baked in, behind
+an ``extern "C"`` wrapper so the symbol name is not mangled. ``_jit.compile_cubin`` compiles it (flags and include
+dirs: ``_jit``). The config's BLOCK_N selects CuTe's wgmma atom (:func:`wgmma_atom`, :func:`bf16_wgmma_atom`).
 """
 
 from __future__ import annotations
 
 import math
 
+from ._bf16_heuristics import BF16_BLOCK_K, Bf16GemmConfig, bf16_smem_bytes, operand_majors
 from ._heuristics import BLOCK_K, GemmConfig, cluster_multicasts_a, math_warpgroups, smem_bytes
 
 _GEMM_TYPE_ENUM = {"normal": "Normal", "contiguous": "Contiguous", "masked": "Masked"}
@@ -126,6 +128,86 @@ def wgmma_atom(n: int) -> tuple[str, str | None]:
         raise ValueError(f"wgmma N must be a multiple of 8 in [8, 256], got {n}")
     header = None if n in _BASE_WGMMA_N else "cute/arch/mma_sm90_gmma_ext.hpp"
     return f"cute::SM90::GMMA::MMA_64x{n}x32_F32E4M3E4M3_SS_TN<>", header
+
+
+def bf16_wgmma_atom(n: int, layout: str) -> tuple[str, str | None]:
+    """(CuTe wgmma atom for m64 x n x k16, bf16 x bf16 -> f32 with A and B in shared memory in the majors of
+    ``layout``, extra header or None)."""
+    if n % 8 != 0 or not 8 <= n <= 256:
+        raise ValueError(f"wgmma N must be a multiple of 8 in [8, 256], got {n}")
+    header = None if n in _BASE_WGMMA_N else "cute/arch/mma_sm90_gmma_ext.hpp"
+    a_mn, b_mn = operand_majors(layout)
+    majors = ", ".join(f"cute::SM90::GMMA::Major::{'MN' if mn else 'K'}" for mn in (a_mn, b_mn))
+    return f"cute::SM90::GMMA::MMA_64x{n}x16_F32BF16BF16_SS<{majors}>", header
+
+
+def bf16_gemm_kernel_name(cfg: Bf16GemmConfig, n: int, k: int) -> str:
+    c = "_c" if cfg.has_c else ""
+    return (f"dg_bf16_gemm_{cfg.gemm_type}_{cfg.layout}_n{n}_k{k}_bm{cfg.block_m}_bn{cfg.block_n}_s{cfg.num_stages}"
+            f"_g{cfg.swizzle_group_n}_{cfg.out_dtype}{c}")
+
+
+def _check_bf16(cfg: Bf16GemmConfig, n: int, k: int) -> None:
+    problems = []
+    if cfg.block_k != BF16_BLOCK_K:
+        problems.append(f"block_k must be {BF16_BLOCK_K}, got {cfg.block_k}")
+    if cfg.block_m not in (64, 128):
+        problems.append(f"block_m must be 64 or 128, got {cfg.block_m}")
+    if cfg.block_n % 16 != 0 or not 16 <= cfg.block_n <= 256:
+        problems.append(f"block_n must be a multiple of 16 in [16, 256], got {cfg.block_n}")
+    elif operand_majors(cfg.layout)[1] and cfg.block_n % 64 != 0:
+        problems.append(f"an N-major b (layout {cfg.layout!r}) needs block_n % 64 == 0, got {cfg.block_n}")
+    if cfg.num_math_warpgroups != cfg.block_m // 64 or cfg.num_threads != (cfg.num_math_warpgroups + 1) * 128:
+        problems.append(
+            f"num_math_warpgroups/num_threads must be {cfg.block_m // 64}/{(cfg.block_m // 64 + 1) * 128} for "
+            f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
+        )
+    expected_smem = bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype)
+    if cfg.smem_bytes != expected_smem:
+        problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
+    if cfg.gemm_type != "normal" and cfg.layout != "nt":
+        problems.append(f"grouped BF16 GEMMs are NT only, got {cfg.gemm_type!r} with layout {cfg.layout!r}")
+    if cfg.has_c and cfg.out_dtype != "fp32":
+        problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
+    if n < 1 or k < 1:
+        problems.append(f"need n >= 1 and k >= 1, got n={n}, k={k}")
+    if problems:
+        raise ValueError("invalid BF16 GEMM kernel config: " + "; ".join(problems))
+
+
+def bf16_gemm_source(cfg: Bf16GemmConfig, n: int, k: int) -> tuple[str, str]:
+    """(CUDA source, unmangled kernel symbol) of the BF16 GEMM kernel for ``cfg`` with N = n, K = k."""
+    _check_bf16(cfg, n, k)
+    name = bf16_gemm_kernel_name(cfg, n, k)
+    out_fp32 = "true" if cfg.out_dtype == "fp32" else "false"
+    atom, atom_header = bf16_wgmma_atom(cfg.block_n, cfg.layout)
+    a_mn, b_mn = operand_majors(cfg.layout)
+    template_args = ", ".join([
+        str(n), str(k), str(cfg.block_m), str(cfg.block_n), str(cfg.num_stages), str(cfg.swizzle_group_n),
+        f"deepgemm_ops::GemmType::{_GEMM_TYPE_ENUM[cfg.gemm_type]}",
+        f"cute::SM90::GMMA::Major::{'MN' if a_mn else 'K'}", f"cute::SM90::GMMA::Major::{'MN' if b_mn else 'K'}",
+        out_fp32, "true" if cfg.has_c else "false", atom,
+    ])
+    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}"
+    includes = '#include "sm90_bf16_gemm.cuh"' + (f"\n#include <{atom_header}>" if atom_header else "")
+    source = f"""\
+{includes}
+// Generated by deepgemm_ops._codegen: BF16 GEMM ({cfg.gemm_type}, layout {cfg.layout}), N={n}, K={k}.
+
+static_assert(deepgemm_ops::kernels::bf16_gemm_smem_bytes<{smem_args}>() == {cfg.smem_bytes},
+              "Bf16GemmConfig.smem_bytes disagrees with the kernel's shared-memory layout");
+static_assert(deepgemm_ops::kernels::bf16_gemm_threads({cfg.block_m}) == {cfg.num_threads},
+              "Bf16GemmConfig.num_threads disagrees with the kernel's warpgroup layout");
+
+extern "C" __global__ void __launch_bounds__({cfg.num_threads}, 1)
+{name}(const __grid_constant__ deepgemm_ops::Fp8GemmParams params,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_a,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_b,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_d) {{
+  deepgemm_ops::kernels::bf16_gemm_kernel<{template_args}>(params, tma_a, tma_b, tma_d);
+}}
+"""
+    return source, name
 
 
 # The FP8 casts (csrc/kernels/fp8_cast.cuh): one kernel per (kind, input dtype), no shape constants.

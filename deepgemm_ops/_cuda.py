@@ -13,9 +13,9 @@ import threading
 
 import torch
 
-from . import _heuristics, _jit, _layout, _ops, _runtime, _sms
+from . import _bf16_heuristics, _heuristics, _jit, _layout, _ops, _runtime, _sms
 from . import _validate as V
-from ._codegen import fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
+from ._codegen import bf16_gemm_kernel_name, bf16_gemm_source, fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
 from ._constants import TMA_ALIGNMENT_BYTES
 from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 
@@ -27,19 +27,12 @@ def check_gpu_k(k: int) -> None:
         raise ValueError(f"K must be a multiple of 16 on the GPU (TMA row alignment), got K = {k}")
 
 
-# The kernels address rows and columns with 32-bit TMA coordinates and take M, N, K, G as 32-bit ints.
-_MAX_GPU_EXTENT = 2**31 - 1
-
-
 def check_gpu_gemm(a, b, k, out) -> None:
     """What the SM90 kernel needs beyond the op contract (TMA alignment, 32-bit extents); clear errors instead of bad
     launches. a / b / out as the op received them: a leading group dim counts into the rows the kernel sees."""
     check_gpu_k(k)
     for name, t in (("a", a), ("b", b), ("out", out)):
-        rows, cols = t.numel() // max(t.shape[-1], 1), t.shape[-1]
-        if max(rows, cols) > _MAX_GPU_EXTENT:
-            raise ValueError(f"{name} is too large for the GPU kernels: {rows} rows (over all groups) x {cols} "
-                             f"columns, at most {_MAX_GPU_EXTENT} (2^31 - 1) each (32-bit TMA coordinates)")
+        V.check_gpu_extent(name, t)
     for name, t in (("a", a), ("b", b)):
         if t.stride(-2) % TMA_ALIGNMENT_BYTES or t.data_ptr() % TMA_ALIGNMENT_BYTES:
             raise ValueError(f"{name} must start at a 16-byte aligned address with a row stride that is a multiple "
@@ -208,26 +201,144 @@ def _door_int(value) -> int:
     return value if type(value) is int else 0
 
 
-# --- BF16 and k-grouped GEMMs: the op contract, fakes and CPU reference exist (_ops.py); the SM90 kernels do not yet
+# --- BF16 GEMMs: the same trampolines into their own C++ door (csrc/host/bf16_gemm_door.cpp) ------------------------
+
+_BF16_LAYOUT_CODES = {layout: i for i, layout in enumerate(_bf16_heuristics.BF16_LAYOUTS)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _bf16_config(m, n, k, num_sms, layout, out_dtype, has_c, gemm_type, num_groups, expected_m):
+    cfg = _bf16_heuristics.choose_bf16_gemm_config(
+        m, n, k, num_sms=num_sms, layout=layout, out_dtype=out_dtype, has_c=has_c, gemm_type=gemm_type,
+        num_groups=num_groups, expected_m=expected_m)
+    key = bf16_gemm_kernel_name(cfg, n, k)
+    _kernels[key] = (functools.partial(bf16_gemm_source, cfg, n, k), cfg.smem_bytes)
+    if _jit.print_configs_enabled():
+        print(f"[deepgemm_ops] bf16 {gemm_type} {layout} m={m} n={n} k={k}: {cfg}", file=sys.stderr)
+    return key, list(cfg.as_ints())
+
+
+def _bf16_door(layout, gemm_type, a, b, c=None, out=None, grouped_layout=None, expected_m=0, out_dtype=None):
+    result = _runtime.host_module().bf16_gemm_door(
+        _BF16_LAYOUT_CODES[layout], _GEMM_TYPES[gemm_type], a, b, c, out, grouped_layout, expected_m,
+        _OUT_CODES.get(out_dtype, 2), _sms.num_sms_setting())
+    if isinstance(result, str):
+        _runtime.check(result)
+    return result
+
+
+def _bf16_plan_and_launch(layout, gemm_type, a, b, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None):
+    """The BF16 planning path (as _plan_and_launch): zero-sized problems end here; otherwise the GPU rule, then
+    config, JIT, plan install and the launch through the door."""
+    if p.m == 0 or p.n == 0 or p.num_groups == 0:
+        return
+    if p.k == 0:  # empty sum over K: D = C (or zeros)
+        out.copy_(c) if c is not None else out.zero_()
+        return
+    # Grouped operands as one buffer of rows (a copy only when the groups are apart); C with rows TMA-free reads take.
+    if a.dim() == 3:
+        a = a.reshape(-1, p.k).view(a.shape)
+    if b.dim() == 3:
+        b = b.reshape(-1, p.k).view(b.shape)
+    V.check_bf16_gpu(layout, a, b, out)
+    if c is not None and (c.stride(-1) != 1 or (p.m > 1 and c.stride(0) < p.n)):
+        c = c.contiguous()
+    if grouped_layout is not None:
+        grouped_layout = grouped_layout.contiguous()
+    device = a.device.index
+    num_sms = _sms.get_num_sms(device)
+    out_dtype = _OUT_DTYPE_NAMES[out.dtype]
+    key, cfg = _bf16_config(p.m, p.n, p.k, num_sms, layout, out_dtype, c is not None, gemm_type, p.num_groups,
+                            expected_m)
+    ensure_loaded(key, device)
+    module = _runtime.host_module()
+    _runtime.check(module.install_bf16_gemm_plan(
+        device, _BF16_LAYOUT_CODES[layout], _GEMM_TYPES[gemm_type], p.m, p.n, p.k, p.num_groups, expected_m or 0,
+        _heuristics.OUT_DTYPES.index(out_dtype), c is not None, num_sms, key, cfg))
+    if _bf16_door(layout, gemm_type, a, b, c, out, grouped_layout, expected_m or 0) is not True:
+        raise RuntimeError(f"deepgemm_ops internal error: the BF16 GEMM door refused a validated {gemm_type} "
+                           f"{layout} call after its plan ({key}) was installed")
+
+
+def _register_bf16_layout(layout: str) -> None:
+    name = f"bf16_gemm_{layout}"
+
+    def functional(a, b, c=None, out_dtype=None):
+        out = _bf16_door(layout, "normal", a, b, c, out_dtype=out_dtype)
+        if out is not None:
+            return out
+        p = V.check_bf16_gemm(layout, a, b, c, out_dtype)
+        out = gemm_output(a, p)
+        _bf16_plan_and_launch(layout, "normal", a, b, c, out, p)
+        return out
+
+    def out_form(a, b, out, c=None):
+        if _bf16_door(layout, "normal", a, b, c, out) is None:
+            _bf16_plan_and_launch(layout, "normal", a, b, c, out, _ops.check_bf16_out(layout, a, b, out, c))
+
+    for suffix, f in (("", functional), ("_out", out_form)):
+        f.__name__ = f"_{name}{suffix}_cuda"
+        _impl(name + suffix, "CUDA")(f)
+
+
+for _layout_name in V.BF16_LAYOUTS:
+    _register_bf16_layout(_layout_name)
+
+
+@_impl("m_grouped_bf16_gemm_nt_contiguous", "CUDA")
+def _m_grouped_bf16_gemm_nt_contiguous_cuda(a, b, m_indices):
+    out = _bf16_door("nt", "contiguous", a, b, grouped_layout=m_indices)
+    if out is not None:
+        return out
+    p = V.check_grouped_bf16_contiguous(a, b, m_indices)
+    out = gemm_output(a, p)
+    _bf16_plan_and_launch("nt", "contiguous", a, b, None, out, p, m_indices)
+    return out
+
+
+@_impl("m_grouped_bf16_gemm_nt_contiguous_out", "CUDA")
+def _m_grouped_bf16_gemm_nt_contiguous_out_cuda(a, b, m_indices, out):
+    if _bf16_door("nt", "contiguous", a, b, out=out, grouped_layout=m_indices) is None:
+        p = _ops.check_grouped_bf16_contiguous_out(a, b, m_indices, out)
+        _bf16_plan_and_launch("nt", "contiguous", a, b, None, out, p, m_indices)
+
+
+@_impl("m_grouped_bf16_gemm_nt_masked", "CUDA")
+def _m_grouped_bf16_gemm_nt_masked_cuda(a, b, masked_m, expected_m):
+    out = _bf16_door("nt", "masked", a, b, grouped_layout=masked_m, expected_m=_door_int(expected_m))
+    if out is not None:
+        return out
+    p = V.check_grouped_bf16_masked(a, b, masked_m, expected_m)
+    out = masked_output(a, p)
+    _bf16_plan_and_launch("nt", "masked", a, b, None, out, p, masked_m, expected_m)
+    return out
+
+
+@_impl("m_grouped_bf16_gemm_nt_masked_out", "CUDA")
+def _m_grouped_bf16_gemm_nt_masked_out_cuda(a, b, masked_m, expected_m, out):
+    if _bf16_door("nt", "masked", a, b, out=out, grouped_layout=masked_m, expected_m=_door_int(expected_m)) is None:
+        p = _ops.check_grouped_bf16_masked_out(a, b, masked_m, expected_m, out)
+        _bf16_plan_and_launch("nt", "masked", a, b, None, out, p, masked_m, expected_m)
+
+
+def clear_bf16_plans() -> int:
+    """Forget every installed BF16 GEMM plan (compiled kernels stay loaded). For tools and tests."""
+    return _runtime.host_module().clear_bf16_gemm_plans()
+
+
+# --- k-grouped FP8 GEMM: the op contract, fake and CPU reference exist (_ops.py); the SM90 kernel does not yet
 
 
 def _no_gpu_kernel_yet(name: str, check):
     def refuse(*args):
         check(*args)  # bad arguments get the same ValueError as on every other path
-        raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet (the BF16 and k-grouped weight-gradient "
-                                  "kernels are still to be written); it runs on the CPU reference")
+        raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet (the k-grouped weight-gradient kernel "
+                                  "is still to be written); it runs on the CPU reference")
 
     refuse.__name__ = f"_{name}_cuda"
     _impl(name, "CUDA")(refuse)
 
 
-for _layout_name in V.BF16_LAYOUTS:
-    _no_gpu_kernel_yet(f"bf16_gemm_{_layout_name}", functools.partial(V.check_bf16_gemm, _layout_name))
-    _no_gpu_kernel_yet(f"bf16_gemm_{_layout_name}_out", functools.partial(_ops.check_bf16_out, _layout_name))
-_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_contiguous", V.check_grouped_bf16_contiguous)
-_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_contiguous_out", _ops.check_grouped_bf16_contiguous_out)
-_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_masked", V.check_grouped_bf16_masked)
-_no_gpu_kernel_yet("m_grouped_bf16_gemm_nt_masked_out", _ops.check_grouped_bf16_masked_out)
 _no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous", V.check_k_grouped)
 _no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous_out", _ops.check_k_grouped_out)
 

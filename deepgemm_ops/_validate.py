@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from ._bf16_heuristics import BF16_LAYOUTS  # noqa: F401  (re-exported: the validation vocabulary)
 from ._constants import SCALE_BLOCK, ceil_div  # noqa: F401  (re-exported: the validation vocabulary)
 
 FP8 = torch.float8_e4m3fn
@@ -163,9 +164,8 @@ def check_grouped_contiguous(a, sfa, b, sfb, m_indices) -> GemmProblem:
     return GemmProblem(m, n, k, g, recipe, torch.bfloat16)
 
 
-# BF16 layouts, as DeepGEMM names them: the first letter says how a is stored (n: [M, K], t: [K, M]), the second how b
-# is (t: [N, K], n: [K, N]); D = C + A·B of the mathematical operands.
-BF16_LAYOUTS = ("nt", "nn", "tn", "tt")
+# BF16 layouts (BF16_LAYOUTS), as DeepGEMM names them: the first letter says how a is stored (n: [M, K], t: [K, M]),
+# the second how b is (t: [N, K], n: [K, N]); D = C + A·B of the mathematical operands.
 BF16 = torch.bfloat16
 
 
@@ -192,6 +192,37 @@ def check_bf16_gemm(layout: str, a, b, c=None, out_dtype=None) -> GemmProblem:
     for name, t in (("b", b), ("c", c)):
         check_device(name, t, a.device)
     return GemmProblem(m, n, k, 1, "none", resolve_out_dtype(out_dtype, c is not None))
+
+
+# The SM90 BF16 kernels read every operand with TMA, rows of 16-byte units: 8 bf16 elements.
+_TMA_ROW_ELEMENTS = 8
+MAX_GPU_EXTENT = 2**31 - 1  # 32-bit TMA coordinates and kernel ints
+
+
+def check_gpu_extent(name: str, t: torch.Tensor) -> None:
+    rows, cols = t.numel() // max(t.shape[-1], 1), t.shape[-1]
+    if max(rows, cols) > MAX_GPU_EXTENT:
+        raise ValueError(f"{name} is too large for the GPU kernels: {rows} rows (over all groups) x {cols} columns, at "
+                         f"most {MAX_GPU_EXTENT} (2^31 - 1) each (32-bit TMA coordinates)")
+
+
+def check_bf16_gpu(layout: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """What the SM90 BF16 kernels need beyond the op contract: each operand (as stored for ``layout``; grouped: its
+    last two dims) with a row stride that is a multiple of 8 elements (16 bytes) and at least the row length and a
+    16-byte aligned start (TMA), and 32-bit extents. So K % 8 == 0 where a or b is K-major (nt, nn, tt and the
+    grouped ops), M % 8 == 0 where a is M-major (tn, tt), N % 8 == 0 where b is N-major (nn, tn), unless the operand
+    is a slice of a padded buffer."""
+    for name, t, names in zip(("a", "b"), (a, b), bf16_operand_shapes(layout)):
+        cols, stride = t.shape[-1], t.stride(-2)
+        offset = t.data_ptr() % (2 * _TMA_ROW_ELEMENTS)
+        if stride % _TMA_ROW_ELEMENTS or stride < cols or offset:
+            raise ValueError(
+                f"{name} (stored [{names[0]}, {names[1]}] for layout {layout!r}) must have a row stride that is a "
+                f"multiple of {_TMA_ROW_ELEMENTS} elements and at least {names[1]} = {cols}, and a 16-byte aligned "
+                f"start, on the GPU (TMA), got row stride {stride} at offset {offset} mod 16: pad {names[1]} to a "
+                f"multiple of {_TMA_ROW_ELEMENTS} (a slice of a padded buffer works)")
+        check_gpu_extent(name, t)
+    check_gpu_extent("out", out)
 
 
 def check_grouped_bf16_contiguous(a, b, m_indices) -> GemmProblem:

@@ -99,8 +99,8 @@ def _bf16_layout(layout: str, math: str):
     gemm.__name__ = gemm.__qualname__ = name
     gemm_out.__name__ = gemm_out.__qualname__ = name + "_out"
     gemm.__doc__ = (f"BF16 GEMM, {math} (the letters say how a and b are stored, as in DeepGEMM). Returns bf16 "
-                    "[M, N], or fp32 when ``out_dtype=torch.float32`` or ``c`` (fp32 [M, N]) is given. CPU reference "
-                    "only for now: on the GPU it raises NotImplementedError until the BF16 kernels land.")
+                    "[M, N], or fp32 when ``out_dtype=torch.float32`` or ``c`` (fp32 [M, N]) is given. On the GPU each "
+                    "operand's row stride as stored must be a multiple of 8 elements (TMA).")
     gemm_out.__doc__ = f":func:`{name}` into ``out`` [M, N] (bf16 or fp32; fp32 with ``c``)."
     return gemm, gemm_out
 

@@ -155,6 +155,17 @@ class TestHelpers(expecttest.TestCase):
     4096x7168x2048 |                          not implemented |        30.0    65.0  2.0e-03 |       - |       -""",
         )
 
+    def test_bf16_table_and_flag(self):
+        from deepgemm_ops.bench.bf16 import format_bf16
+
+        self.assertTrue(build_parser().parse_args(["bench", "--bf16"]).bf16)
+        row = {"layout": "tn", "m": 4096, "n": 2112, "k": 7168, "us": 200.0, "tflops": 620.0, "rel_err": 2e-3,
+               "cublas_tflops": 600.0, "vs_cublas": 620.0 / 600.0}
+        self.assertExpectedInline(format_bf16([row]), """\
+layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
+----------------------------------------------------------------------
+    tn     4096x2112x7168 |    200.0   620.0  2.0e-03 |   600.0  1.03x""")
+
     def test_overhead_text(self):
         o = {"shape": "64x256x128", "groups": "4 groups x 128 rows",
              "us": {"aten_mm": 10.0, "aten_bmm": 20.0, "fp8_gemm_nt": 12.0, "masked_out": 15.0}}

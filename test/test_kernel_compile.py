@@ -1,4 +1,4 @@
-"""Compile representative FP8 GEMM kernel configs for sm_90a with NVRTC (the default) and nvcc, with SASS checks
+"""Compile representative FP8 and BF16 GEMM kernel configs for sm_90a with NVRTC (the default) and nvcc, with SASS checks
 (CPU machine, no GPU needed).
 
 Checks per kernel and compiler: ptxas reports no stack frame and no spills and does not serialise the wgmmas
@@ -19,6 +19,7 @@ from pathlib import Path
 from conftest import CUOBJDUMP, HAVE_CUTLASS, requires_cuobjdump, requires_nvcc, requires_nvrtc
 from expecttest import TestCase
 
+from deepgemm_ops import _bf16_heuristics as BH
 from deepgemm_ops import _codegen, _jit, _toolchain
 from deepgemm_ops import _heuristics as H
 
@@ -262,6 +263,115 @@ dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16(const __grid_c
             with self.subTest(bad=bad), self.assertRaises(ValueError) as e:
                 _codegen.fp8_gemm_source(bad, n, k)
             self.assertIn("block_m 256", str(e.exception))
+
+
+def _bf16_cfg(m, n, k, layout, *, out="bf16", has_c=False, gemm_type="normal", groups=1, force=None):
+    cfg = BH.choose_bf16_gemm_config(m, n, k, num_sms=132, layout=layout, out_dtype=out, has_c=has_c,
+                                     gemm_type=gemm_type, num_groups=groups)
+    if force:  # (block_m, block_n)
+        cfg = BH.with_bf16_tile(cfg, block_m=force[0], block_n=force[1])
+    return cfg, n, k
+
+
+# (config, N, K): every layout (K-major and MN-major A and B), the widest tile (BLOCK_N = 256, 128 accumulator
+# registers), BLOCK_M = 64, a BLOCK_N from the extension header, fp32 out with C, odd N / K tails, both grouped types.
+BF16_CASES = {
+    "nt_bf16_bn256": _bf16_cfg(4096, 7168, 16384, "nt"),
+    "nn_bf16": _bf16_cfg(4096, 2112, 7168, "nn"),
+    "tn_fp32_c_bm64": _bf16_cfg(65, 576, 577, "tn", out="fp32", has_c=True, force=(64, 64)),
+    "tt_bf16_bn80": _bf16_cfg(300, 2111, 576, "tt", force=(128, 80)),
+    "contiguous": _bf16_cfg(8192, 4096, 7168, "nt", gemm_type="contiguous", groups=4),
+    "masked": _bf16_cfg(256, 576, 576, "nt", gemm_type="masked", groups=8),
+}
+# HGMMA's transpose flags: A / B read MN-major from shared memory.
+_BF16_TRANSPOSE = {"nt": "", "nn": ".tnspB", "tn": ".tnspA.tnspB", "tt": ".tnspA"}
+
+
+def _compile_bf16(compiler, name, cfg, n, k, out_dir):
+    src, symbol = _codegen.bf16_gemm_source(cfg, n, k)
+    cu, cubin = Path(out_dir) / f"{name}.cu", Path(out_dir) / f"{name}.cubin"
+    cu.write_text(src)
+    log = compiler.compile(src, cu, cubin, name=name, pch=True)
+    sass = subprocess.run([CUOBJDUMP, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    return symbol, log, sass
+
+
+@requires_nvrtc
+@requires_cuobjdump
+class TestBf16KernelCompile(TestCase):
+    """Every BF16 kernel variant compiles for sm_90a (NVRTC) without stack, spills or serialised wgmmas; the SASS has
+    bf16 HGMMA with the layout's transpose flags and no local-memory traffic."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        compiler = _jit.Compiler(nvrtc=True, ptxas_verbose=True)
+        cls.results = {name: _compile_bf16(compiler, name, *case, cls.tmp.name) for name, case in BF16_CASES.items()}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_resources_and_sass(self):
+        for name, (symbol, ptxas, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                cfg = BF16_CASES[name][0]
+                self.assertIn(symbol, ptxas)
+                self.assertRegex(ptxas, r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads")
+                self.assertNotIn("C7508", ptxas)  # setmaxnreg ignored
+                self.assertIsNone(re.search(r"\(C751\d\)", ptxas), "ptxas serialised or waited on wgmma")
+                hgmma = set(re.findall(r"HGMMA\.64x(\d+)x16\.F32\.BF16 R\d+, gdesc\[UR\d+\]([.\w]*)", sass))
+                self.assertEqual(hgmma, {(str(cfg.block_n), _BF16_TRANSPOSE[cfg.layout])})
+                self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
+
+    def test_bf16_epilogue_uses_stmatrix_and_tma_store(self):
+        _, _, sass = self.results["nt_bf16_bn256"]
+        self.assertIn("STSM", sass)
+        self.assertIn("UTMASTG", sass)
+
+
+class TestBf16GeneratedSource(TestCase):
+    def test_wgmma_atom(self):
+        self.assertEqual(_codegen.bf16_wgmma_atom(128, "nt"), (
+            "cute::SM90::GMMA::MMA_64x128x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>",
+            None))
+        self.assertEqual(_codegen.bf16_wgmma_atom(80, "tn"), (
+            "cute::SM90::GMMA::MMA_64x80x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::MN, cute::SM90::GMMA::Major::MN>",
+            "cute/arch/mma_sm90_gmma_ext.hpp"))
+        if HAVE_CUTLASS:  # every N names an atom that the header it picks defines
+            root = _toolchain.cutlass_include_dir()
+            for n in range(8, 257, 8):
+                atom, header = _codegen.bf16_wgmma_atom(n, "nn")
+                text = (root / (header or "cute/arch/mma_sm90_gmma.hpp")).read_text()
+                self.assertIn(f"struct {atom.split('::')[3].split('<')[0]}\n", text)
+
+    def test_source(self):
+        cfg, n, k = BF16_CASES["tn_fp32_c_bm64"]
+        src, symbol = _codegen.bf16_gemm_source(cfg, n, k)
+        self.assertExpectedInline(symbol, """dg_bf16_gemm_normal_tn_n576_k577_bm64_bn64_s8_g8_fp32_c""")
+        self.assertExpectedInline(src, """\
+#include "sm90_bf16_gemm.cuh"
+// Generated by deepgemm_ops._codegen: BF16 GEMM (normal, layout tn), N=576, K=577.
+
+static_assert(deepgemm_ops::kernels::bf16_gemm_smem_bytes<64, 64, 8, true>() == 131200,
+              "Bf16GemmConfig.smem_bytes disagrees with the kernel's shared-memory layout");
+static_assert(deepgemm_ops::kernels::bf16_gemm_threads(64) == 256,
+              "Bf16GemmConfig.num_threads disagrees with the kernel's warpgroup layout");
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+dg_bf16_gemm_normal_tn_n576_k577_bm64_bn64_s8_g8_fp32_c(const __grid_constant__ deepgemm_ops::Fp8GemmParams params,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_a,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_b,
+    const __grid_constant__ deepgemm_ops::kernels::TmaDescriptor tma_d) {
+  deepgemm_ops::kernels::bf16_gemm_kernel<576, 577, 64, 64, 8, 8, deepgemm_ops::GemmType::Normal, cute::SM90::GMMA::Major::MN, cute::SM90::GMMA::Major::MN, true, true, cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::MN, cute::SM90::GMMA::Major::MN>>(params, tma_a, tma_b, tma_d);
+}
+""")
+
+    def test_rejects_bad_config(self):
+        cfg, n, k = BF16_CASES["nn_bf16"]
+        with self.assertRaises(ValueError) as e:
+            _codegen.bf16_gemm_source(dataclasses.replace(cfg, block_n=80, gemm_type="masked", smem_bytes=1), n, k)
+        self.assertExpectedInline(str(e.exception), """invalid BF16 GEMM kernel config: an N-major b (layout 'nn') needs block_n % 64 == 0, got 80; smem_bytes must be 127040, got 1; grouped BF16 GEMMs are NT only, got 'masked' with layout 'nn'""")
 
 
 if __name__ == "__main__":

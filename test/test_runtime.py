@@ -65,7 +65,8 @@ class TestHostModuleBuild(unittest.TestCase):
         cold = _run_python(code, DG_JIT_DEBUG="1")
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
-            "exports ['clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', 'install_cast_kernel', 'install_gemm_plan', "
+            "exports ['bf16_gemm_door', 'clear_bf16_gemm_plans', 'clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', "
+            "'install_bf16_gemm_plan', 'install_cast_kernel', 'install_gemm_plan', "
             "'load_kernel', 'loaded_kernels', 'num_gemm_plans']",
             cold.stdout,
         )

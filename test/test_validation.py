@@ -172,6 +172,24 @@ block cast 3-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32
         _cuda.check_gpu_gemm(meta(2**31 - 1, 16), b, 16, meta(2**31 - 1, 256, dtype=torch.bfloat16))  # the largest
         self.assertExpectedInline(self.error(_cuda.check_gpu_gemm, meta(64, 24), meta(256, 24), 24, meta(64, 256)), """K must be a multiple of 16 on the GPU (TMA row alignment), got K = 24""")
 
+    def test_bf16_gpu_rules(self):
+        # What the BF16 kernels need (TMA rows of 16-byte units), checked on CPU tensors: the rule reads only shapes,
+        # strides and the start address.
+        from deepgemm_ops import _validate as V
+
+        def bf16(*shape):
+            return torch.zeros(*shape, dtype=torch.bfloat16)
+
+        out = bf16(64, 256)
+        V.check_bf16_gpu("nt", bf16(64, 576), bf16(256, 576), out)  # K % 8 == 0: fine
+        V.check_bf16_gpu("tn", bf16(577, 64), bf16(577, 256), out)  # no K-major operand: any K
+        V.check_bf16_gpu("nt", bf16(64, 584)[:, :577], bf16(256, 584)[:, :577], out)  # padded rows: any K
+        self.assertExpectedInline(self.error(V.check_bf16_gpu, "nt", bf16(64, 100), bf16(256, 100), out), """a (stored [M, K] for layout 'nt') must have a row stride that is a multiple of 8 elements and at least K = 100, and a 16-byte aligned start, on the GPU (TMA), got row stride 100 at offset 0 mod 16: pad K to a multiple of 8 (a slice of a padded buffer works)""")
+        self.assertExpectedInline(self.error(V.check_bf16_gpu, "tt", bf16(64, 65), bf16(256, 64), out), """a (stored [K, M] for layout 'tt') must have a row stride that is a multiple of 8 elements and at least M = 65, and a 16-byte aligned start, on the GPU (TMA), got row stride 65 at offset 0 mod 16: pad M to a multiple of 8 (a slice of a padded buffer works)""")
+        self.assertExpectedInline(self.error(V.check_bf16_gpu, "nn", bf16(64, 64), bf16(64, 258), out), """b (stored [K, N] for layout 'nn') must have a row stride that is a multiple of 8 elements and at least N = 258, and a 16-byte aligned start, on the GPU (TMA), got row stride 258 at offset 0 mod 16: pad N to a multiple of 8 (a slice of a padded buffer works)""")
+        self.assertExpectedInline(self.error(V.check_bf16_gpu, "nt", bf16(64, 72)[:, 1:65], bf16(256, 64), out), """a (stored [M, K] for layout 'nt') must have a row stride that is a multiple of 8 elements and at least K = 64, and a 16-byte aligned start, on the GPU (TMA), got row stride 72 at offset 2 mod 16: pad K to a multiple of 8 (a slice of a padded buffer works)""")
+        self.assertExpectedInline(self.error(V.check_bf16_gpu, "nt", bf16(8, 64), bf16(256, 64), torch.empty(2**31, 256, dtype=torch.bfloat16, device="meta")), """out is too large for the GPU kernels: 2147483648 rows (over all groups) x 256 columns, at most 2147483647 (2^31 - 1) each (32-bit TMA coordinates)""")
+
 
 if __name__ == "__main__":
     expecttest.run_tests()

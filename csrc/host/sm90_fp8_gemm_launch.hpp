@@ -92,6 +92,41 @@ inline CUtensorMap make_tensor_map(const void* base, CUtensorMapDataType dtype, 
   return map;
 }
 
+// The D tensor map of the bf16 TMA-store epilogue (sm90_epilogue.cuh), encoded into `map` when the output allows it
+// (bf16, N % 8 == 0, ldd % 8 == 0, 16-byte aligned d; a box that straddles N was seen writing the columns past N up to
+// the 16-byte boundary): boxes of [64 rows][W columns], W = d_store_box_cols(block_n), with the matching swizzle.
+// Masked GEMMs use a [G][Mmax][N] map so that a tile is clipped at its group's last row. Returns whether it did.
+inline bool d_store_map(GemmType type, bool out_fp32, void* d, int m, int n, int num_groups, int64_t ldd, int block_n,
+                        CUtensorMap& map) {
+  if (out_fp32 || n % 8 != 0 || ldd % 8 != 0 || !aligned16(d)) return false;
+  const uint32_t box = static_cast<uint32_t>(d_store_box_cols(block_n));  // same rule as the kernel's epilogue
+  const CUtensorMapSwizzle swizzle = box == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
+                                     : box == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                 : CU_TENSOR_MAP_SWIZZLE_32B;
+  if (type == GemmType::Masked) {
+    map = make_tensor_map<3>(d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(n), uint64_t(m), uint64_t(num_groups)},
+                             {uint64_t(ldd) * 2, uint64_t(ldd) * 2 * m}, {box, 64u, 1u}, swizzle,
+                             "cuTensorMapEncodeTiled(D)");
+  } else {
+    map = make_tensor_map<2>(d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(n), uint64_t(m)}, {uint64_t(ldd) * 2},
+                             {box, 64u}, swizzle, "cuTensorMapEncodeTiled(D)");
+  }
+  return true;
+}
+
+// Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
+// (with a 2-CTA cluster, the shared dimension's blocks — n-blocks when it multicasts A, else m-blocks — are counted in
+// pairs, as the kernel's scheduler does).
+inline int64_t persistent_grid(GemmType type, int64_t num_sms, int64_t cluster, bool multicast_a, int64_t m, int64_t n,
+                               int64_t block_m, int64_t block_n) {
+  const int64_t grid = num_sms / cluster * cluster;
+  if (type == GemmType::Masked) return grid;
+  const int64_t m_blocks = ceil_div(m, block_m), n_blocks = ceil_div(n, block_n);
+  const int64_t tiles = multicast_a ? m_blocks * (ceil_div(n_blocks, cluster) * cluster)
+                                    : ceil_div(m_blocks, cluster) * cluster * n_blocks;
+  return tiles < grid ? tiles : grid;
+}
+
 inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArgs& x) {
   const auto s = [](int64_t v) { return std::to_string(v); };
   const auto type = static_cast<GemmType>(cfg.gemm_type);
@@ -181,23 +216,9 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   const CUtensorMap tma_sfa = detail::make_tensor_map<2>(
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
-  // bf16 D goes out through TMA in [64 rows][W columns] swizzled boxes (W = d_store_box_cols(block_n)) when its rows are 16-byte aligned; masked GEMMs use a
-  // [G][Mmax][N] map so that a tile is clipped at its group's last row.
-  // (N % 8 == 0 too: a box that straddles N was seen writing the columns past N up to the 16-byte boundary.)
-  const bool store_d_by_tma = cfg.out_dtype == 0 && x.n % 8 == 0 && x.ldd % 8 == 0 && detail::aligned16(x.d);
   CUtensorMap tma_d{};
-  const uint32_t d_box = static_cast<uint32_t>(d_store_box_cols(cfg.block_n));  // same rule as the kernel's epilogue
-  const CUtensorMapSwizzle d_swizzle = d_box == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
-                                       : d_box == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                                     : CU_TENSOR_MAP_SWIZZLE_32B;
-  if (store_d_by_tma && type == GemmType::Masked) {
-    tma_d = detail::make_tensor_map<3>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m), groups},
-                                       {uint64_t(x.ldd) * 2, uint64_t(x.ldd) * 2 * x.m}, {d_box, 64u, 1u}, d_swizzle,
-                                       "cuTensorMapEncodeTiled(D)");
-  } else if (store_d_by_tma) {
-    tma_d = detail::make_tensor_map<2>(x.d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(x.n), uint64_t(x.m)},
-                                       {uint64_t(x.ldd) * 2}, {d_box, 64u}, d_swizzle, "cuTensorMapEncodeTiled(D)");
-  }
+  const bool store_d_by_tma = detail::d_store_map(type, cfg.out_dtype == 1, x.d, x.m, x.n, x.num_groups, x.ldd,
+                                                  cfg.block_n, tma_d);
 
   Fp8GemmParams params{};
   params.d = x.d;
@@ -210,16 +231,8 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 
-  // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
-  // (with a 2-CTA cluster, the shared dimension's blocks are counted in pairs, as the kernel's scheduler does).
-  const int64_t cluster = cfg.cluster_size;
-  int64_t grid = cfg.num_sms / cluster * cluster;
-  if (type != GemmType::Masked) {
-    const int64_t m_blocks = ceil_div(x.m, cfg.block_m), n_blocks = ceil_div(x.n, cfg.block_n);
-    const int64_t tiles = multicast_a ? m_blocks * (ceil_div(n_blocks, cluster) * cluster)
-                                      : ceil_div(m_blocks, cluster) * cluster * n_blocks;
-    grid = tiles < grid ? tiles : grid;
-  }
+  const int64_t grid = detail::persistent_grid(type, cfg.num_sms, cfg.cluster_size, multicast_a, x.m, x.n, cfg.block_m,
+                                               cfg.block_n);
 
   CUlaunchAttribute attrs[1];
   attrs[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;

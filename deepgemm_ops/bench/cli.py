@@ -1,4 +1,4 @@
-"""``python -m deepgemm_ops bench`` command line: the dense table by default, ``--grouped``, ``--casts``,
+"""``python -m deepgemm_ops bench`` command line: the dense table by default, ``--grouped``, ``--casts``, ``--bf16``,
 ``--overhead``, ``--first-call``; every number to ``--json``."""
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--casts", action="store_true",
                         help="run the FP8 casts (share of the copy bandwidth), an FP8 linear forward and an FP8Linear "
                              "training step against bf16 instead of --shapes")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the BF16 GEMMs (nt, nn, tn, tt) at M=4096 on the seed (N, K) against cuBLAS "
+                             "(torch.mm) instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
     parser.add_argument("--first-call", action="store_true",
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise SystemExit(f"deepgemm_ops bench: --against {args.against}: cannot import it ({e})") from e
     rows = []
-    for shape in [] if args.grouped or args.casts else args.shapes:
+    for shape in [] if args.grouped or args.casts or args.bf16 else args.shapes:
         row = bench_gemm(shape, timer, copy_gbps, args.reps, against)
         if "error" in row["ours"]:
             print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
@@ -135,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         print(format_linear(report["linear"]))
         report["linear_train"] = bench_linear_train(timer, args.reps)
         print(format_linear_train(report["linear_train"]))
+    if args.bf16:
+        from .bf16 import bench_bf16, format_bf16
+
+        report["bf16"] = bench_bf16(timer, args.reps)
+        print(format_bf16(report["bf16"]))
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))

@@ -5,8 +5,8 @@ that imports ``deep_gemm`` itself, :func:`install_as_deep_gemm`. Same names, arg
 every GEMM routes through the registered ops, so calls become traceable by ``torch.compile`` and capturable in CUDA
 graphs, and run on the CPU reference too. What DeepGEMM rejects on SM90 is rejected here as well (FP8 layouts other
 than NT, UE8M0-packed scales for the GEMMs): the same exception type, our message. The BF16 GEMMs and the k-grouped
-weight-gradient GEMM run this library's ops of the same name (the CPU reference today; ``NotImplementedError`` on the
-GPU until their kernels land).
+weight-gradient GEMM run this library's ops of the same name (the k-grouped one: the CPU reference today,
+``NotImplementedError`` on the GPU until its kernel lands).
 """
 
 from __future__ import annotations
@@ -149,8 +149,7 @@ def k_grouped_fp8_gemm_tn_contiguous(a, b, d: torch.Tensor, ks, ks_tensor: torch
     _ops.k_grouped_fp8_gemm_nt_contiguous_out(a.t().contiguous(), sfa.t(), b.t().contiguous(), sfb.t(), ks_tensor, d,
                                               c)
 
-# --- BF16 GEMMs (this library's BF16 ops: the CPU reference today; on the GPU they raise NotImplementedError until
-# their kernels land) ------------------------------------------------------------------------------------------------
+# --- BF16 GEMMs (this library's BF16 ops) ---------------------------------------------------------------------------
 
 
 def _bf16(layout: str):
