@@ -26,7 +26,7 @@ MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
 # Opt-in dynamic shared memory per block on SM90 (227 KB).
 SM90_MAX_SMEM_BYTES = 232448
 MAX_STAGES = 8
-BLOCK_M_CANDIDATES = (128, 64)
+BLOCK_M_CANDIDATES = (256, 128, 64)
 # Multiples of 16 up to 160, and 192 (two FP32 BLOCK_N/2 accumulators in the 232 math registers; 192 uses 214 of
 # them). 192 only for BLOCK_M=128 tiles of compute-bound problems (see _estimated_cycles).
 BLOCK_N_CANDIDATES = (192,) + tuple(range(160, 15, -16))
@@ -37,6 +37,11 @@ _WIDE_TILE_MIN_M_BLOCKS = 4
 # wgmmas) ~ 192 > 160 > 144 (single-buffer loop; 144 also stores D in 16-column boxes); narrower ping-pong tiles
 # (112, 96: 0.85x and 0.82x of 128 per tile) use the generic formula in _estimated_cycles.
 _WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
+# 256-row tiles (normal GEMMs with 128x128 B scales, compute-bound problems; two 64-row waves per math warpgroup, a
+# 2-CTA cluster of n-block pairs sharing A): half the tiles of 128-row ones, less L2 traffic per FLOP. Same-run sweep
+# (docs/PERF.md, 2026-12-02, H200) against the 128-row pick: +4-16% at K <= 4096 (most at K = 512), level at
+# K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees.
+_WIDE_256_EFFICIENCY = {128: 0.97}
 SWIZZLE_GROUP_N = 8
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
@@ -143,12 +148,16 @@ def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: i
                       wide: bool = False) -> float | None:
     """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).
     wide: the problem has >= _WIDE_TILE_MIN_M_BLOCKS m-blocks of 128 rows; None = candidate not considered."""
+    if block_m == 256 and not (wide and block_n in _WIDE_256_EFFICIENCY):
+        return None
     if block_n > 160 and not (wide and block_m == 128):
         return None
     waves = ceil_div(tiles, num_sms)
     # One math warpgroup cannot overlap its scale promotion with another warpgroup's wgmma; narrow tiles pay the
     # per-k-block promotion and barrier overhead over fewer FLOPs.
-    if wide and block_m == 128 and block_n in _WIDE_TILE_EFFICIENCY:
+    if block_m == 256:
+        efficiency = _WIDE_256_EFFICIENCY[block_n]
+    elif wide and block_m == 128 and block_n in _WIDE_TILE_EFFICIENCY:
         efficiency = _WIDE_TILE_EFFICIENCY[block_n]
     else:
         efficiency = (0.9 if block_m == 128 else 0.7) * block_n / (block_n + 16)
@@ -200,8 +209,13 @@ def choose_fp8_gemm_config(
 
     best = None
     for block_m in BLOCK_M_CANDIDATES:
+        if block_m == 256 and (gemm_type != "normal" or sfb_recipe != "128x128"):
+            continue  # measured for normal GEMMs with 128x128 B scales (those also release stages early)
         for block_n in BLOCK_N_CANDIDATES:
-            tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
+            n_blocks = ceil_div(n, block_n)
+            if block_m == 256:
+                n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
+            tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
             wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, wide)
             if cost is not None and (best is None or cost < best[0]):
@@ -212,7 +226,9 @@ def choose_fp8_gemm_config(
     # m-blocks adds no wave.
     cluster_size = 1
     m_blocks = ceil_div(m, block_m)
-    if (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
+    if block_m == 256:
+        cluster_size = 2 if ceil_div(n, block_n) >= 2 and num_sms >= 2 else 1  # n-block pairs share A
+    elif (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
             and ceil_div(ceil_div(m_blocks, 2) * 2 * ceil_div(n, block_n), num_sms // 2 * 2)
             <= ceil_div(m_blocks * ceil_div(n, block_n), num_sms)):
         cluster_size = 2

@@ -1,6 +1,7 @@
 """Config choices of the FP8 GEMM heuristics (pure Python) as expect-tests: a change of choice shows up in review."""
 
 import dataclasses
+import itertools
 
 import pytest
 from expecttest import TestCase
@@ -36,11 +37,11 @@ class TestHeuristics(TestCase):
 128x4096x7168: bm=64 bn=64 st=8 cl=1 smem=143488
 128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
 4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
-4096x24576x1536: bm=128 bn=128 st=5 cl=2 smem=201808
-4096x32768x512: bm=128 bn=192 st=4 cl=1 smem=218176
-4096x7168x16384: bm=128 bn=128 st=5 cl=2 smem=201808
-4096x4096x7168: bm=128 bn=128 st=5 cl=2 smem=201808
-4096x7168x2048: bm=128 bn=128 st=5 cl=2 smem=201808""")
+4096x24576x1536: bm=256 bn=128 st=3 cl=2 smem=217648
+4096x32768x512: bm=256 bn=128 st=3 cl=2 smem=217648
+4096x7168x16384: bm=256 bn=128 st=3 cl=2 smem=217648
+4096x4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
+4096x7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648""")
 
     def test_grouped_seed_shapes(self):
         lines = []
@@ -95,8 +96,12 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
 
     def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
-        for bm in H.BLOCK_M_CANDIDATES:
-            self.assertEqual(H.get_mk_alignment_for_contiguous_layout() % bm, 0)
+        # 256-row tiles exist, but never for the contiguous layout, whose groups start at multiples of 128 rows.
+        for m, n, k in itertools.product([128, 4096, 65536], [576, 4096, 24576], [512, 7168]):
+            for recipe in H.SFB_RECIPES:
+                cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype="bf16", sfb_recipe=recipe,
+                                               has_c=False, gemm_type="contiguous", num_groups=4)
+                self.assertEqual(H.get_mk_alignment_for_contiguous_layout() % cfg.block_m, 0, (m, n, k, recipe))
 
     def test_errors(self):
         kw = dict(num_sms=132, out_dtype="bf16", sfb_recipe="128x128", has_c=False, gemm_type="normal")

@@ -68,16 +68,16 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
     PipelineState<kStages> st;
     Sched sched(p);
     Tile t;
-    float acc[kBlockN / 2];
-    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * 64 * kBlockN * 2;
+    float acc[1][kBlockN / 2];  // one 64-row slice per math warpgroup (the epilogue takes slices)
+    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * Epi::kSliceBytes;
     while (sched.next(t)) {
-      loop.consume(st, math_wg, lane, acc);
+      loop.consume(st, math_wg, lane, acc[0]);
       if constexpr (kOutFp32) {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc);
+        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc[0]);
       } else if (p.store_d_by_tma) {
         Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);
       } else {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc);
+        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc[0]);
       }
     }
     if constexpr (!kOutFp32) {
