@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import requires_sm90
 
 import deepgemm_ops.compat as deep_gemm
 from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops
@@ -138,3 +139,12 @@ def test_install_as_deep_gemm():
             "assert deep_gemm is c and per_token_cast_to_fp8 is c.utils.per_token_cast_to_fp8; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@requires_sm90
+def test_bench_kineto_times_the_whole_call_when_no_kernel_has_deepgemms_name():
+    sf = torch.rand(256, 56, device="cuda")
+    with pytest.warns(UserWarning, match="no kernel of this library is named like DeepGEMM's 'transpose'"):
+        t = deep_gemm.testing.bench_kineto(lambda: deep_gemm.get_mn_major_tma_aligned_tensor(sf), "transpose",
+                                           num_tests=3)
+    assert 0 < t < 1
