@@ -14,7 +14,7 @@ import dataclasses
 import functools
 
 from ._constants import ceil_div
-from ._heuristics import GEMM_TYPES, OUT_DTYPES, SM90_MAX_SMEM_BYTES, SWIZZLE_GROUP_N
+from ._heuristics import GEMM_TYPES, OUT_DTYPES, SM90_MAX_SMEM_BYTES, SWIZZLE_GROUP_N, config_ints
 
 # The layouts as DeepGEMM names them: first letter a (n: [M, K] K-major, t: [K, M] M-major), second b (t: [N, K]
 # K-major, n: [K, N] N-major). Grouped GEMMs are NT only.
@@ -55,21 +55,8 @@ class Bf16GemmConfig:
     has_c: bool
 
     def as_ints(self) -> tuple[int, ...]:
-        return (
-            self.block_m,
-            self.block_n,
-            self.block_k,
-            self.num_stages,
-            self.num_math_warpgroups,
-            self.num_threads,
-            self.swizzle_group_n,
-            self.smem_bytes,
-            self.num_sms,
-            GEMM_TYPES.index(self.gemm_type),
-            BF16_LAYOUTS.index(self.layout),
-            OUT_DTYPES.index(self.out_dtype),
-            int(self.has_c),
-        )
+        """The Bf16GemmKernelConfig ints (sm90_bf16_gemm_launch.hpp), field by field."""
+        return config_ints(self, {"gemm_type": GEMM_TYPES, "layout": BF16_LAYOUTS, "out_dtype": OUT_DTYPES})
 
 
 def bf16_smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:

@@ -25,6 +25,23 @@ def fp8_gemm_kernel_name(cfg: GemmConfig, n: int, k: int) -> str:
     )
 
 
+def _shared_problems(cfg, expected_smem: int) -> list[str]:
+    """The rules every kernel family's config shares: warpgroups and threads follow from block_m, shared memory from
+    the tile and stages, a C operand needs an fp32 output."""
+    problems = []
+    wgs = math_warpgroups(cfg.block_m)
+    if cfg.num_math_warpgroups != wgs or cfg.num_threads != (wgs + 1) * 128:
+        problems.append(
+            f"num_math_warpgroups/num_threads must be {wgs}/{(wgs + 1) * 128} for "
+            f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
+        )
+    if cfg.smem_bytes != expected_smem:
+        problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
+    if cfg.has_c and cfg.out_dtype != "fp32":
+        problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
+    return problems
+
+
 def _check(cfg: GemmConfig, n: int, k: int) -> None:
     problems = []
     if cfg.block_k != BLOCK_K:
@@ -37,12 +54,6 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
         problems.append("block_m 256 cannot serve the contiguous layout (groups start at multiples of 128 rows)")
     if cfg.block_n % 8 != 0 or not 8 <= cfg.block_n <= 256:
         problems.append(f"block_n must be a multiple of 8 in [8, 256], got {cfg.block_n}")
-    wgs = math_warpgroups(cfg.block_m)
-    if cfg.num_math_warpgroups != wgs or cfg.num_threads != (wgs + 1) * 128:
-        problems.append(
-            f"num_math_warpgroups/num_threads must be {wgs}/{(wgs + 1) * 128} for "
-            f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
-        )
     if cfg.cluster_size not in (1, 2):
         problems.append(f"cluster_size must be 1 or 2, got {cfg.cluster_size}")
     elif cfg.cluster_size == 2 and (cfg.gemm_type != "normal"
@@ -51,9 +62,7 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             f"cluster_size 2 needs a normal GEMM and, multicasting B (block_m < 256), block_n % 16 == 0; got "
             f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
-    expected_smem = smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype)
-    if cfg.smem_bytes != expected_smem:
-        problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
+    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
     if cfg.out_dtype == "bf16" and cfg.block_n % 16 != 0:
         problems.append(f"a bf16 output needs block_n % 16 == 0 (stmatrix epilogue), got {cfg.block_n}")
     if cfg.sfb_recipe == "128x128" and cfg.block_n > 128 + math.gcd(cfg.block_n, 128):
@@ -62,8 +71,6 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             "with 128x128 B scales a tile must span at most two 128-column blocks, block_n <= 128 + "
             f"gcd(block_n, 128); got {cfg.block_n}"
         )
-    if cfg.has_c and cfg.out_dtype != "fp32":
-        problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
     if n < 1 or k < 16 or k % 16 != 0:
         problems.append(f"need n >= 1 and k a positive multiple of 16, got n={n}, k={k}")
     if problems:
@@ -157,18 +164,9 @@ def _check_bf16(cfg: Bf16GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_n must be a multiple of 16 in [16, 256], got {cfg.block_n}")
     elif operand_majors(cfg.layout)[1] and cfg.block_n % 64 != 0:
         problems.append(f"an N-major b (layout {cfg.layout!r}) needs block_n % 64 == 0, got {cfg.block_n}")
-    if cfg.num_math_warpgroups != cfg.block_m // 64 or cfg.num_threads != (cfg.num_math_warpgroups + 1) * 128:
-        problems.append(
-            f"num_math_warpgroups/num_threads must be {cfg.block_m // 64}/{(cfg.block_m // 64 + 1) * 128} for "
-            f"block_m={cfg.block_m}, got {cfg.num_math_warpgroups}/{cfg.num_threads}"
-        )
-    expected_smem = bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype)
-    if cfg.smem_bytes != expected_smem:
-        problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
+    problems += _shared_problems(cfg, bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
     if cfg.gemm_type != "normal" and cfg.layout != "nt":
         problems.append(f"grouped BF16 GEMMs are NT only, got {cfg.gemm_type!r} with layout {cfg.layout!r}")
-    if cfg.has_c and cfg.out_dtype != "fp32":
-        problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
     if n < 1 or k < 1:
         problems.append(f"need n >= 1 and k >= 1, got n={n}, k={k}")
     if problems:

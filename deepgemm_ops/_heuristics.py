@@ -85,22 +85,14 @@ class GemmConfig:
 
     def as_ints(self) -> tuple[int, ...]:
         """The fields in declaration order as ints, strings as their index in GEMM_TYPES / SFB_RECIPES / OUT_DTYPES."""
-        return (
-            self.block_m,
-            self.block_n,
-            self.block_k,
-            self.num_stages,
-            self.num_math_warpgroups,
-            self.num_threads,
-            self.cluster_size,
-            self.swizzle_group_n,
-            self.smem_bytes,
-            self.num_sms,
-            GEMM_TYPES.index(self.gemm_type),
-            SFB_RECIPES.index(self.sfb_recipe),
-            OUT_DTYPES.index(self.out_dtype),
-            int(self.has_c),
-        )
+        return config_ints(self, {"gemm_type": GEMM_TYPES, "sfb_recipe": SFB_RECIPES, "out_dtype": OUT_DTYPES})
+
+
+def config_ints(cfg, enums: dict[str, tuple[str, ...]]) -> tuple[int, ...]:
+    """A kernel config dataclass as its C++ struct (a flat list of ints) reads it: every field in declaration order
+    as an int, a string field as its index in ``enums[field name]``."""
+    return tuple(enums[f.name].index(getattr(cfg, f.name)) if f.name in enums else int(getattr(cfg, f.name))
+                 for f in dataclasses.fields(cfg))
 
 
 def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:

@@ -251,10 +251,10 @@ dg_fp8_gemm_masked_n576_k576_bm128_bn80_s7_cl1_g8_sfb128x128_bf16(const __grid_c
         cfg, n, k = CASES["dense_bf16_large"]
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, block_m=96, smem_bytes=1), n, k)
-        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: block_m must be 64, 128 or 256, got 96; smem_bytes must be 172496, got 1""")
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: block_m must be 64, 128 or 256, got 96; smem_bytes must be 113328, got 1""")
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, num_math_warpgroups=1), n, k)
-        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: num_math_warpgroups/num_threads must be 2/384 for block_m=128, got 1/384""")
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: num_math_warpgroups/num_threads must be 2/384 for block_m=256, got 1/384""")
 
     def test_rejects_256_row_tiles_that_cannot_run(self):
         wide, n, k = _cfg(4096, 7168, 2048, force=(256, 128))

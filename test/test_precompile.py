@@ -59,7 +59,7 @@ class TestPlan(expecttest.TestCase):
         calls = [P.GemmCall(m, 7168, 2048) for m in (4096, 4000, 64, 4096)]
         kernels = P.plan(calls, num_sms=132)
         self.assertExpectedInline("\n".join(k.name for k in kernels), """\
-dg_fp8_gemm_normal_n7168_k2048_bm128_bn128_s5_cl2_g8_sfb128x128_bf16
+dg_fp8_gemm_normal_n7168_k2048_bm256_bn128_s3_cl2_g8_sfb128x128_bf16
 dg_fp8_gemm_normal_n7168_k2048_bm64_bn64_s8_cl1_g8_sfb128x128_bf16""")
         self.assertEqual({k.family for k in kernels}, {"normal N=7168 K=2048 (bf16, sfb 128x128)"})
 
@@ -95,7 +95,7 @@ class TestCommandLine(expecttest.TestCase):
                                   "--dry-run")
         self.assertEqual(rc, 0)
         self.assertExpectedInline(out, """\
-dg_fp8_gemm_normal_n7168_k2048_bm128_bn128_s6_cl2_g8_sfb128x128_fp32_c	normal N=7168 K=2048 (fp32, sfb 128x128, +C)
+dg_fp8_gemm_normal_n7168_k2048_bm256_bn128_s4_cl2_g8_sfb128x128_fp32_c	normal N=7168 K=2048 (fp32, sfb 128x128, +C)
 dg_fp8_gemm_masked_n4096_k7168_bm128_bn128_s6_cl1_g8_sfb128x128_fp32_c	masked x4 N=4096 K=7168 (fp32, sfb 128x128, +C)
 """)
 

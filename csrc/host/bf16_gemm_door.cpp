@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "door_predicates.hpp"
 #include "kernel_loader.hpp"
 #include "python_bindings.hpp"
 #include "shared_table.hpp"
@@ -27,71 +28,14 @@
 // anonymous-namespace helpers live too.
 namespace deepgemm_ops::bf16_door {
 
-static_assert(std::is_standard_layout_v<Bf16GemmKernelConfig> && sizeof(Bf16GemmKernelConfig) % sizeof(int) == 0);
+using door::on;
 
-constexpr int64_t kMaxExtent = 0x7fffffff;  // 32-bit TMA coordinates and kernel ints
+using Plan = door::Plan<Bf16GemmKernelConfig>;
+using door::PlanKey;
 
-struct PlanKey {
-  int device;
-  int layout;
-  int gemm_type;
-  int64_t m, n, k;
-  int64_t num_groups;
-  int64_t expected_m;  // masked only (0 otherwise)
-  int out_dtype;       // 0 bf16, 1 fp32
-  bool has_c;
-  int num_sms;
-  bool operator==(const PlanKey& o) const {
-    return device == o.device && layout == o.layout && gemm_type == o.gemm_type && m == o.m && n == o.n && k == o.k &&
-           num_groups == o.num_groups && expected_m == o.expected_m && out_dtype == o.out_dtype && has_c == o.has_c &&
-           num_sms == o.num_sms;
-  }
-};
-
-struct PlanKeyHash {
-  size_t operator()(const PlanKey& p) const {
-    size_t h = std::hash<int64_t>()(p.m);
-    for (int64_t v : {p.n, p.k, p.num_groups, p.expected_m, int64_t{p.device}, int64_t{p.layout},
-                      int64_t{p.gemm_type}, int64_t{p.out_dtype}, static_cast<int64_t>(p.has_c), int64_t{p.num_sms}}) {
-      h = h * 1000003u ^ std::hash<int64_t>()(v);
-    }
-    return h;
-  }
-};
-
-struct Plan {
-  const LoadedKernel* kernel;  // registry entries live as long as the process
-  Bf16GemmKernelConfig cfg;
-};
-
-SharedTable<PlanKey, Plan, PlanKeyHash>& plans() {
-  static auto* table = new SharedTable<PlanKey, Plan, PlanKeyHash>();  // never destroyed, like the kernel registry
-  return *table;
-}
+SharedTable<PlanKey, Plan, door::PlanKeyHash>& plans() { return door::plans<Bf16GemmKernelConfig>(); }
 
 // --- the acceptance predicate ----------------------------------------------------------------------------------
-
-bool on(const at::Tensor& t, const at::Device& device, at::ScalarType dtype, int64_t dim) {
-  return t.device() == device && t.scalar_type() == dtype && t.dim() == dim;
-}
-
-bool no_zero_stride(const at::Tensor& t) {
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    if (t.stride(i) == 0 && t.size(i) > 1) return false;
-  }
-  return true;
-}
-
-// A bf16 operand as TMA reads it (_validate.check_bf16_gpu_operand): [.., rows, cols] with unit column stride, a row
-// stride that is a multiple of 8 and >= cols, a 16-byte aligned start, groups back to back.
-bool tma_operand(const at::Tensor& t, const at::Device& device, int64_t dim) {
-  if (!on(t, device, at::kBFloat16, dim) || t.stride(-1) != 1 || t.stride(-2) % 8 != 0 ||
-      t.stride(-2) < t.size(-1) || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || !no_zero_stride(t)) {
-    return false;
-  }
-  if (dim == 3 && t.size(0) > 1 && t.stride(0) != t.size(1) * t.stride(1)) return false;
-  return t.numel() / t.size(-1) <= kMaxExtent && t.size(-1) <= kMaxExtent;
-}
 
 // Row stride of an [m, n] output or addend as the kernel takes it (the one row of a 1-row matrix may carry any
 // stride); [G, Mmax, N] outputs keep theirs, which also steps over the groups.
@@ -109,69 +53,33 @@ pybind11::object bf16_gemm_door(int64_t layout, int64_t gemm_type, const at::Ten
   const auto type = static_cast<GemmType>(gemm_type);
   const bool masked = type == GemmType::Masked, grouped = type != GemmType::Normal;
   if (grouped && layout != 0) return none;
-  if (!tma_operand(a, device, masked ? 3 : 2) || !tma_operand(b, device, grouped ? 3 : 2)) return none;
+  // A bf16 operand as TMA reads it (_validate.check_bf16_gpu_operand): a row stride that is a multiple of 8 elements.
+  if (!door::tma_operand(a, device, at::kBFloat16, masked ? 3 : 2, 8) ||
+      !door::tma_operand(b, device, at::kBFloat16, grouped ? 3 : 2, 8)) {
+    return none;
+  }
   const bool a_mn = bf16_a_mn_major(static_cast<int>(layout)), b_mn = bf16_b_mn_major(static_cast<int>(layout));
   const int64_t groups = grouped ? b.size(0) : 1;
   const int64_t m = a_mn ? a.size(1) : a.size(-2), k = a_mn ? a.size(0) : a.size(-1);
   const int64_t n = b_mn ? b.size(1) : b.size(-2), b_k = b_mn ? b.size(0) : b.size(-1);
   if (m < 1 || n < 1 || k < 1 || groups < 1 || b_k != k) return none;
   if (masked && (a.size(0) != groups || expected_m < 1)) return none;
-  if (grouped && (!grouped_layout || !on(*grouped_layout, device, at::kInt, 1) ||
-                  grouped_layout->size(0) != (masked ? groups : m) || c)) {
-    return none;
-  }
+  if (grouped && !door::grouped_layout_ok(grouped_layout, c, device, masked, groups, m)) return none;
   const bool has_c = c.has_value();
-  if (has_c && (!on(*c, device, at::kFloat, 2) || c->size(0) != m || c->size(1) != n || c->stride(1) != 1 ||
-                !no_zero_stride(*c))) {
-    return none;
-  }
-  int out_dtype;
-  if (out) {
-    const auto& o = *out;
-    if (o.device() != device || o.dim() != (masked ? 3 : 2) || o.size(-2) != m || o.size(-1) != n ||
-        (masked && o.size(0) != groups) || o.stride(-1) != 1 || !no_zero_stride(o) || o.numel() / n > kMaxExtent) {
-      return none;
-    }
-    if (masked && groups > 1 && o.stride(0) != m * o.stride(1)) return none;
-    if (o.scalar_type() == at::kFloat) {
-      out_dtype = 1;
-    } else if (o.scalar_type() == at::kBFloat16 && !has_c) {
-      out_dtype = 0;
-    } else {
-      return none;
-    }
-  } else if (grouped) {
-    out_dtype = 0;
-  } else if (out_code == -1) {
-    out_dtype = has_c ? 1 : 0;
-  } else if (out_code == 1 || (out_code == 0 && !has_c)) {
-    out_dtype = static_cast<int>(out_code);
-  } else {
-    return none;
-  }
-  if (num_sms == 0) {
-    int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return none;
-    }
-    num_sms = sms;
-  }
+  if (has_c && !door::c_ok(*c, device, m, n)) return none;
+  const int out_dtype = door::out_dtype_code(out, device, masked, grouped, groups, m, n, has_c, out_code);
+  const int sms = door::sm_budget(num_sms, device);
+  if (out_dtype < 0 || sms == 0) return none;
   const std::optional<Plan> plan =
-      plans().find(PlanKey{device.index(), static_cast<int>(layout), static_cast<int>(gemm_type), m, n, k, groups,
-                           masked ? expected_m : 0, out_dtype, has_c, static_cast<int>(num_sms)});
+      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), static_cast<int>(layout), m, n, k, groups,
+                           masked ? expected_m : 0, out_dtype, has_c, sms});
   if (!plan) return none;
 
   at::Tensor d;
   const std::string error = no_throw([&] {
     c10::cuda::CUDAGuard guard(device);
     const at::Tensor layout_t = grouped ? grouped_layout->contiguous() : at::Tensor();
-    if (out) {
-      d = *out;
-    } else {
-      const auto dtype = out_dtype == 1 ? at::kFloat : at::kBFloat16;
-      d = masked ? at::empty({groups, m, n}, a.options().dtype(dtype)) : at::empty({m, n}, a.options().dtype(dtype));
-    }
+    d = door::output_tensor(out, a, out_dtype, masked, groups, m, n);
     Bf16GemmArgs args{};
     args.a = a.data_ptr();
     args.b = b.data_ptr();
@@ -197,11 +105,7 @@ std::string install_bf16_gemm_plan(int64_t device, int64_t layout, int64_t gemm_
                                    int64_t num_groups, int64_t expected_m, int64_t out_dtype, bool has_c,
                                    int64_t num_sms, const std::string& key, const std::vector<int>& cfg_ints) {
   return no_throw([&] {
-    constexpr size_t kFields = sizeof(Bf16GemmKernelConfig) / sizeof(int);
-    require(cfg_ints.size() == kFields, "install_bf16_gemm_plan: a kernel config has ", kFields, " fields, got ",
-            cfg_ints.size());
-    Bf16GemmKernelConfig cfg{};
-    std::copy(cfg_ints.begin(), cfg_ints.end(), reinterpret_cast<int*>(&cfg));
+    const auto cfg = door::config_from_ints<Bf16GemmKernelConfig>(cfg_ints, "install_bf16_gemm_plan");
     check_bf16_gemm_config(cfg);
     require(cfg.layout == layout && cfg.gemm_type == gemm_type && cfg.out_dtype == out_dtype &&
                 cfg.has_c == static_cast<int>(has_c),
@@ -210,7 +114,7 @@ std::string install_bf16_gemm_plan(int64_t device, int64_t layout, int64_t gemm_
             gemm_type, ", ", out_dtype, ", ", has_c, ")");
     const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
     require(kernel != nullptr, "install_bf16_gemm_plan: kernel '", key, "' is not loaded on cuda:", device);
-    const PlanKey problem{static_cast<int>(device), static_cast<int>(layout), static_cast<int>(gemm_type), m, n, k,
+    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), static_cast<int>(layout), m, n, k,
                           num_groups, gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
                           static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
     plans().insert(problem, Plan{kernel, cfg});

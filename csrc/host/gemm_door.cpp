@@ -20,83 +20,24 @@
 #include <type_traits>
 #include <vector>
 
-#include "sm90_fp8_gemm_launch.hpp"
+#include "door_predicates.hpp"
 #include "kernel_loader.hpp"
 #include "python_bindings.hpp"
 #include "shared_table.hpp"
+#include "sm90_fp8_gemm_launch.hpp"
 
 namespace deepgemm_ops {
 namespace {
 
-// Fp8GemmKernelConfig is a flat list of ints in GemmConfig.as_ints() order (sm90_fp8_gemm_launch.hpp).
-static_assert(std::is_standard_layout_v<Fp8GemmKernelConfig> && sizeof(Fp8GemmKernelConfig) % sizeof(int) == 0);
+using door::kMaxExtent;
+using door::on;
 
-constexpr int64_t kMaxExtent = 0x7fffffff;  // 32-bit TMA coordinates and kernel ints (_cuda._MAX_GPU_EXTENT)
+using Plan = door::Plan<Fp8GemmKernelConfig>;
+using door::PlanKey;
 
-// What selects the kernel: the problem plus the SM budget the config was chosen for.
-struct PlanKey {
-  int device;
-  int gemm_type;  // GemmType
-  int64_t m, n, k;
-  int64_t num_groups;
-  int64_t expected_m;  // masked only (0 otherwise): the heuristic's hint
-  int sfb_recipe;      // SfbRecipe
-  int out_dtype;       // 0 bf16, 1 fp32 (_heuristics.OUT_DTYPES)
-  bool has_c;
-  int num_sms;
-  bool operator==(const PlanKey& o) const {
-    return device == o.device && gemm_type == o.gemm_type && m == o.m && n == o.n && k == o.k &&
-           num_groups == o.num_groups && expected_m == o.expected_m && sfb_recipe == o.sfb_recipe &&
-           out_dtype == o.out_dtype && has_c == o.has_c && num_sms == o.num_sms;
-  }
-};
-
-struct PlanKeyHash {
-  size_t operator()(const PlanKey& p) const {
-    size_t h = std::hash<int64_t>()(p.m);
-    for (int64_t v : {p.n, p.k, p.num_groups, p.expected_m, static_cast<int64_t>(p.device),
-                      static_cast<int64_t>(p.gemm_type), static_cast<int64_t>(p.sfb_recipe),
-                      static_cast<int64_t>(p.out_dtype), static_cast<int64_t>(p.has_c),
-                      static_cast<int64_t>(p.num_sms)}) {
-      h = h * 1000003u ^ std::hash<int64_t>()(v);
-    }
-    return h;
-  }
-};
-
-struct Plan {
-  const LoadedKernel* kernel;  // registry entries live as long as the process
-  Fp8GemmKernelConfig cfg;
-};
-
-// Never destroyed, like the kernel registry: safe from static destructors and any thread.
-SharedTable<PlanKey, Plan, PlanKeyHash>& plans() {
-  static auto* table = new SharedTable<PlanKey, Plan, PlanKeyHash>();
-  return *table;
-}
+SharedTable<PlanKey, Plan, door::PlanKeyHash>& plans() { return door::plans<Fp8GemmKernelConfig>(); }
 
 // --- the acceptance predicate ----------------------------------------------------------------------------------
-
-bool on(const at::Tensor& t, const at::Device& device, at::ScalarType dtype, int64_t dim) {
-  return t.device() == device && t.scalar_type() == dtype && t.dim() == dim;
-}
-
-bool no_zero_stride(const at::Tensor& t) {
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    if (t.stride(i) == 0 && t.size(i) > 1) return false;
-  }
-  return true;
-}
-
-// [.., rows, K] e4m3, K-major, 16-byte aligned rows, groups back to back (viewable as [G*rows, K]).
-bool tma_operand(const at::Tensor& t, const at::Device& device, int64_t dim) {
-  if (!on(t, device, at::kFloat8_e4m3fn, dim) || t.stride(-1) != 1 || t.stride(-2) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || !no_zero_stride(t)) {
-    return false;
-  }
-  if (dim == 3 && t.size(0) > 1 && t.stride(0) != t.size(1) * t.stride(1)) return false;
-  return t.numel() / t.size(-1) <= kMaxExtent;
-}
 
 // sfb's recipe from its shape, in _validate._check_sfb's order (the 128x128 shape wins when both match, N <= 128
 // with N = ceil(N/128)); -1 when it is neither.
@@ -135,7 +76,11 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
   const auto type = static_cast<GemmType>(gemm_type);
   const bool masked = type == GemmType::Masked, grouped = type != GemmType::Normal;
   if (gemm_type < 0 || gemm_type > 2) return none;
-  if (!tma_operand(a, device, masked ? 3 : 2) || !tma_operand(b, device, grouped ? 3 : 2)) return none;
+  // [.., rows, K] e4m3, K-major, 16-byte aligned rows (TMA), groups back to back.
+  if (!door::tma_operand(a, device, at::kFloat8_e4m3fn, masked ? 3 : 2, 16) ||
+      !door::tma_operand(b, device, at::kFloat8_e4m3fn, grouped ? 3 : 2, 16)) {
+    return none;
+  }
   const int64_t groups = grouped ? b.size(0) : 1;
   const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-2);
   if (m < 1 || n < 1 || groups < 1 || k < 16 || k % 16 != 0 || b.size(-1) != k || n > kMaxExtent) return none;
@@ -147,52 +92,15 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
   }
   const int recipe = sfb_recipe_of(sfb, device, grouped ? groups : 0, n, kb);
   if (recipe < 0) return none;
-  if (grouped) {
-    if (!grouped_layout || !on(*grouped_layout, device, at::kInt, 1) ||
-        grouped_layout->size(0) != (masked ? groups : m) || c) {
-      return none;
-    }
-  }
+  if (grouped && !door::grouped_layout_ok(grouped_layout, c, device, masked, groups, m)) return none;
   const bool has_c = c.has_value();
-  if (has_c && (!on(*c, device, at::kFloat, 2) || c->size(0) != m || c->size(1) != n || c->stride(1) != 1)) {
-    return none;
-  }
-  int out_dtype;
-  if (out) {
-    const auto& o = *out;
-    if (o.device() != device || o.dim() != (masked ? 3 : 2) || o.size(-2) != m || o.size(-1) != n ||
-        (masked && o.size(0) != groups) || o.stride(-1) != 1 || !no_zero_stride(o)) {
-      return none;
-    }
-    if (masked && groups > 1 && o.stride(0) != m * o.stride(1)) return none;
-    if (o.scalar_type() == at::kFloat) {
-      out_dtype = 1;
-    } else if (o.scalar_type() == at::kBFloat16 && !has_c) {
-      out_dtype = 0;
-    } else {
-      return none;
-    }
-    if (o.numel() / n > kMaxExtent) return none;
-  } else if (grouped) {
-    out_dtype = 0;
-  } else if (out_code == -1) {
-    out_dtype = has_c ? 1 : 0;
-  } else if (out_code == 1 || (out_code == 0 && !has_c)) {
-    out_dtype = static_cast<int>(out_code);
-  } else {
-    return none;
-  }
-  if (num_sms == 0) {
-    int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return none;
-    }
-    num_sms = sms;
-  }
+  if (has_c && !door::c_ok(*c, device, m, n)) return none;
+  const int out_dtype = door::out_dtype_code(out, device, masked, grouped, groups, m, n, has_c, out_code);
+  const int sms = door::sm_budget(num_sms, device);
+  if (out_dtype < 0 || sms == 0) return none;
   const std::optional<Plan> plan =
-      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), m, n, k, groups,
-                                         masked ? expected_m : 0, recipe, out_dtype, has_c, static_cast<int>(num_sms)});
+      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), recipe, m, n, k, groups,
+                           masked ? expected_m : 0, out_dtype, has_c, sms});
   if (!plan) return none;
 
   at::Tensor d;
@@ -202,12 +110,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     const at::Tensor sfa_mn = mn_major_sfa(sfa, ld_sfa);
     const at::Tensor sfb_c = sfb.contiguous();
     const at::Tensor layout = grouped ? grouped_layout->contiguous() : at::Tensor();
-    if (out) {
-      d = *out;
-    } else {
-      const auto dtype = out_dtype == 1 ? at::kFloat : at::kBFloat16;
-      d = masked ? at::empty({groups, m, n}, a.options().dtype(dtype)) : at::empty({m, n}, a.options().dtype(dtype));
-    }
+    d = door::output_tensor(out, a, out_dtype, masked, groups, m, n);
     Fp8GemmArgs args{};
     args.a = a.data_ptr();
     args.sfa = sfa_mn.data_ptr<float>();
@@ -237,11 +140,7 @@ std::string install_gemm_plan(int64_t device, int64_t gemm_type, int64_t m, int6
                               int64_t expected_m, int64_t sfb_recipe, int64_t out_dtype, bool has_c, int64_t num_sms,
                               const std::string& key, const std::vector<int>& cfg_ints) {
   return no_throw([&] {
-    constexpr size_t kFields = sizeof(Fp8GemmKernelConfig) / sizeof(int);
-    require(cfg_ints.size() == kFields, "install_gemm_plan: a kernel config has ", kFields, " fields, got ",
-            cfg_ints.size());
-    Fp8GemmKernelConfig cfg{};
-    std::copy(cfg_ints.begin(), cfg_ints.end(), reinterpret_cast<int*>(&cfg));
+    const auto cfg = door::config_from_ints<Fp8GemmKernelConfig>(cfg_ints, "install_gemm_plan");
     check_fp8_gemm_config(cfg);
     require(cfg.gemm_type == gemm_type && cfg.sfb_recipe == sfb_recipe && cfg.out_dtype == out_dtype &&
                 cfg.has_c == static_cast<int>(has_c),
@@ -250,9 +149,9 @@ std::string install_gemm_plan(int64_t device, int64_t gemm_type, int64_t m, int6
             sfb_recipe, ", ", out_dtype, ", ", has_c, ")");
     const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
     require(kernel != nullptr, "install_gemm_plan: kernel '", key, "' is not loaded on cuda:", device);
-    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), m, n, k, num_groups,
-                          gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
-                          static_cast<int>(sfb_recipe), static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
+    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), static_cast<int>(sfb_recipe), m, n, k,
+                          num_groups, gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
+                          static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
     plans().insert(problem, Plan{kernel, cfg});
   });
 }
