@@ -6,7 +6,8 @@
 
 Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
 layout with padding rows and the masked layout with counts 0 and Mmax, each GEMM twice (the planning path, then the
-C++ door) and as its _out form; the fused casts (per-token with both scale layouts, of a transposed view, per-block;
+C++ door) and as its _out form; 256-row tiles in an A-sharing cluster (forced); the BF16 GEMMs (four layouts, fp32 +
+C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view, per-block;
 partial groups and blocks). Prints the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
@@ -14,7 +15,9 @@ import sys
 import torch
 
 sys.path.insert(0, "test")
-from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops  # noqa: E402
+from deepgemm_ops import _cuda  # noqa: E402
+from deepgemm_ops import _heuristics as H  # noqa: E402
+from samples import contiguous_inputs, contiguous_layout, gemm_inputs, masked_inputs, ops  # noqa: E402
 
 
 def err(x, ref):
@@ -48,6 +51,43 @@ for _ in range(2):
     print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
 ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
 print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+
+# 256-row tiles (two 64-row waves per math warpgroup) in an A-sharing 2-CTA cluster, forced on a small problem: 300
+# rows (a partial second m-block), 5 n-blocks (the last pair's second block lies past N), bf16 and fp32 + C outputs.
+chosen = H.choose_fp8_gemm_config
+H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=128,
+                                                           cluster_size=2)
+_cuda._config.cache_clear()
+_cuda.clear_plans()
+for recipe, with_c in (("128x128", False), ("1x128", True)):
+    a, sfa, b, sfb, c = gemm_inputs(300, 576, 576, recipe, device="cuda", with_c=with_c)
+    ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
+    print(f"dense 256x128 cluster 2 {recipe} c={with_c}: {err(ops.fp8_gemm_nt(a, sfa, b, sfb, c).cpu(), ref):.1e}")
+H.choose_fp8_gemm_config = chosen
+_cuda._config.cache_clear()
+_cuda.clear_plans()
+
+# BF16: the four layouts with M/N/K tails and fp32 + C, the grouped NT forms.
+for layout in ("nt", "nn", "tn", "tt"):
+    m, n, k = 72, 200, 136
+    a = torch.randn((m, k) if layout[0] == "n" else (k, m), device="cuda", dtype=torch.bfloat16)
+    b = torch.randn((n, k) if layout[1] == "t" else (k, n), device="cuda", dtype=torch.bfloat16)
+    c = torch.randn(m, n, device="cuda")
+    op = getattr(ops, f"bf16_gemm_{layout}")
+    for cc in (None, c):
+        ref = op(a.cpu(), b.cpu(), cpu(cc), torch.float32)
+        print(f"bf16 {layout} c={cc is not None}: {err(op(a, b, cc).cpu(), ref):.1e}")
+m_indices = contiguous_layout([70, 0, 130], 128, device="cuda")
+a = torch.randn(m_indices.numel(), 136, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(3, 200, 136, device="cuda", dtype=torch.bfloat16)
+keep = m_indices.cpu() >= 0
+ref = ops.m_grouped_bf16_gemm_nt_contiguous(a.cpu(), b.cpu(), m_indices.cpu())
+print(f"bf16 contiguous: {err(ops.m_grouped_bf16_gemm_nt_contiguous(a, b, m_indices).cpu()[keep], ref[keep]):.1e}")
+a = torch.randn(3, 64, 136, device="cuda", dtype=torch.bfloat16)
+masked_m = torch.tensor([0, 64, 17], device="cuda", dtype=torch.int32)
+ref = ops.m_grouped_bf16_gemm_nt_masked(a.cpu(), b.cpu(), masked_m.cpu(), 32)
+d = ops.m_grouped_bf16_gemm_nt_masked(a, b, masked_m, 32).cpu()
+print(f"bf16 masked: {max(err(d[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
 
 
 def same_cast(got, want):
