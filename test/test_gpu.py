@@ -79,6 +79,18 @@ def test_zero_sizes_on_gpu():
     assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c), c)
 
 
+def test_zero_column_slices_of_padded_buffers():
+    """K = 0 from slicing wider buffers (row stride > 0, no columns): the doors decline, the planning path returns
+    the empty sum, like the CPU. (The doors' extent check once divided by the column count here.)"""
+    a = torch.zeros(4, 32, device="cuda").to(torch.float8_e4m3fn)[:, :0]
+    b = torch.zeros(8, 32, device="cuda").to(torch.float8_e4m3fn)[:, :0]
+    sfa, sfb = torch.ones(4, 0, device="cuda"), torch.ones(1, 0, device="cuda")
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb).cpu(), ops.fp8_gemm_nt(a.cpu(), sfa.cpu(), b.cpu(), sfb.cpu()))
+    x = torch.zeros(4, 32, device="cuda", dtype=torch.bfloat16)[:, :0]
+    y = torch.zeros(8, 32, device="cuda", dtype=torch.bfloat16)[:, :0]
+    assert torch.equal(ops.bf16_gemm_nt(x, y).cpu(), torch.zeros(4, 8, dtype=torch.bfloat16))
+
+
 def test_gpu_shape_errors():
     a, sfa, b, sfb, _ = gemm_inputs(64, 256, 520, device="cuda")
     with pytest.raises(ValueError, match="K must be a multiple of 16"):
