@@ -192,9 +192,30 @@ struct Mainloop {
   // First 8-column group of the tile that lies in the second 128-column block (>= kBlockN / 8 when none does).
   __device__ static int second_block_group(int n_block) { return (128 - n_block * kBlockN % 128) / 8; }
 
+  // Calls body(second) with second_block_group(n_block) as a compile-time constant (cute::Int) where it takes few
+  // values: a tile starts at a multiple of kSfbGcd inside its 128-column block, so there are 128 / kSfbGcd of them,
+  // one main loop each (up to 4; more would multiply the code). A constant folds the per-8-column choice between the
+  // two B scales away; at run time it cost a compare and two selects per 8 columns in every k-block. Otherwise (and
+  // when no tile reaches a second block, or with 1x128 scales) body gets the run-time value / any.
+  template <int kT = 0, class Body>
+  __device__ static void with_second_block_group(int n_block, Body&& body) {
+    constexpr int kValues = 128 / kSfbGcd;
+    if constexpr (kRecipe != SfbRecipe::Block128x128 || 128 % kBlockN == 0) {
+      body(cute::Int<kBlockN / 8>{});
+    } else if constexpr (kValues > 4) {
+      body(second_block_group(n_block));
+    } else if constexpr (kT + 1 == kValues) {
+      body(cute::Int<(128 - kT * kSfbGcd) / 8>{});
+    } else if (n_block * kBlockN % 128 == kT * kSfbGcd) {
+      body(cute::Int<(128 - kT * kSfbGcd) / 8>{});
+    } else {
+      with_second_block_group<kT + 1>(n_block, body);
+    }
+  }
+
   // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's B scales
   // (accumulator layout below, above consume_single); `second` from second_block_group().
-  __device__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
+  __device__ __forceinline__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
                                  int second, float (&acc)[kBlockN / 2]) {
     if constexpr (kRecipe == SfbRecipe::Block128x128) {
       promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
@@ -211,7 +232,7 @@ struct Mainloop {
   }
 
   // 128x128 recipe: sb = the B scales of the tile's first and second 128-column block.
-  __device__ static void promote_blocks(const float (&part)[kBlockN / 2], float sa0, float sa1, float2 sb, int second,
+  __device__ __forceinline__ static void promote_blocks(const float (&part)[kBlockN / 2], float sa0, float sa1, float2 sb, int second,
                                         float (&acc)[kBlockN / 2]) {
     const float s00 = sa0 * sb.x, s10 = sa1 * sb.x, s01 = sa0 * sb.y, s11 = sa1 * sb.y;
 #pragma unroll
@@ -233,7 +254,7 @@ struct Mainloop {
   }
 
   // Promotes the finished k-block p of stage rel into acc, releases the stage and moves rel on.
-  __device__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
+  __device__ __forceinline__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
                          float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
@@ -248,13 +269,13 @@ struct Mainloop {
   // kernel (C7514/C7515/C7518). So k-blocks go in pairs, drained at the end of each pair: the promotion of the first
   // overlaps the second's wgmmas. (Longer unrolled runs were no faster with 4 k-blocks per drain and, with 8, ran out
   // of registers and were serialised: docs/PERF.md.)
-  __device__ void consume_pingpong(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
+  template <class Second>
+  __device__ void consume_pingpong(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
                                    float (&acc)[kBlockN / 2]) const {
     float p0[kBlockN / 2], p1[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
-    const int second = second_block_group(n_block);
     PipelineState<kStages> rel = st;  // the k-block being promoted; st runs ahead (issue)
 #pragma unroll 1
     for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
@@ -279,13 +300,15 @@ struct Mainloop {
   // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w.
   __device__ void consume(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kWaves][kBlockN / 2]) const {
-    if constexpr (kWaves > 1) {
-      consume_waves(st, n_block, math_wg, warp_in_wg, lane, acc);
-    } else if constexpr (kPingPong) {
-      consume_pingpong(st, n_block, math_wg, warp_in_wg, lane, acc[0]);
-    } else {
-      consume_single(st, n_block, math_wg, warp_in_wg, lane, acc[0]);
-    }
+    with_second_block_group(n_block, [&](auto second) {
+      if constexpr (kWaves > 1) {
+        consume_waves(st, second, math_wg, warp_in_wg, lane, acc);
+      } else if constexpr (kPingPong) {
+        consume_pingpong(st, second, math_wg, warp_in_wg, lane, acc[0]);
+      } else {
+        consume_single(st, second, math_wg, warp_in_wg, lane, acc[0]);
+      }
+    });
   }
 
   // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
@@ -294,7 +317,8 @@ struct Mainloop {
   // as the last wave's wgmmas have drained, before its promotion: with the 3 stages that fit, a release after the
   // promotion left the producer a stage short. (1x128: a lane's BLOCK_N / 4 column scales stay in shared memory, the
   // release waits for the last promotion.)
-  __device__ void consume_waves(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
+  template <class Second>
+  __device__ void consume_waves(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
                                 float (&acc)[kWaves][kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
@@ -303,7 +327,6 @@ struct Mainloop {
       for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
     }
     const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
-    const int second = second_block_group(n_block);
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
@@ -331,13 +354,13 @@ struct Mainloop {
     }
   }
 
-  __device__ void consume_single(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
+  template <class Second>
+  __device__ void consume_single(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
                                  float (&acc)[kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
-    const int second = second_block_group(n_block);
 #pragma unroll 1
     for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
