@@ -92,6 +92,15 @@ def per_block_cast(x: torch.Tensor, block_size: int):
     return quantize(x, sf, block_size, block_size), sf
 
 
+def per_block_cast_and_transpose(x: torch.Tensor):
+    """(q, sf, q_t, sf_t): the 128 x 128 cast of x and of x's transpose. 128 x 128 blocks transpose exactly, so q_t and
+    sf_t are q and sf transposed (the bytes moved through uint8, which every backend copies; always copies, since a
+    functional op's outputs must not alias each other)."""
+    q, sf = per_block_cast(x, SCALE_BLOCK)
+    q_t = q.view(torch.uint8).t().clone(memory_format=torch.contiguous_format).view(q.dtype)
+    return q, sf, q_t, sf.t().clone(memory_format=torch.contiguous_format)
+
+
 def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
     """fp32 values of an FP8 [R, K] tensor whose rows carry 1x128 scales sf [R, ceil(K/128)]."""
     k = x.shape[-1]

@@ -63,6 +63,7 @@ SCHEMAS = {
     "per_token_cast_to_fp8": (
         "(Tensor x, SymInt group_size=128, bool mn_major_scales=False) -> (Tensor, Tensor)", ()),
     "per_block_cast_to_fp8": ("(Tensor x, SymInt block_size=128) -> (Tensor, Tensor)", ()),
+    "per_block_cast_to_fp8_and_transpose": ("(Tensor x) -> (Tensor, Tensor, Tensor, Tensor)", ()),
     "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
 }
 
@@ -171,6 +172,13 @@ def _per_token_cast_to_fp8_fake(x, group_size=128, mn_major_scales=False):
 def _per_block_cast_to_fp8_fake(x, block_size=128):
     V.check_cast_input("x", x, "block_size", block_size)
     return _cast_outputs(x, (V.ceil_div(x.shape[0], block_size), V.ceil_div(x.shape[1], block_size)))
+
+
+@_fake("per_block_cast_to_fp8_and_transpose")
+def _per_block_cast_to_fp8_and_transpose_fake(x):
+    V.check_cast_input("x", x, "block_size", V.SCALE_BLOCK)
+    q, sf = _cast_outputs(x, (V.ceil_div(x.shape[0], V.SCALE_BLOCK), V.ceil_div(x.shape[1], V.SCALE_BLOCK)))
+    return q, sf, x.new_empty((x.shape[1], x.shape[0]), dtype=V.FP8), sf.new_empty((sf.shape[1], sf.shape[0]))
 
 
 @_fake("get_mn_major_tma_aligned_tensor")
@@ -290,6 +298,12 @@ def _per_token_cast_to_fp8_composite(x, group_size=128, mn_major_scales=False):
 def _per_block_cast_to_fp8_composite(x, block_size=128):
     V.check_cast_input("x", x, "block_size", block_size)
     return _layout.per_block_cast(x, block_size)
+
+
+@_impl("per_block_cast_to_fp8_and_transpose", "CompositeExplicitAutograd")
+def _per_block_cast_to_fp8_and_transpose_composite(x):
+    V.check_cast_input("x", x, "block_size", V.SCALE_BLOCK)
+    return _layout.per_block_cast_and_transpose(x)
 
 
 @_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")

@@ -39,13 +39,11 @@ def _gemm(a, sfa, b, sfb, dtype: torch.dtype) -> Tensor:
 def _quantize_weight(weight: Tensor, with_transpose: bool) -> tuple:
     """(W, its 128x128 scales, Wᵀ, Wᵀ's scales); the last two only ``with_transpose`` (dgrad needs them).
 
-    128x128 blocks transpose exactly, so Wᵀ's cast is W's cast transposed: one 1-byte copy (through uint8, which every
-    backend copies) instead of a second cast of a transposed weight."""
+    128x128 blocks transpose exactly, so Wᵀ's cast is W's cast transposed; on the GPU one kernel writes both."""
+    if with_transpose:
+        return _ops.per_block_cast_to_fp8_and_transpose(weight)
     wq, ws = _ops.per_block_cast_to_fp8(weight)
-    if not with_transpose:
-        return wq, ws, None, None
-    wq_t = wq.view(torch.uint8).t().contiguous().view(wq.dtype)
-    return wq, ws, wq_t, ws.t().contiguous()
+    return wq, ws, None, None
 
 
 def _pad_tokens(t: Tensor) -> Tensor:

@@ -79,6 +79,13 @@ def per_block_cast_to_fp8(x: Tensor, block_size: int = 128) -> tuple[Tensor, Ten
     return _ops.per_block_cast_to_fp8.default(x, block_size)
 
 
+def per_block_cast_to_fp8_and_transpose(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x bf16/f16/f32 [N, K] -> (q, sf, q_t, sf_t): the 128 x 128 cast of x (as ``per_block_cast_to_fp8``) and of its
+    transpose ([K, N] and [ceil(K/128), ceil(N/128)], bit for bit q and sf transposed), from one pass over x on the
+    GPU. An FP8 linear layer's weight for the forward and the input-gradient GEMM."""
+    return _ops.per_block_cast_to_fp8_and_transpose.default(x)
+
+
 def get_mn_major_tma_aligned_tensor(sf: Tensor) -> Tensor:
     """The same scale values ([MN, KB] or [G, MN, KB]) stored MN-major with the MN stride rounded up to 16 bytes,
     the layout the GEMM kernels read; always a new tensor."""
@@ -174,5 +181,6 @@ __all__ = [
     "m_grouped_fp8_gemm_nt_masked",
     "m_grouped_fp8_gemm_nt_masked_out",
     "per_block_cast_to_fp8",
+    "per_block_cast_to_fp8_and_transpose",
     "per_token_cast_to_fp8",
 ]

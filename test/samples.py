@@ -101,6 +101,7 @@ def op_samples(device="cpu"):
         ("per_token_cast_to_fp8", (x, 128, True)),
         ("per_token_cast_to_fp8", (x.t().contiguous().t(),)),  # a transposed view: q is still row-major
         ("per_block_cast_to_fp8", (x,)),
+        ("per_block_cast_to_fp8_and_transpose", (x,)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         *bf16_samples(device),
         *k_grouped_samples(device),
@@ -149,6 +150,8 @@ def bad_inputs(device="cpu"):
         "cast float64": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, dtype=torch.float64, device=device),)),
         "cast group 0": (ops.per_token_cast_to_fp8, (torch.randn(4, 256, device=device), 0)),
         "block cast 3-D": (ops.per_block_cast_to_fp8, (torch.randn(1, 4, 256, device=device),)),
+        "block cast and transpose, int": (ops.per_block_cast_to_fp8_and_transpose,
+                                          (torch.ones(4, 256, dtype=torch.int32, device=device),)),
     }
 
 

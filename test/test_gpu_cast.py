@@ -59,6 +59,18 @@ def test_per_block_cast(rows, cols, dtype):
     check_per_block(random_x(rows, cols, dtype, seed=rows * cols).cuda())
 
 
+# rows % 16 == 0 runs the fused kernel (q_t rows are 16-byte vectors of x's rows), the others the composite.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(7168, 4096), (272, 400), (16, 8), (128, 128), (130, 200), (1, 8)])
+def test_per_block_cast_and_transpose(rows, cols, dtype):
+    x = random_x(rows, cols, dtype, seed=rows + cols).cuda()
+    q, sf, q_t, sf_t = ops.per_block_cast_to_fp8_and_transpose(x)
+    q_ref, sf_ref, q_t_ref, sf_t_ref = ops.per_block_cast_to_fp8_and_transpose(x.cpu())
+    assert_same_cast((q, sf), (q_ref, sf_ref))
+    assert_same_cast((q_t, sf_t), (q_t_ref, sf_t_ref))
+    assert q_t.is_contiguous() and sf_t.is_contiguous()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens,cols", [(4096, 7168), (200, 72), (128, 8), (1, 4096), (333, 1000)])
 def test_per_token_cast_of_a_transpose(tokens, cols, dtype):

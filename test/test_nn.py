@@ -101,7 +101,11 @@ def test_compile_forward_and_backward_without_graph_breaks():
 def test_transposed_weight_cast_is_the_forward_cast_transposed():
     from deepgemm_ops.nn import _quantize_weight
 
-    w = torch.randn(384, 256, dtype=torch.bfloat16) * 3
+    w = torch.randn(272, 400, dtype=torch.bfloat16) * 3  # partial 128-blocks both ways
     wq, ws, wq_t, ws_t = _quantize_weight(w, with_transpose=True)
+    assert all(torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+               for a, b in zip((wq, ws), torch.ops.deepgemm.per_block_cast_to_fp8(w)))
     assert torch.equal(wq_t.view(torch.uint8), wq.view(torch.uint8).t()) and torch.equal(ws_t, ws.t())
+    assert wq_t.is_contiguous() and ws_t.is_contiguous()
     assert _quantize_weight(w, with_transpose=False)[2:] == (None, None)
+

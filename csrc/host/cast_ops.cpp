@@ -39,7 +39,9 @@ void launch_cast(const LoadedKernel& kernel, const Fp8CastParams& params, unsign
   check_cu(driver().LaunchKernelEx(&launch, kernel.function, args, nullptr), "cuLaunchKernelEx(fp8 cast)");
 }
 
-enum CastKind : int64_t { kPerToken = 0, kPerBlock = 1, kPerTokenTransposed = 2 };
+// The same order as deepgemm_ops._codegen.CAST_KINDS.
+enum CastKind : int64_t { kPerToken = 0, kPerBlock = 1, kPerTokenTransposed = 2, kPerBlockTransposing = 3 };
+constexpr int64_t kNumCastKinds = 4;
 
 // Whether the kernel of `kind` reads x in place: 16-byte vectors along the contiguous dimension (K for the direct
 // casts, the rows of the stored tensor for the transposed one), 16-byte aligned lines, the grid's y limit.
@@ -51,6 +53,7 @@ bool fused_cast_reads(int64_t kind, const at::Tensor& x, int64_t vec) {
   if (kind == kPerTokenTransposed) {  // x is the transpose of a [cols, rows] row-major tensor
     return (rows == 1 || x.stride(0) == 1) && rows % vec == 0 && (cols == 1 || x.stride(1) % vec == 0);
   }
+  if (kind == kPerBlockTransposing && rows % 16 != 0) return false;  // q_t's rows are 16-byte vectors of x's rows
   return (cols <= 1 || x.stride(1) == 1) && cols % vec == 0 && (rows <= 1 || x.stride(0) % vec == 0);
 }
 
@@ -61,23 +64,29 @@ SharedTable<int64_t, const LoadedKernel*>& cast_kernels() {
   return *table;
 }
 
-int64_t cast_slot(int device, int64_t kind, int64_t dtype) { return (int64_t{device} * 3 + kind) * 3 + dtype; }
+int64_t cast_slot(int device, int64_t kind, int64_t dtype) {
+  return (int64_t{device} * kNumCastKinds + kind) * 3 + dtype;
+}
 
 // x validated by the caller (2-D bfloat16 / float16 / float32, group 128). per_block: the 128 x 128 recipe, else
 // per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major
-// with the M stride padded to 4 (16 bytes), the layout the GEMM kernels read. Returns (q, sf); None when no fused
-// kernel reads x in place (the caller runs the torch composite); the kind (an int) whose kernel is not installed on
-// x's device yet (the caller loads it, installs it and calls again); or an error text.
-pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf, int64_t dtype_code) {
+// with the M stride padded to 4 (16 bytes), the layout the GEMM kernels read. with_transpose (per-block): also the
+// cast of x's transpose, (q_t, sf_t). Returns (q, sf) or (q, sf, q_t, sf_t); None when no fused kernel reads x in
+// place (the caller runs the torch composite); the kind (an int) whose kernel is not installed on x's device yet (the
+// caller loads it, installs it and calls again); or an error text.
+pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf, bool with_transpose,
+                          int64_t dtype_code) {
   if (!x.is_cuda() || x.dim() != 2 || dtype_code < 0 || dtype_code > 2) return pybind11::none();
   const auto dtype = static_cast<CastDtype>(dtype_code);
   if (x.scalar_type() != cast_input_type(dtype)) return pybind11::none();
   const int64_t vec = cast_vector_elems(dtype);
-  int64_t kind = per_block ? kPerBlock : kPerToken;
+  if (with_transpose && !per_block) return pybind11::none();
+  int64_t kind = with_transpose ? kPerBlockTransposing : per_block ? kPerBlock : kPerToken;
   if (!fused_cast_reads(kind, x, vec)) {
     if (per_block || !fused_cast_reads(kPerTokenTransposed, x, vec)) return pybind11::none();
     kind = kPerTokenTransposed;
   }
+  const bool block_scales = kind == kPerBlock || kind == kPerBlockTransposing;
   const int64_t rows = x.size(0), cols = x.size(1);
   const LoadedKernel* kernel = nullptr;
   if (rows > 0 && cols > 0) {
@@ -86,14 +95,18 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
     if (!installed) return pybind11::int_(kind);
     kernel = *installed;
   }
-  at::Tensor q, sf;
+  at::Tensor q, sf, q_t, sf_t;
   const std::string error = no_throw([&] {
     const int64_t groups = ceil_div(cols, kScaleBlock);
     c10::cuda::CUDAGuard guard(x.device());
     const auto options = x.options();
     q = at::empty({rows, cols}, options.dtype(at::kFloat8_e4m3fn));
-    const int64_t sf_rows = kind == kPerBlock ? ceil_div(rows, kScaleBlock) : rows;
-    if (kind != kPerBlock && mn_major_sf) {
+    const int64_t sf_rows = block_scales ? ceil_div(rows, kScaleBlock) : rows;
+    if (with_transpose) {
+      q_t = at::empty({cols, rows}, options.dtype(at::kFloat8_e4m3fn));
+      sf_t = at::empty({groups, sf_rows}, options.dtype(at::kFloat));
+    }
+    if (!block_scales && mn_major_sf) {
       sf = at::empty_strided({sf_rows, groups}, {1, tma_aligned_scale_rows(sf_rows)}, options.dtype(at::kFloat));
     } else {
       sf = at::empty({sf_rows, groups}, options.dtype(at::kFloat));
@@ -113,20 +126,25 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
     params.ld_q = cols;
     params.sf_stride_row = sf.stride(0);
     params.sf_stride_col = sf.stride(1);
-    const int64_t rows_per_cta = kind == kPerToken ? per_token_rows_per_cta(dtype)
-                                 : kind == kPerBlock ? kScaleBlock
-                                                     : kTransposeTileRows;
+    if (with_transpose) {
+      params.q_t = q_t.data_ptr();
+      params.sf_t = sf_t.data_ptr<float>();
+    }
+    const int64_t rows_per_cta = kind == kPerToken             ? per_token_rows_per_cta(dtype)
+                                 : kind == kPerTokenTransposed ? kTransposeTileRows
+                                                               : kScaleBlock;
     const int64_t grid_x = ceil_div(rows, rows_per_cta);
     require(grid_x <= 0x7fffffff, "fp8_cast: ", rows, " rows exceed the grid");
     launch_cast(*kernel, params, static_cast<unsigned>(grid_x), static_cast<unsigned>(groups), x.device());
   });
   if (!error.empty()) return pybind11::str(error);
+  if (with_transpose) return pybind11::make_tuple(q, sf, q_t, sf_t);
   return pybind11::make_tuple(q, sf);
 }
 
 std::string install_cast_kernel(int64_t device, int64_t kind, int64_t dtype_code, const std::string& key) {
   return no_throw([&] {
-    require(kind >= kPerToken && kind <= kPerTokenTransposed, "install_cast_kernel: kind must be 0, 1 or 2, got ",
+    require(kind >= 0 && kind < kNumCastKinds, "install_cast_kernel: kind must be in [0, ", kNumCastKinds, "), got ",
             kind);
     require(dtype_code >= 0 && dtype_code <= 2, "install_cast_kernel: dtype code must be 0, 1 or 2, got ", dtype_code);
     const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));

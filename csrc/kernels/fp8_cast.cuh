@@ -155,20 +155,25 @@ __device__ __forceinline__ void per_token_cast(const Fp8CastParams& p) {
 }
 
 // One 128 x 128 block per CTA: every thread loads its rows' vectors, the CTA reduces amax, then quantizes from
-// registers. Grid: x over the 128-row blocks, y over the 128-column blocks.
-template <CastDtype kDtype>
-__device__ __forceinline__ void per_block_cast(const Fp8CastParams& p) {
+// registers. Grid: x over the 128-row blocks, y over the 128-column blocks. kTransposed: the CTA also writes the
+// block's transpose (128 x 128 blocks transpose exactly: q_t = q transposed, sf_t = sf transposed): the quantized
+// bytes are staged in shared memory and written as 16-byte rows of q_t (rows % 16 == 0, checked by the host).
+template <CastDtype kDtype, bool kTransposed>
+__device__ __forceinline__ void per_block_cast_impl(const Fp8CastParams& p) {
   using Vec = CastVector<kDtype>;
   constexpr int kVec = Vec::kElems;
   constexpr int kLanes = kCastGroup / kVec;
   constexpr int kRowsPerPass = kCastThreads / kLanes;
   constexpr int kPasses = kCastGroup / kRowsPerPass;
   constexpr int kWarps = kCastThreads / 32;
+  constexpr int kStagedLine = kCastGroup + 16;  // bytes per staged row: 16-byte aligned, rows 4 banks apart
   __shared__ uint32_t warp_amax[kWarps];
+  __shared__ __align__(16) uint8_t staged[kTransposed ? kCastGroup * kStagedLine : 16];
 
   const int64_t row_block = blockIdx.x, col_block = blockIdx.y;
-  const int64_t col = col_block * kCastGroup + (threadIdx.x % kLanes) * kVec;
-  const int64_t row0 = row_block * kCastGroup + threadIdx.x / kLanes;
+  const int col_in_block = (threadIdx.x % kLanes) * kVec, row_in_block = threadIdx.x / kLanes;
+  const int64_t col = col_block * kCastGroup + col_in_block;
+  const int64_t row0 = row_block * kCastGroup + row_in_block;
 
   uint4 raw[kPasses];
 #pragma unroll
@@ -189,16 +194,56 @@ __device__ __forceinline__ void per_block_cast(const Fp8CastParams& p) {
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) amax = max(amax, warp_amax[w]);
   const float scale = scale_of(amax);
-  if (threadIdx.x == 0) p.sf[row_block * p.sf_stride_row + col_block * p.sf_stride_col] = scale;
-  if (col >= p.cols) return;
-#pragma unroll
-  for (int i = 0; i < kPasses; ++i) {
-    const int64_t row = row0 + i * kRowsPerPass;
-    if (row >= p.rows) break;
-    float v[kVec];
-    Vec::unpack(raw[i], v);
-    store_quantized(static_cast<uint8_t*>(p.q) + row * p.ld_q + col, v, scale);
+  if (threadIdx.x == 0) {
+    p.sf[row_block * p.sf_stride_row + col_block * p.sf_stride_col] = scale;
+    if constexpr (kTransposed) p.sf_t[col_block * gridDim.x + row_block] = scale;
   }
+  with_divider(scale, [&](const auto& div) {
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int64_t row = row0 + i * kRowsPerPass;
+      float v[kVec];
+      Vec::unpack(raw[i], v);
+      if (row < p.rows && col < p.cols) store_e4m3(static_cast<uint8_t*>(p.q) + row * p.ld_q + col, v, div);
+      if constexpr (kTransposed) {
+        store_e4m3(staged + (row_in_block + i * kRowsPerPass) * kStagedLine + col_in_block, v, div);
+      }
+    }
+  });
+  if constexpr (kTransposed) {
+    __syncthreads();
+    // q_t row c (x's column) takes 16 consecutive x rows per store; consecutive threads take consecutive c, so a
+    // warp's shared-memory reads of one staged row are conflict-free.
+    const int c = threadIdx.x % kCastGroup;
+    const int64_t q_t_row = col_block * kCastGroup + c;
+#pragma unroll
+    for (int chunk = threadIdx.x / kCastGroup; chunk < kCastGroup / 16; chunk += kCastThreads / kCastGroup) {
+      const int64_t q_t_col = row_block * kCastGroup + chunk * 16;
+      if (q_t_row >= p.cols || q_t_col >= p.rows) continue;
+      uint32_t words[4];
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        words[w] = 0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          words[w] |= uint32_t{staged[(chunk * 16 + w * 4 + b) * kStagedLine + c]} << (8 * b);
+        }
+      }
+      *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.q_t) + q_t_row * p.rows + q_t_col) =
+          make_uint4(words[0], words[1], words[2], words[3]);
+    }
+  }
+}
+
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_block_cast(const Fp8CastParams& p) {
+  per_block_cast_impl<kDtype, false>(p);
+}
+
+// The per-block cast that also writes q_t [cols, rows] and sf_t (ceil(cols/128), ceil(rows/128)), row-major.
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_block_transposing_cast(const Fp8CastParams& p) {
+  per_block_cast_impl<kDtype, true>(p);
 }
 
 // The per-token cast of a transposed view: x is stored [cols, rows] row-major (ld_x between its rows) and the result

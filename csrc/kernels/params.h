@@ -74,6 +74,8 @@ struct Fp8CastParams {
   int64_t ld_q;
   int64_t sf_stride_row;
   int64_t sf_stride_col;
+  void* q_t;    // the per-block transposing cast only: e4m3 [cols, rows] row-major (rows % 16 == 0)
+  float* sf_t;  // and its scales [ceil(cols/128), ceil(rows/128)] row-major
 };
 
 }  // namespace deepgemm_ops
