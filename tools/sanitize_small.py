@@ -5,16 +5,17 @@
     (tools/sanitize.sh runs it under memcheck, racecheck and synccheck)
 
 Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
-layout with padding rows and the masked layout with counts 0 and Mmax, each GEMM twice (the planning path, then the
-C++ door) and as its _out form; the fused casts (per-token with both scale layouts, of a transposed view, per-block;
-partial groups and blocks). Prints the max relative error per GEMM case and whether each cast matched the CPU.
+layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group and C,
+each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); the fused
+casts (per-token with both scale layouts, of a transposed view, per-block; partial groups and blocks). Prints the
+max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
 import torch
 
 sys.path.insert(0, "test")
-from samples import contiguous_inputs, gemm_inputs, masked_inputs, ops  # noqa: E402
+from samples import contiguous_inputs, gemm_inputs, k_grouped_inputs, masked_inputs, ops  # noqa: E402
 
 
 def err(x, ref):
@@ -48,6 +49,14 @@ for _ in range(2):
     print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
 ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
 print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+a, sfa, b, sfb, ks = k_grouped_inputs([256, 0, 128], 65, 96, device="cuda")
+c = torch.randn(3, 65, 96, device="cuda")
+ref = ops.k_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, ks, c)))
+for _ in range(2):
+    d = ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks, c)
+    print(f"k_grouped: {err(d.cpu(), ref):.1e}")
+ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks, c, c)
+print(f"k_grouped_out in place: {err(c.cpu(), ref):.1e}")
 
 
 def same_cast(got, want):
