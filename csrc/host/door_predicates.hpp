@@ -35,10 +35,11 @@ inline bool no_zero_stride(const at::Tensor& t) {
 
 // An operand as TMA reads it: [.., rows, cols] of `dtype` with unit column stride, a row stride that is a multiple of
 // `row_align` elements and >= cols, a 16-byte aligned start, no zero strides, groups back to back (viewable as
-// [G * rows, cols]), 32-bit row counts and columns.
+// [G * rows, cols]), 32-bit row counts and columns, at least one column (zero-sized problems take the Python path).
 inline bool tma_operand(const at::Tensor& t, const at::Device& device, at::ScalarType dtype, int64_t dim,
                         int64_t row_align) {
-  if (!on(t, device, dtype, dim) || t.stride(-1) != 1 || t.stride(-2) % row_align != 0 || t.stride(-2) < t.size(-1) ||
+  if (!on(t, device, dtype, dim) || t.size(-1) < 1 || t.stride(-1) != 1 || t.stride(-2) % row_align != 0 ||
+      t.stride(-2) < t.size(-1) ||
       reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || !no_zero_stride(t)) {
     return false;
   }
