@@ -43,11 +43,13 @@ def check_gpu_gemm(a, b, k, out) -> None:
 # Bounded: the contiguous layout's total M changes from call to call.
 @functools.lru_cache(maxsize=4096)
 def _config(m, n, k, num_sms, out_dtype, sfb_recipe, has_c, gemm_type, num_groups, expected_m):
+    """k_grouped: k is the typical group's K, which only weighs the tile choice (the kernel takes K at run time)."""
     cfg = _heuristics.choose_fp8_gemm_config(
         m, n, k, num_sms=num_sms, out_dtype=out_dtype, sfb_recipe=sfb_recipe, has_c=has_c, gemm_type=gemm_type,
         num_groups=num_groups, expected_m=expected_m)
-    key = fp8_gemm_kernel_name(cfg, n, k)  # readable: it names the kernel in error messages
-    _kernels[key] = (functools.partial(fp8_gemm_source, cfg, n, k), cfg.smem_bytes)
+    kernel_k = 0 if gemm_type == "k_grouped" else k
+    key = fp8_gemm_kernel_name(cfg, n, kernel_k)  # readable: it names the kernel in error messages
+    _kernels[key] = (functools.partial(fp8_gemm_source, cfg, n, kernel_k), cfg.smem_bytes)
     if _jit.print_configs_enabled():
         print(f"[deepgemm_ops] {gemm_type} m={m} n={n} k={k}: {cfg}", file=sys.stderr)
     return key, list(cfg.as_ints())
@@ -81,7 +83,7 @@ def ensure_loaded(key: str, device: int) -> None:
 
 
 # The door's GEMM type codes (GemmType in csrc/kernels/params.h).
-_GEMM_TYPES = {"normal": 0, "contiguous": 1, "masked": 2}
+_GEMM_TYPES = {"normal": 0, "contiguous": 1, "masked": 2, "k_grouped": 3}
 # out_dtype -> the door's code (-1: None); any other value misses the door, and the planning path raises.
 _OUT_CODES = {None: -1, torch.bfloat16: 0, torch.float32: 1}
 
@@ -326,21 +328,61 @@ def clear_bf16_plans() -> int:
     return _runtime.host_module().clear_bf16_gemm_plans()
 
 
-# --- k-grouped FP8 GEMM: the op contract, fake and CPU reference exist (_ops.py); the SM90 kernel does not yet
+# --- k-grouped FP8 GEMM (weight gradient): the FP8 kernel family's k_grouped type, its own door
+# (csrc/host/k_grouped_gemm_door.cpp) and the FP8 door's plan table
 
 
-def _no_gpu_kernel_yet(name: str, check):
-    def refuse(*args):
-        check(*args)  # bad arguments get the same ValueError as on every other path
-        raise NotImplementedError(f"deepgemm_ops: {name} has no GPU kernel yet (the k-grouped weight-gradient kernel "
-                                  "is still to be written); it runs on the CPU reference")
-
-    refuse.__name__ = f"_{name}_cuda"
-    _impl(name, "CUDA")(refuse)
+def _k_grouped_door(a, sfa, b, sfb, ks, c=None, out=None):
+    result = _runtime.host_module().k_grouped_gemm_door(a, sfa, b, sfb, ks, c, out, _sms.num_sms_setting())
+    if isinstance(result, str):
+        _runtime.check(result)
+    return result
 
 
-_no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous", V.check_k_grouped)
-_no_gpu_kernel_yet("k_grouped_fp8_gemm_nt_contiguous_out", _ops.check_k_grouped_out)
+def _k_grouped_plan_and_launch(a, sfa, b, sfb, ks, c, out, p: V.GemmProblem) -> None:
+    """The planning path of the k-grouped op (as _plan_and_launch). The kernel reads ks on the device, so the plan
+    (and its kernel) serves every split of sum(K) into groups. C and out are read and written as the rows of one
+    [G * M, N] matrix; those laid out otherwise go through a contiguous copy."""
+    if p.m == 0 or p.n == 0 or p.num_groups == 0:
+        return
+    if p.k == 0:  # every group is empty: D = C (or zeros)
+        out.copy_(c) if c is not None else out.zero_()
+        return
+    V.check_k_grouped_gpu(p.k)
+    check_gpu_gemm(a, b, p.k, out)
+    device = a.device.index
+    num_sms = _sms.get_num_sms(device)
+    group_k = _heuristics.BLOCK_K * V.ceil_div(p.k, _heuristics.BLOCK_K * p.num_groups)
+    key, cfg = _config(p.m, p.n, group_k, num_sms, "fp32", "1x128", c is not None, "k_grouped", p.num_groups, None)
+    ensure_loaded(key, device)
+    _runtime.check(_runtime.host_module().install_gemm_plan(
+        device, _GEMM_TYPES["k_grouped"], p.m, p.n, p.k, p.num_groups, 0, _heuristics.SFB_RECIPES.index("1x128"),
+        _heuristics.OUT_DTYPES.index("fp32"), c is not None, num_sms, key, cfg))
+    if _k_grouped_door(a, sfa, b, sfb, ks, c, out) is True:
+        return
+    result = _k_grouped_door(a, sfa, b, sfb, ks, None if c is None else c.contiguous())
+    if result is None:
+        raise RuntimeError(f"deepgemm_ops internal error: the k-grouped GEMM door refused a validated call after its "
+                           f"plan ({key}) was installed")
+    out.copy_(result)
+
+
+@_impl("k_grouped_fp8_gemm_nt_contiguous", "CUDA")
+def _k_grouped_fp8_gemm_nt_contiguous_cuda(a, sfa, b, sfb, ks, c=None):
+    out = _k_grouped_door(a, sfa, b, sfb, ks, c)
+    if out is not None:
+        return out
+    p = V.check_k_grouped(a, sfa, b, sfb, ks, c)
+    out = _ops.k_grouped_output(a, p)
+    _k_grouped_plan_and_launch(a, sfa, b, sfb, ks, c, out, p)
+    return out
+
+
+@_impl("k_grouped_fp8_gemm_nt_contiguous_out", "CUDA")
+def _k_grouped_fp8_gemm_nt_contiguous_out_cuda(a, sfa, b, sfb, ks, out, c=None):
+    if _k_grouped_door(a, sfa, b, sfb, ks, c, out) is None:
+        p = _ops.check_k_grouped_out(a, sfa, b, sfb, ks, out, c)
+        _k_grouped_plan_and_launch(a, sfa, b, sfb, ks, c, out, p)
 
 
 # --- casts -------------------------------------------------------------------------------------------------------
@@ -405,7 +447,8 @@ def warmup(m: int, n: int, k: int, *, out_dtype: torch.dtype | None = None, sfb_
     :func:`deepgemm_ops.precompile` with ``device=``: one process compiles them faster together.
 
     m, n, k as the op sees them: ``fp8_gemm_nt``: A [m, k], B [n, k]; ``gemm_type="contiguous"``: m = rows of A
-    (all groups); ``"masked"``: m = Mmax, with ``num_groups`` and the call's ``expected_m``.
+    (all groups); ``"masked"``: m = Mmax, with ``num_groups`` and the call's ``expected_m``; ``"k_grouped"``
+    (``out_dtype=torch.float32, sfb_recipe="1x128"``): A [m, sum(K)], k = sum(K) / num_groups rounded up to 128.
     """
     from ._precompile import GemmCall, precompile
 

@@ -16,7 +16,8 @@ import functools
 
 from ._constants import ceil_div
 
-GEMM_TYPES = ("normal", "contiguous", "masked")
+# k_grouped: the weight gradient (groups along K, ks read on the device); K is a run-time extent of its kernels.
+GEMM_TYPES = ("normal", "contiguous", "masked", "k_grouped")
 SFB_RECIPES = ("128x128", "1x128")
 OUT_DTYPES = ("bf16", "fp32")
 
@@ -43,6 +44,10 @@ _WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
 # K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees.
 _WIDE_256_EFFICIENCY = {128: 0.97}
 SWIZZLE_GROUP_N = 8
+# BLOCK_N that k_grouped kernels skip: with C, per-column B scales and the run-time K loop their math warpgroups spill
+# registers (ptxas 13.0, sm_90a: 4-260 bytes at 128-row 128/144/160/192 and 64-row 144/192 tiles, 160 with nvcc only;
+# every width up to 112: none).
+_K_GROUPED_SPILLING_BLOCK_N = (128, 144, 160, 192)
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
 _FLOPS_PER_CYCLE = 8192
@@ -175,8 +180,10 @@ def choose_fp8_gemm_config(
 ) -> GemmConfig:
     """Config for D[M,N] (+C) = A[M,K] B[N,K]^T with DeepSeek scaling.
 
-    m: rows of A (contiguous: all groups' rows; masked: Mmax, rows per group). expected_m: masked only, the typical
-    valid rows per group (defaults to m). Deterministic: ties go to the earlier candidate (larger BLOCK_M, BLOCK_N).
+    m: rows of A (contiguous: all groups' rows; masked: Mmax, rows per group; k_grouped: rows of A and of each group's
+    output). expected_m: masked only, the typical valid rows per group (defaults to m). k_grouped: k is the typical
+    group's K (its kernel takes K at run time), the 1x128 recipe and an fp32 output. Deterministic: ties go to the
+    earlier candidate (larger BLOCK_M, BLOCK_N).
     """
     if gemm_type not in GEMM_TYPES:
         raise ValueError(f"gemm_type must be one of {GEMM_TYPES}, got {gemm_type!r}")
@@ -192,11 +199,16 @@ def choose_fp8_gemm_config(
         raise ValueError(f"need num_sms >= 1 and num_groups >= 1, got num_sms={num_sms}, num_groups={num_groups}")
     if gemm_type == "normal" and num_groups != 1:
         raise ValueError(f"a normal GEMM has num_groups == 1, got {num_groups}")
+    if gemm_type == "k_grouped" and (sfb_recipe != "1x128" or out_dtype != "fp32"):
+        raise ValueError(f"a k_grouped GEMM takes sfb_recipe '1x128' and out_dtype 'fp32', got {sfb_recipe!r} and "
+                         f"{out_dtype!r}")
 
     rows_per_group = m
     groups_with_tiles = 1
     if gemm_type == "masked":
         rows_per_group = min(m, expected_m) if expected_m is not None and expected_m > 0 else m
+        groups_with_tiles = num_groups
+    elif gemm_type == "k_grouped":  # every group has all M x N tiles
         groups_with_tiles = num_groups
 
     best = None
@@ -204,6 +216,8 @@ def choose_fp8_gemm_config(
         if block_m == 256 and (gemm_type != "normal" or sfb_recipe != "128x128"):
             continue  # measured for normal GEMMs with 128x128 B scales (those also release stages early)
         for block_n in BLOCK_N_CANDIDATES:
+            if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:
+                continue
             n_blocks = ceil_div(n, block_n)
             if block_m == 256:
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)

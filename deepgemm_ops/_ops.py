@@ -423,7 +423,7 @@ def _m_grouped_bf16_gemm_nt_masked_out_cpu(a, b, masked_m, expected_m, out):
     _bf16_masked_reference(a, b, masked_m, p, out)
 
 
-# --- k-grouped FP8 weight-gradient GEMM: contract, fakes, CPU reference (the GPU kernel is not written yet) ---------
+# --- k-grouped FP8 weight-gradient GEMM: contract, fakes, CPU reference (the SM90 kernel: _cuda.py) -------------
 
 
 def k_grouped_output(a, p: V.GemmProblem) -> torch.Tensor:

@@ -26,7 +26,8 @@ from . import _codegen, _heuristics, _jit
 @dataclass(frozen=True)
 class GemmCall:
     """One op call's shape as the kernel choice sees it. ``m``: rows of A (``contiguous``: all groups' rows; ``masked``:
-    Mmax, rows per group); ``expected_m``: masked only, the call's hint."""
+    Mmax, rows per group); ``expected_m``: masked only, the call's hint. ``k_grouped`` (fp32, 1x128): ``k`` is the
+    typical group's K, sum(K) / G rounded up to 128, as the op weighs it (its kernel takes K at run time)."""
 
     m: int
     n: int
@@ -64,8 +65,9 @@ def plan(calls: Iterable[GemmCall], num_sms: int) -> list[Kernel]:
         cfg = _heuristics.choose_fp8_gemm_config(
             p.m, p.n, p.k, num_sms=num_sms, out_dtype=p.out_dtype, sfb_recipe=p.sfb_recipe, has_c=p.with_c,
             gemm_type=p.gemm_type, num_groups=p.num_groups, expected_m=p.expected_m)
-        name = _codegen.fp8_gemm_kernel_name(cfg, p.n, p.k)
-        kernels.setdefault(name, Kernel(name, cfg, p.n, p.k, p.family()))
+        kernel_k = 0 if p.gemm_type == "k_grouped" else p.k
+        name = _codegen.fp8_gemm_kernel_name(cfg, p.n, kernel_k)
+        kernels.setdefault(name, Kernel(name, cfg, p.n, kernel_k, p.family()))
     return list(kernels.values())
 
 
@@ -194,7 +196,7 @@ def parse_problems(text: str) -> list[GemmCall]:
         fields = item.strip().lower().split(":")
         gemm_type, groups = ("normal", "1") if len(fields) == 1 else (fields[0], fields[1] if len(fields) == 3 else "")
         dims = fields[-1].split("x")
-        if (gemm_type not in _heuristics.GEMM_TYPES or not groups.isdigit() or int(groups) < 1
+        if (gemm_type not in ("normal", "contiguous", "masked") or not groups.isdigit() or int(groups) < 1
                 or (gemm_type == "normal") != (len(fields) == 1) or len(dims) != 3
                 or not all(d.isdigit() and int(d) > 0 for d in dims)):
             raise argparse.ArgumentTypeError(

@@ -265,6 +265,14 @@ def check_k_grouped(a, sfa, b, sfb, ks, c=None) -> GemmProblem:
     return GemmProblem(m, n, k, g, "1x128", torch.float32)
 
 
+def check_k_grouped_gpu(k) -> None:
+    """What the SM90 k-grouped kernel needs beyond the op contract: it takes its groups' K ranges from ks on the device
+    and cannot check their values there, so the total must at least be whole 128-wide k-blocks."""
+    if k % SCALE_BLOCK:
+        raise ValueError(f"sum(K) (the K extent of a and b) must be a multiple of {SCALE_BLOCK} on the GPU (every "
+                         f"group's K is), got sum(K) = {k}")
+
+
 def is_int(value) -> bool:
     """A Python int, or a symbolic one: the schemas take the size-like ints as SymInt, so that torch.compile traces a
     changing expected_m or group size without specialising on its value. bool is not an int here."""

@@ -13,7 +13,7 @@ from conftest import requires_sm90
 
 import deepgemm_ops
 from deepgemm_ops import _ops
-from samples import bad_inputs, contiguous_inputs, gemm_inputs, k_grouped_inputs, masked_inputs, ops, quantized_b
+from samples import bad_inputs, contiguous_inputs, gemm_inputs, masked_inputs, ops, quantized_b
 
 pytestmark = requires_sm90
 
@@ -462,11 +462,3 @@ def test_out_of_memory_in_the_door_and_the_casts_leaves_the_process_usable():
         got = fn()
         assert torch.equal(got.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else got,
                            before[name].view(torch.uint8) if got.dtype == torch.float8_e4m3fn else before[name]), name
-
-
-def test_k_grouped_op_has_no_gpu_kernel_yet_and_says_so():
-    a, sfa, b, sfb, ks = k_grouped_inputs([256, 0, 128], 64, 96, device="cuda")
-    with pytest.raises(NotImplementedError, match="k_grouped_fp8_gemm_nt_contiguous has no GPU kernel yet"):
-        ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks)
-    with pytest.raises(ValueError, match="ks must be int32"):  # arguments are still checked first
-        ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks.long())

@@ -113,7 +113,32 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         self.assertExpectedInline(str(e.exception), """a C operand needs out_dtype 'fp32', got 'bf16'""")
         with self.assertRaises(ValueError) as e:
             H.choose_fp8_gemm_config(128, 256, 128, **{**kw, "gemm_type": "dense"})
-        self.assertExpectedInline(str(e.exception), """gemm_type must be one of ('normal', 'contiguous', 'masked'), got 'dense'""")
+        self.assertExpectedInline(str(e.exception), """gemm_type must be one of ('normal', 'contiguous', 'masked', 'k_grouped'), got 'dense'""")
+        with self.assertRaises(ValueError) as e:
+            H.choose_fp8_gemm_config(128, 256, 128, **{**kw, "gemm_type": "k_grouped", "num_groups": 4})
+        self.assertExpectedInline(str(e.exception), """a k_grouped GEMM takes sfb_recipe '1x128' and out_dtype 'fp32', got '128x128' and 'bf16'""")
+
+    def test_k_grouped_wgrad_shapes(self):
+        # DeepGEMM's wgrad cases (M = 4096 / 7168, ~8192 / 4096 / 2048 tokens per group): every group's M x N tiles,
+        # no width that spills in the k-grouped kernel (_K_GROUPED_SPILLING_BLOCK_N).
+        picks = []
+        for m, n, group_k, g in [(4096, 7168, 8192, 4), (7168, 2048, 4096, 8), (4096, 7168, 2048, 16), (65, 96, 128, 3)]:
+            for has_c in (False, True):
+                cfg = H.choose_fp8_gemm_config(m, n, group_k, num_sms=132, out_dtype="fp32", sfb_recipe="1x128",
+                                               has_c=has_c, gemm_type="k_grouped", num_groups=g)
+                self.assertNotIn(cfg.block_n, H._K_GROUPED_SPILLING_BLOCK_N)
+                self.assertEqual((cfg.cluster_size, cfg.gemm_type), (1, "k_grouped"))
+                picks.append(f"{m}x{n}x{group_k} x{g}{' +C' if has_c else ''}: {cfg.block_m}x{cfg.block_n} "
+                             f"s{cfg.num_stages}")
+        self.assertExpectedInline("\n".join(picks), """\
+4096x7168x8192 x4: 128x112 s7
+4096x7168x8192 x4 +C: 128x112 s7
+7168x2048x4096 x8: 128x112 s7
+7168x2048x4096 x8 +C: 128x112 s7
+4096x7168x2048 x16: 128x112 s7
+4096x7168x2048 x16 +C: 128x112 s7
+65x96x128 x3: 64x16 s8
+65x96x128 x3 +C: 64x16 s8""")
 
 
 if __name__ == "__main__":

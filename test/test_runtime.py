@@ -55,6 +55,8 @@ class TestHostModuleBuild(unittest.TestCase):
             a = torch.zeros(64, 128).to(torch.float8_e4m3fn)
             sf = torch.ones(64, 1)
             print("door on CPU tensors", m.gemm_door(0, a, sf, a, sf, None, None, None, 0, -1, 0))
+            ks = torch.tensor([128], dtype=torch.int32)
+            print("k-grouped door on CPU tensors", m.k_grouped_gemm_door(a, sf, a, sf, ks, None, None, 0))
             cfg = [128, 128, 128, 5, 2, 384, 1, 8, 100000, 132, 0, 0, 0, 0]
             print("install unloaded", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing", cfg))
             print("install bad config", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing",
@@ -66,13 +68,14 @@ class TestHostModuleBuild(unittest.TestCase):
         self.assertEqual(cold.returncode, 0, cold.stderr[-5000:])
         self.assertIn(
             "exports ['bf16_gemm_door', 'clear_bf16_gemm_plans', 'clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', "
-            "'install_bf16_gemm_plan', 'install_cast_kernel', 'install_gemm_plan', "
+            "'install_bf16_gemm_plan', 'install_cast_kernel', 'install_gemm_plan', 'k_grouped_gemm_door', "
             "'load_kernel', 'loaded_kernels', 'num_gemm_plans']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
         self.assertNotIn("No CUDA runtime is found", cold.stderr)  # torch's warning, meaningless for the build
         self.assertIn("door on CPU tensors None", cold.stdout)  # declined: the planning path handles it
+        self.assertIn("k-grouped door on CPU tensors None", cold.stdout)
         self.assertIn("install unloaded RuntimeError: deepgemm_ops: install_gemm_plan: kernel 'nothing' is not loaded "
                       "on cuda:0", cold.stdout)
         self.assertIn("install bad config ValueError: deepgemm_ops fp8 gemm launch: cfg.block_m must be 64, 128 or 256, got 96",

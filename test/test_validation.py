@@ -158,6 +158,13 @@ block cast and transpose, int: x must be a 2-D bfloat16, float16 or float32 tens
         self.assertExpectedInline(self.error(deepgemm_ops.m_grouped_fp8_gemm_nt_masked, a, sfa, b, sfb, masked_m, True), """expected_m must be an int >= 1 (the typical rows per group), got True""")
         self.assertExpectedInline(self.error(deepgemm_ops.per_token_cast_to_fp8, torch.randn(4, 256), True), """group_size must be an int >= 1, got True""")
 
+    def test_k_grouped_gpu_rules(self):
+        from deepgemm_ops import _validate as V
+
+        V.check_k_grouped_gpu(384)
+        V.check_k_grouped_gpu(0)  # every group empty: no kernel runs
+        self.assertExpectedInline(self.error(V.check_k_grouped_gpu, 320), """sum(K) (the K extent of a and b) must be a multiple of 128 on the GPU (every group's K is), got sum(K) = 320""")
+
     def test_gpu_extents(self):
         # The GPU path's own rules (no GPU needed: shapes on the meta device allocate nothing). 32-bit extents:
         # M = 2^31 rows would otherwise be narrowed and computed modulo 2^32.

@@ -5,10 +5,11 @@
     (tools/sanitize.sh runs it under memcheck, racecheck and synccheck)
 
 Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
-layout with padding rows and the masked layout with counts 0 and Mmax, each GEMM twice (the planning path, then the
-C++ door) and as its _out form; 256-row tiles in an A-sharing cluster (forced); the BF16 GEMMs (four layouts, fp32 +
-C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view, per-block;
-partial groups and blocks). Prints the max relative error per GEMM case and whether each cast matched the CPU.
+layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group and C,
+each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
+tiles in an A-sharing cluster (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and masked); the
+fused casts (per-token with both scale layouts, of a transposed view, per-block; partial groups and blocks). Prints
+the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
@@ -17,7 +18,7 @@ import torch
 sys.path.insert(0, "test")
 from deepgemm_ops import _cuda  # noqa: E402
 from deepgemm_ops import _heuristics as H  # noqa: E402
-from samples import contiguous_inputs, contiguous_layout, gemm_inputs, masked_inputs, ops  # noqa: E402
+from samples import contiguous_inputs, contiguous_layout, gemm_inputs, k_grouped_inputs, masked_inputs, ops  # noqa: E402
 
 
 def err(x, ref):
@@ -51,6 +52,14 @@ for _ in range(2):
     print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
 ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
 print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+a, sfa, b, sfb, ks = k_grouped_inputs([256, 0, 128], 65, 96, device="cuda")
+c = torch.randn(3, 65, 96, device="cuda")
+ref = ops.k_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, ks, c)))
+for _ in range(2):
+    d = ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks, c)
+    print(f"k_grouped: {err(d.cpu(), ref):.1e}")
+ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks, c, c)
+print(f"k_grouped_out in place: {err(c.cpu(), ref):.1e}")
 
 # 256-row tiles (two 64-row waves per math warpgroup) in an A-sharing 2-CTA cluster, forced on a small problem: 300
 # rows (a partial second m-block), 5 n-blocks (the last pair's second block lies past N), bf16 and fp32 + C outputs.

@@ -1,6 +1,7 @@
-// What the GEMM doors (gemm_door.cpp: FP8; bf16_gemm_door.cpp: BF16) share: the plan key and plan, the parts of their
-// acceptance predicate that do not depend on the operand type, the output's dtype and allocation, the SM budget and
-// the config a plan is installed with. Every check only says "the door takes this call" or "it does not" (then the
+// What the GEMM doors (gemm_door.cpp: FP8; k_grouped_gemm_door.cpp: FP8 k-grouped; bf16_gemm_door.cpp: BF16) share:
+// the plan key and plan, the parts of their acceptance predicate that do not depend on the operand type, the output's
+// dtype and allocation, the layout of the A scales the FP8 kernels read, the SM budget and the config a plan is
+// installed with. Every check only says "the door takes this call" or "it does not" (then the
 // Python path validates and writes the message), so none of them throws.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -84,6 +85,20 @@ inline at::Tensor output_tensor(const std::optional<at::Tensor>& out, const at::
   if (out) return *out;
   const auto options = a.options().dtype(out_dtype == 1 ? at::kFloat : at::kBFloat16);
   return masked ? at::empty({groups, m, n}, options) : at::empty({m, n}, options);
+}
+
+// sfa in the layout the FP8 kernels read: MN-major, M stride ld (TMA-aligned), groups of kb columns back to back; the
+// tensor itself when it is laid out so already (size-1 dims may carry any stride), else a copy.
+inline at::Tensor mn_major_sfa(const at::Tensor& sfa, int64_t ld) {
+  const int64_t rows = sfa.size(-2), kb = sfa.size(-1);
+  const bool grouped = sfa.dim() == 3;
+  const bool ok = (rows == 1 || sfa.stride(-2) == 1) && (kb == 1 || sfa.stride(-1) == ld) &&
+                  (!grouped || sfa.size(0) == 1 || sfa.stride(0) == kb * ld);
+  if (ok) return sfa;
+  at::Tensor copy = grouped ? at::empty_strided({sfa.size(0), rows, kb}, {kb * ld, 1, ld}, sfa.options())
+                            : at::empty_strided({rows, kb}, {1, ld}, sfa.options());
+  copy.copy_(sfa);
+  return copy;
 }
 
 // The set_num_sms value, or (0 = unset) the SM count of the device; 0 when the runtime cannot say.

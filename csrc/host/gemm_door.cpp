@@ -49,20 +49,6 @@ int sfb_recipe_of(const at::Tensor& sfb, const at::Device& device, int64_t group
   return -1;
 }
 
-// sfa in the layout the kernel reads: MN-major, M stride ld (TMA-aligned), groups of kb columns back to back; the
-// tensor itself when it is laid out so already (size-1 dims may carry any stride), else a copy.
-at::Tensor mn_major_sfa(const at::Tensor& sfa, int64_t ld) {
-  const int64_t rows = sfa.size(-2), kb = sfa.size(-1);
-  const bool grouped = sfa.dim() == 3;
-  const bool ok = (rows == 1 || sfa.stride(-2) == 1) && (kb == 1 || sfa.stride(-1) == ld) &&
-                  (!grouped || sfa.size(0) == 1 || sfa.stride(0) == kb * ld);
-  if (ok) return sfa;
-  at::Tensor copy = grouped ? at::empty_strided({sfa.size(0), rows, kb}, {kb * ld, 1, ld}, sfa.options())
-                            : at::empty_strided({rows, kb}, {1, ld}, sfa.options());
-  copy.copy_(sfa);
-  return copy;
-}
-
 // Op codes of the door (deepgemm_ops._cuda.DOOR_OPS): the GEMM type; `out` given or not tells _out from functional.
 // out_code: -1 = out_dtype None, 0 = bfloat16, 1 = float32, anything else = not for the door (Python raises).
 // num_sms: the set_num_sms value, 0 when unset (then the SM count of the inputs' device).
@@ -107,7 +93,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
   const std::string error = no_throw([&] {
     c10::cuda::CUDAGuard guard(device);
     const int64_t ld_sfa = tma_aligned_scale_rows(m);
-    const at::Tensor sfa_mn = mn_major_sfa(sfa, ld_sfa);
+    const at::Tensor sfa_mn = door::mn_major_sfa(sfa, ld_sfa);
     const at::Tensor sfb_c = sfb.contiguous();
     const at::Tensor layout = grouped ? grouped_layout->contiguous() : at::Tensor();
     d = door::output_tensor(out, a, out_dtype, masked, groups, m, n);

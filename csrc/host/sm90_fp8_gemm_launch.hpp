@@ -5,7 +5,7 @@
 //   launch_fp8_gemm(fn, cfg, args, stream);     // per call: validates the arguments, encodes the tensor maps, launches
 //
 // `fn` must have been generated for exactly this cfg and for N = args.n, K = args.k (they are compile-time constants
-// of the kernel). Every argument is checked against the layout the kernel assumes before anything is launched, so a
+// of the kernel; a k-grouped kernel takes K at run time). Every argument is checked against the layout the kernel assumes before anything is launched, so a
 // bad call throws std::invalid_argument instead of touching out-of-bounds memory.
 #pragma once
 #include <cuda.h>
@@ -32,7 +32,7 @@ struct Fp8GemmKernelConfig {
   int swizzle_group_n;
   int smem_bytes;
   int num_sms;
-  int gemm_type;   // GemmType: 0 normal, 1 contiguous, 2 masked
+  int gemm_type;   // GemmType: 0 normal, 1 contiguous, 2 masked, 3 k-grouped
   int sfb_recipe;  // SfbRecipe: 0 128x128, 1 1x128
   int out_dtype;   // 0 bf16, 1 fp32
   int has_c;
@@ -43,9 +43,13 @@ struct Fp8GemmKernelConfig {
 //   contiguous  a [m = sum M_g, k]      b [num_groups * n, k] (ldb)         d [m, n]         grouped_layout = m_indices [m]
 //   masked      a [num_groups * m, k]   b [num_groups * n, k]               d [num_groups * m, n]  grouped_layout =
 //               (m = Mmax per group)                                        masked_m [num_groups], read on the device
+//   k-grouped   a [m, k = sum K]        b [n, k]                            d [num_groups * m, n]  c like d
+//                                                                           grouped_layout = ks [num_groups], read on
+//                                                                           the device (k % 128 == 0)
 //   sfa: MN-major, element (row, kb) at sfa[kb * ld_sfa + row] (masked: (g, row, kb) at
 //        sfa[(g * ceil(k/128) + kb) * ld_sfa + row]), ld_sfa >= m and a multiple of 4
-//   sfb: contiguous, [num_groups, ceil(n/128), ceil(k/128)] (recipe 128x128) or [num_groups, n, ceil(k/128)] (1x128)
+//   sfb: contiguous, [num_groups, ceil(n/128), ceil(k/128)] (recipe 128x128) or [num_groups, n, ceil(k/128)] (1x128;
+//        k-grouped: [n, k/128])
 struct Fp8GemmArgs {
   const void* a;
   const float* sfa;
@@ -53,7 +57,7 @@ struct Fp8GemmArgs {
   const float* sfb;
   const float* c;                // nullptr unless the kernel was built with has_c
   void* d;                       // bf16 or fp32 as the kernel's out_dtype
-  const int32_t* grouped_layout;  // m_indices (contiguous) / masked_m (masked); nullptr for normal
+  const int32_t* grouped_layout;  // m_indices (contiguous) / masked_m (masked) / ks (k-grouped); nullptr for normal
   int m;
   int n;
   int k;
@@ -117,13 +121,15 @@ inline bool d_store_map(GemmType type, bool out_fp32, void* d, int m, int n, int
 // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
 // (with a 2-CTA cluster, the shared dimension's blocks — n-blocks when it multicasts A, else m-blocks — are counted in
 // pairs, as the kernel's scheduler does).
+// K-grouped GEMMs have every group's m x n tiles.
 inline int64_t persistent_grid(GemmType type, int64_t num_sms, int64_t cluster, bool multicast_a, int64_t m, int64_t n,
-                               int64_t block_m, int64_t block_n) {
+                               int64_t num_groups, int64_t block_m, int64_t block_n) {
   const int64_t grid = num_sms / cluster * cluster;
   if (type == GemmType::Masked) return grid;
   const int64_t m_blocks = ceil_div(m, block_m), n_blocks = ceil_div(n, block_n);
-  const int64_t tiles = multicast_a ? m_blocks * (ceil_div(n_blocks, cluster) * cluster)
-                                    : ceil_div(m_blocks, cluster) * cluster * n_blocks;
+  const int64_t tiles = (multicast_a ? m_blocks * (ceil_div(n_blocks, cluster) * cluster)
+                                     : ceil_div(m_blocks, cluster) * cluster * n_blocks) *
+                        (type == GemmType::KGrouped ? num_groups : 1);
   return tiles < grid ? tiles : grid;
 }
 
@@ -132,6 +138,8 @@ inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArg
   const auto type = static_cast<GemmType>(cfg.gemm_type);
   expect(x.n >= 1 && x.k >= 16 && x.k % 16 == 0, "need n >= 1 and k a positive multiple of 16, got n=" + s(x.n) +
                                                      ", k=" + s(x.k));
+  expect(type != GemmType::KGrouped || x.k % kScaleBlock == 0,
+         "a k-grouped GEMM needs k (the sum of the group sizes) a multiple of 128, got k=" + s(x.k));
   expect(x.a && x.b && x.sfa && x.sfb && x.d, "a, b, sfa, sfb and d must be non-null");
   expect(aligned16(x.a) && aligned16(x.b) && aligned16(x.sfa), "a, b and sfa must be 16-byte aligned (TMA)");
   expect(x.lda >= x.k && x.lda % 16 == 0, "lda must be >= k and a multiple of 16, got lda=" + s(x.lda) + ", k=" + s(x.k));
@@ -146,8 +154,8 @@ inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArg
     expect(x.num_groups == 1, "a normal GEMM needs num_groups == 1, got " + s(x.num_groups));
   } else {
     expect(x.num_groups >= 1, "a grouped GEMM needs num_groups >= 1, got " + s(x.num_groups));
-    expect(x.grouped_layout != nullptr, "a grouped GEMM needs grouped_layout (m_indices / masked_m)");
-    expect(!cfg.has_c, "grouped GEMMs take no C operand");
+    expect(x.grouped_layout != nullptr, "a grouped GEMM needs grouped_layout (m_indices / masked_m / ks)");
+    expect(!cfg.has_c || type == GemmType::KGrouped, "m-grouped GEMMs take no C operand");
   }
 }
 
@@ -161,7 +169,7 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
   expect(cfg.block_k == 128, "cfg.block_k must be 128, got " + s(cfg.block_k));
   expect(cfg.block_m == 64 || cfg.block_m == 128 || cfg.block_m == 256,
          "cfg.block_m must be 64, 128 or 256, got " + s(cfg.block_m));
-  expect(cfg.block_m < 256 || (cfg.block_n <= 128 && cfg.gemm_type != 1),
+  expect(cfg.block_m < 256 || (cfg.block_n <= 128 && (cfg.gemm_type == 0 || cfg.gemm_type == 2)),
          "cfg.block_m 256 needs block_n <= 128 and a normal or masked GEMM, got block_n " + s(cfg.block_n) +
              ", gemm_type " + s(cfg.gemm_type));
   expect(cfg.block_n % 8 == 0 && cfg.block_n >= 8 && cfg.block_n <= 256,
@@ -179,7 +187,10 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
              s(cfg.gemm_type) + ", block_m " + s(cfg.block_m) + ", block_n " + s(cfg.block_n));
   expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
-  expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 2, "cfg.gemm_type must be 0, 1 or 2, got " + s(cfg.gemm_type));
+  expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 3, "cfg.gemm_type must be 0, 1, 2 or 3, got " + s(cfg.gemm_type));
+  expect(cfg.gemm_type != 3 || (cfg.sfb_recipe == 1 && cfg.out_dtype == 1),
+         "cfg.gemm_type 3 (k-grouped) needs sfb_recipe 1 (1x128) and out_dtype 1 (fp32), got " + s(cfg.sfb_recipe) +
+             " and " + s(cfg.out_dtype));
   expect(cfg.sfb_recipe == 0 || cfg.sfb_recipe == 1, "cfg.sfb_recipe must be 0 or 1, got " + s(cfg.sfb_recipe));
   expect(cfg.out_dtype == 0 || cfg.out_dtype == 1, "cfg.out_dtype must be 0 or 1, got " + s(cfg.out_dtype));
   expect(!cfg.has_c || cfg.out_dtype == 1, "cfg.has_c needs out_dtype 1 (fp32), got " + s(cfg.out_dtype));
@@ -200,7 +211,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   const uint64_t num_kb = ceil_div(x.k, kScaleBlock);
   const uint64_t groups = static_cast<uint64_t>(x.num_groups);
   const uint64_t a_rows = type == GemmType::Masked ? groups * x.m : x.m;
-  const uint64_t b_rows = type == GemmType::Normal ? x.n : groups * x.n;
+  const uint64_t b_rows = type == GemmType::Normal || type == GemmType::KGrouped ? x.n : groups * x.n;
   const uint64_t sfa_rows = type == GemmType::Masked ? groups * num_kb : num_kb;
 
   // With a cluster, each CTA loads (and multicasts) its share of the operand tile the pair shares.
@@ -227,12 +238,13 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.grouped_layout = x.grouped_layout;
   params.m = x.m;
   params.num_groups = x.num_groups;
+  params.k_blocks = static_cast<int>(num_kb);
   params.store_d_by_tma = store_d_by_tma ? 1 : 0;
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 
-  const int64_t grid = detail::persistent_grid(type, cfg.num_sms, cfg.cluster_size, multicast_a, x.m, x.n, cfg.block_m,
-                                               cfg.block_n);
+  const int64_t grid = detail::persistent_grid(type, cfg.num_sms, cfg.cluster_size, multicast_a, x.m, x.n,
+                                               x.num_groups, cfg.block_m, cfg.block_n);
 
   CUlaunchAttribute attrs[1];
   attrs[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;

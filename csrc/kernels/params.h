@@ -19,7 +19,8 @@ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int64_t tma_aligned_scale_rows(int64_t mn) { return ceil_div(mn, 4) * 4; }
 
 // Integer values are part of the Python -> C++ contract (_heuristics.GEMM_TYPES / SFB_RECIPES use the same order).
-enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2 };
+// KGrouped: the weight gradient, groups along K (a [M, sum K], b [N, sum K], d [G, M, N]; ks read on the device).
+enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2, KGrouped = 3 };
 enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
 
 // bf16 TMA-store epilogue: D leaves shared memory in boxes of [64 rows][W columns], W = 64, 32 or 16 (the widest that
@@ -37,9 +38,12 @@ struct Fp8GemmParams {
   void* d;                    // bf16 or fp32 output, row stride ldd elements
   const float* c;             // optional fp32 addend, row stride ldc elements (nullptr when the kernel has no C)
   const float* sfb;           // B scales, row-major: [G, ceil(N/128), ceil(K/128)] or [G, N, ceil(K/128)]
-  const int* grouped_layout;  // contiguous: m_indices [m]; masked: masked_m [num_groups]; normal: unused
-  int m;                      // rows of A/D (normal, contiguous: all rows; masked: Mmax, rows per group)
+  const int* grouped_layout;  // contiguous: m_indices [m]; masked: masked_m [num_groups]; k-grouped: ks [num_groups];
+                              // normal: unused
+  int m;                      // rows of A/D (normal, contiguous: all rows; masked: Mmax, rows per group; k-grouped:
+                              // rows of A and of each group of D)
   int num_groups;             // 1 for normal
+  int k_blocks;               // k-grouped: sum K / 128, the k-blocks of A, B and the scales (sfb's row stride)
   int store_d_by_tma;         // bf16 output only: 1 = stage D in smem and TMA-store it (needs N % 8 == 0,
                               // ldd % 8 == 0 and a 16-byte-aligned d), 0 = direct bounds-checked stores
   int64_t ldd;

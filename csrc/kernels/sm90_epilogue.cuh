@@ -21,18 +21,26 @@ struct Epilogue {
   static_assert(!kHasC || kOutFp32, "C is accumulated in FP32: the output must be FP32");
   static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
 
+  // C through the read-only cache, except for k-grouped GEMMs, whose C may be D itself (in-place accumulation; each
+  // element is read and then written by the same thread).
+  template <class T>
+  __device__ static T load_c(const T* c) {
+    if constexpr (kType == GemmType::KGrouped) return *c;
+    return __ldg(c);
+  }
+
   // Stores the pair (v0, v1) at columns col, col + 1 of `row`; col is even. `paired` = the row stride is even, so
   // the pair is aligned for one vector access.
   __device__ static void store_pair(const Fp8GemmParams& p, int64_t row, int col, float v0, float v1, bool paired) {
     if constexpr (kHasC) {
       const float* c = p.c + row * p.ldc + col;
       if (paired && col + 1 < kN) {
-        const float2 cv = __ldg(reinterpret_cast<const float2*>(c));
+        const float2 cv = load_c(reinterpret_cast<const float2*>(c));
         v0 += cv.x;
         v1 += cv.y;
       } else {
-        v0 += __ldg(c);
-        if (col + 1 < kN) v1 += __ldg(c + 1);
+        v0 += load_c(c);
+        if (col + 1 < kN) v1 += load_c(c + 1);
       }
     }
     if constexpr (kOutFp32) {
@@ -54,11 +62,13 @@ struct Epilogue {
     }
   }
 
-  // The tile's 64-row slice `slice`.
+  // The tile's 64-row slice `slice`. K-grouped: group g's tile goes to D[g] (and adds C[g]), rows g * M + row of
+  // the flattened [G * M, N].
   __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int slice, int warp_in_wg, int lane,
                                       const float (&acc)[kBlockN / 2]) {
-    const int row0 = t.a_row + slice * 64 + warp_in_wg * 16 + lane / 4;
-    const bool row0_ok = row0 < t.row_end, row1_ok = row0 + 8 < t.row_end;
+    const int row = t.a_row + slice * 64 + warp_in_wg * 16 + lane / 4;
+    const bool row0_ok = row < t.row_end, row1_ok = row + 8 < t.row_end;
+    const int64_t row0 = (kType == GemmType::KGrouped ? static_cast<int64_t>(t.group) * p.m : 0) + row;
     const bool paired = (p.ldd % 2 == 0) && (!kHasC || p.ldc % 2 == 0);
     const int col0 = t.n_block * kBlockN + (lane % 4) * 2;
 #pragma unroll

@@ -1,5 +1,7 @@
-// FP8 NT GEMM with fine-grained scaling for SM90 (normal, m-grouped contiguous, m-grouped masked):
+// FP8 NT GEMM with fine-grained scaling for SM90 (normal, m-grouped contiguous, m-grouped masked, k-grouped):
 //   D[m, n] = C[m, n] + sum_kb (sum_{k in kb} A[m, k] B[n, k]) * sfa[m, kb] * sfb(n, kb)
+// K-grouped (the weight gradient): D[g] = C[g] + the same sum over group g's k-blocks, which start where group g - 1's
+// end (ks, read on the device); kK is 0 there, K being a run-time extent.
 // Persistent CTAs: the math warpgroups (math_warpgroups(kBlockM): 64 rows each, or 128 as two 64-row waves in
 // 256-row tiles) come first, the last warpgroup produces (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
 // extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
@@ -31,6 +33,8 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
   static_assert(kBlockM < 256 || kBlockN <= 128, "256-row tiles hold two accumulators and a partial: BLOCK_N <= 128");
   static_assert(kBlockM < 256 || kType != GemmType::Contiguous,
                 "contiguous groups start at multiples of 128 rows: a 256-row tile could hold two groups");
+  static_assert(kType != GemmType::KGrouped || (kK == 0 && kBlockM < 256 && kRecipe == SfbRecipe::Row1x128 && kOutFp32),
+                "k-grouped kernels take K at run time (kK = 0), 64/128-row tiles, per-row B scales, an fp32 output");
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
   static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
@@ -71,7 +75,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
         while (sched.next(t)) loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
       }
     } else if (warp_in_wg == 1) {
-      while (sched.next(t)) loop.produce_sfb(t, st, p.sfb, lane);
+      while (sched.next(t)) loop.produce_sfb(t, st, p, lane);
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
@@ -85,7 +89,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     float acc[kWaves][kBlockN / 2];
     uint8_t* smem_d = smem + Loop::Layout::d + math_wg * kWaves * Epi::kSliceBytes;
     while (sched.next(t)) {
-      loop.consume(st, t.n_block, math_wg, warp_in_wg, lane, acc);
+      loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
       if constexpr (!kOutFp32) {
         if (p.store_d_by_tma) {
           Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);

@@ -74,6 +74,11 @@ struct Mainloop {
 
   uint8_t* smem;
 
+  // A tile's k-blocks: K's (compile-time), or a k-grouped tile's from ks (t.num_k_blocks, from k-block t.sfa_kb0 on).
+  // Every role writes the count inline as kKGrouped ? t.num_k_blocks : kNumKBlocks: behind a helper function, ptxas
+  // no longer saw the constant and the math warps' main loop lost its uniform registers (+30% instructions).
+  static constexpr bool kKGrouped = kType == GemmType::KGrouped;
+
   // The mbarrier words; Barrier's static members operate on them.
   __device__ uint64_t* full(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::full_bar) + s; }
   __device__ uint64_t* empty(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::empty_bar) + s; }
@@ -94,29 +99,31 @@ struct Mainloop {
   // TMA issue for one tile; run by a single thread.
   __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const TmaDescriptor& tma_a,
                               const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa) const {
-    const int b_row = t.group * kN + t.n_block * kBlockN;
+    const int b_row = (kType == GemmType::KGrouped ? 0 : t.group * kN) + t.n_block * kBlockN;  // k-grouped: one B
     const int sfa_col = t.m_block * kBlockM;
+    const int kb0 = kKGrouped ? t.sfa_kb0 : 0, num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
     [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
     constexpr int kARows = kBlockM / kCluster;  // rows of a shared A tile this CTA loads (and multicasts)
     constexpr int kBRows = kBlockN / kCluster;  // the same for a shared B tile
     constexpr auto kBothCtas = static_cast<uint16_t>((1 << kCluster) - 1);
 #pragma unroll 1
-    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(empty(st.stage), st.phase ^ 1);
       uint64_t* bar = full(st.stage);
+      const int k = (kb0 + kb) * kBlockK;
       Barrier::arrive_and_expect_tx(bar, kTmaBytes);
       if constexpr (kMulticastA) {
         cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_a, bar, kBothCtas, kL2EvictNormal,
-                                               a_tile(st.stage) + rank * kARows * kBlockK, kb * kBlockK,
+                                               a_tile(st.stage) + rank * kARows * kBlockK, k,
                                                t.a_row + rank * kARows);
       } else {
-        cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), kb * kBlockK, t.a_row);
+        cute::SM90_TMA_LOAD_2D::copy(&tma_a, bar, kL2EvictNormal, a_tile(st.stage), k, t.a_row);
       }
       if constexpr (kCluster == 1 || kMulticastA) {
-        cute::SM90_TMA_LOAD_2D::copy(&tma_b, bar, kL2EvictNormal, b_tile(st.stage), kb * kBlockK, b_row);
+        cute::SM90_TMA_LOAD_2D::copy(&tma_b, bar, kL2EvictNormal, b_tile(st.stage), k, b_row);
       } else {
         cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&tma_b, bar, kBothCtas, kL2EvictNormal,
-                                               b_tile(st.stage) + rank * kBRows * kBlockK, kb * kBlockK,
+                                               b_tile(st.stage) + rank * kBRows * kBlockK, k,
                                                b_row + rank * kBRows);
       }
       cute::SM90_TMA_LOAD_2D::copy(&tma_sfa, bar, kL2EvictNormal, sfa_stage(st.stage), sfa_col, t.sfa_kb0 + kb);
@@ -127,12 +134,16 @@ struct Mainloop {
   // cp.async.mbarrier.arrive.noinc counts the lane's arrival on full[s] once they have landed, so the warp never
   // waits on global-memory latency and can run as far ahead as the free stages allow. 1x128: lane l copies the scales
   // of columns l, l + 32, ...; 128x128: lanes 0 and 1 copy the scales of the tile's first 128-column block and the
-  // next one. Scales past N are zero-filled (their columns are never stored).
-  __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const float* sfb, int lane) const {
+  // next one. Scales past N are zero-filled (their columns are never stored). K-grouped: sfb is [N, p.k_blocks], the
+  // tile reads its group's k-blocks of it.
+  __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const Fp8GemmParams& p, int lane) const {
     constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
     constexpr int kPerLane = kBlockScales ? 1 : (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
     constexpr int kSfbRows = kBlockScales ? ceil_div(kN, kScaleBlock) : kN;
-    const float* group_sfb = sfb + static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks;
+    const int64_t row_stride = kKGrouped ? p.k_blocks : kNumKBlocks;
+    const float* group_sfb =
+        p.sfb + (kKGrouped ? t.sfa_kb0 : static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks);
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
     int src_row[kPerLane];
     bool copies[kPerLane], in_range[kPerLane];
 #pragma unroll
@@ -144,13 +155,13 @@ struct Mainloop {
       src_row[i] = in_range[i] ? row : 0;
     }
 #pragma unroll 1
-    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(empty(st.stage), st.phase ^ 1);
       float* dst = sfb_stage(st.stage);
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
         if (copies[i]) {
-          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * kNumKBlocks + kb],
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * row_stride + kb],
                                                              dst[lane + i * kNumSfbLoaderLanes], in_range[i]);
         }
       }
@@ -270,15 +281,16 @@ struct Mainloop {
   // overlaps the second's wgmmas. (Longer unrolled runs were no faster with 4 k-blocks per drain and, with 8, ran out
   // of registers and were serialised: docs/PERF.md.)
   template <class Second>
-  __device__ void consume_pingpong(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
-                                   float (&acc)[kBlockN / 2]) const {
+  __device__ void consume_pingpong(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
+                                   int lane, float (&acc)[kBlockN / 2]) const {
     float p0[kBlockN / 2], p1[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
     PipelineState<kStages> rel = st;  // the k-block being promoted; st runs ahead (issue)
 #pragma unroll 1
-    for (int kb = 0; kb + 1 < kNumKBlocks; kb += 2) {
+    for (int kb = 0; kb + 1 < num_kb; kb += 2) {
       issue_next(st, math_wg, p0);
       issue_next(st, math_wg, p1);
       cute::warpgroup_wait<1>();
@@ -286,7 +298,7 @@ struct Mainloop {
       cute::warpgroup_wait<0>();
       retire(rel, r0, lane, second, p1, acc);
     }
-    if constexpr (kNumKBlocks % 2 == 1) {
+    if (num_kb % 2 == 1) {
       issue_next(st, math_wg, p0);
       cute::warpgroup_wait<0>();
       retire(rel, r0, lane, second, p0, acc);
@@ -297,16 +309,16 @@ struct Mainloop {
   // per k-block, wgmma accumulates the raw FP8 products into `part`, then CUDA cores add part * sfa * sfb to acc.
   // Accumulator layout of wgmma m64nN: part[4j + {0,1}] = row r0, cols 8j + 2(lane%4) + {0,1}; part[4j + {2,3}] =
   // row r0 + 8, same cols, where r0 = 16 * warp + lane / 4.
-  // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w.
-  __device__ void consume(PipelineState<kStages>& st, int n_block, int math_wg, int warp_in_wg, int lane,
+  // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w. A tile without k-blocks (an empty k-group) gives zeros.
+  __device__ void consume(PipelineState<kStages>& st, const Tile& t, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kWaves][kBlockN / 2]) const {
-    with_second_block_group(n_block, [&](auto second) {
+    with_second_block_group(t.n_block, [&](auto second) {
       if constexpr (kWaves > 1) {
-        consume_waves(st, second, math_wg, warp_in_wg, lane, acc);
+        consume_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
       } else if constexpr (kPingPong) {
-        consume_pingpong(st, second, math_wg, warp_in_wg, lane, acc[0]);
+        consume_pingpong(st, t, second, math_wg, warp_in_wg, lane, acc[0]);
       } else {
-        consume_single(st, second, math_wg, warp_in_wg, lane, acc[0]);
+        consume_single(st, t, second, math_wg, warp_in_wg, lane, acc[0]);
       }
     });
   }
@@ -318,8 +330,8 @@ struct Mainloop {
   // promotion left the producer a stage short. (1x128: a lane's BLOCK_N / 4 column scales stay in shared memory, the
   // release waits for the last promotion.)
   template <class Second>
-  __device__ void consume_waves(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
-                                float (&acc)[kWaves][kBlockN / 2]) const {
+  __device__ void consume_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
+                                int lane, float (&acc)[kWaves][kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
@@ -327,8 +339,9 @@ struct Mainloop {
       for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
     }
     const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
-    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
       constexpr bool kEarlyRelease = kRecipe == SfbRecipe::Block128x128;
       const float* sfa = sfa_stage(st.stage);
@@ -355,14 +368,15 @@ struct Mainloop {
   }
 
   template <class Second>
-  __device__ void consume_single(PipelineState<kStages>& st, Second second, int math_wg, int warp_in_wg, int lane,
-                                 float (&acc)[kBlockN / 2]) const {
+  __device__ void consume_single(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
+                                 int lane, float (&acc)[kBlockN / 2]) const {
     float part[kBlockN / 2];
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
-    for (int kb = 0; kb < kNumKBlocks; ++kb, st.advance()) {
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
       const float* sfa = sfa_stage(st.stage);
       const float sa0 = sfa[r0], sa1 = sfa[r0 + 8];

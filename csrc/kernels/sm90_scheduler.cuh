@@ -1,4 +1,7 @@
 // Persistent tile scheduler: CTA b takes tiles b, b + gridDim.x, ... of the (group, m-block, n-block) space.
+// K-grouped GEMMs: every group has the same M x N tiles (an empty group's tiles still store C or zeros); a group's
+// k-blocks start where the previous groups' end, a prefix sum of ks that each scheduler copy accumulates as its
+// (increasing) tile index passes the groups.
 // Producer and math warpgroups each run their own copy; it is deterministic (it only reads device inputs that do not
 // change during the launch), so both walk the same tile sequence without talking to each other.
 #pragma once
@@ -10,9 +13,11 @@ struct Tile {
   int m_block;    // block index inside the group
   int n_block;
   int group;      // 0 for normal GEMMs
-  int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise)
+  int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise; k-grouped:
+                  // in A and inside the group's [M, N] of D)
   int row_end;    // rows >= row_end (flattened) are outside this group's valid rows: never stored
-  int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block
+  int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block; k-grouped: also A's and B's
+  int num_k_blocks;  // k-grouped only: the k-blocks of the tile's group (0 for an empty group)
 };
 
 // kCluster == 2 (normal GEMMs only): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
@@ -32,15 +37,25 @@ struct TileScheduler {
   int num_m_blocks;  // per group (normal/contiguous: of all rows; masked: recomputed per group); with a B-sharing
                      // cluster, of m-block pairs
   int next_index;
-  // Masked only: the group that next_index falls into and the first tile index of that group.
+  // Masked, k-grouped: the group that next_index falls into and the first tile index of that group.
   int group = 0;
   int group_first_tile = 0;
+  // K-grouped: the first k-block of that group and its number of k-blocks.
+  int group_kb0 = 0;
+  int group_k_blocks = 0;
 
   __device__ explicit TileScheduler(const Fp8GemmParams& params)
       : p(params),
         num_m_blocks(((params.m + kBlockM - 1) / kBlockM + kPairM - 1) / kPairM),
         next_index(blockIdx.x / kCluster) {
     if constexpr (kType == GemmType::Masked) num_m_blocks = masked_m_blocks(0);
+    if constexpr (kType == GemmType::KGrouped) group_k_blocks = k_group_blocks(0, 0);
+  }
+
+  // ks[g] / 128, clamped to the k-blocks left after kb0: a corrupt ks never makes the kernel read past A, B or the
+  // scales (the values are the caller's duty; a wrong one gives wrong sums, never a bad access).
+  __device__ int k_group_blocks(int g, int kb0) const {
+    return min(max(__ldg(p.grouped_layout + g), 0) / kScaleBlock, p.k_blocks - kb0);
   }
 
   __device__ int masked_m_blocks(int g) const {
@@ -75,6 +90,20 @@ struct TileScheduler {
         t.a_row = group * p.m + t.m_block * kBlockM;
         t.row_end = group * p.m + min(max(__ldg(p.grouped_layout + group), 0), p.m);
         t.sfa_kb0 = group * kNumKBlocks;
+        return true;
+      } else if constexpr (kType == GemmType::KGrouped) {
+        while (index >= group_first_tile + num_m_blocks * kNumNUnits) {
+          group_first_tile += num_m_blocks * kNumNUnits;
+          group_kb0 += group_k_blocks;
+          if (++group >= p.num_groups) return false;
+          group_k_blocks = k_group_blocks(group, group_kb0);
+        }
+        rasterize(index - group_first_tile, num_m_blocks, t.m_block, t.n_block);
+        t.group = group;
+        t.a_row = t.m_block * kBlockM;
+        t.row_end = p.m;
+        t.sfa_kb0 = group_kb0;
+        t.num_k_blocks = group_k_blocks;
         return true;
       } else {
         if (index >= num_m_blocks * kNumNUnits) return false;

@@ -5,8 +5,7 @@ that imports ``deep_gemm`` itself, :func:`install_as_deep_gemm`. Same names, arg
 every GEMM routes through the registered ops, so calls become traceable by ``torch.compile`` and capturable in CUDA
 graphs, and run on the CPU reference too. What DeepGEMM rejects on SM90 is rejected here as well (FP8 layouts other
 than NT, UE8M0-packed scales for the GEMMs): the same exception type, our message. The BF16 GEMMs and the k-grouped
-weight-gradient GEMM run this library's ops of the same name (the k-grouped one: the CPU reference today,
-``NotImplementedError`` on the GPU until its kernel lands).
+weight-gradient GEMM run this library's ops of the same name.
 """
 
 from __future__ import annotations
@@ -138,7 +137,8 @@ def k_grouped_fp8_gemm_tn_contiguous(a, b, d: torch.Tensor, ks, ks_tensor: torch
     """MoE weight gradient: a = (e4m3 [ΣK, M], scales [ΣK/128, M]), b = (e4m3 [ΣK, N], scales [ΣK/128, N]), the
     groups' K ranges given by ``ks`` (host list) / ``ks_tensor``; D[g] = C[g] + A[range]ᵀ·B[range] into ``d`` [G, M, N]
     fp32 (``c`` may be ``d``). Runs :func:`deepgemm_ops.k_grouped_fp8_gemm_nt_contiguous` on the transposed operands
-    (a copy of each e4m3 operand): the CPU reference today, NotImplementedError on the GPU until its kernel lands."""
+    (a copy of each e4m3 operand): the SM90 kernel on the GPU (ks_tensor read on the device), the CPU reference
+    elsewhere."""
     (a, sfa), (b, sfb) = _pair("a", a), _pair("b", b)
     _check_compiled_dims(compiled_dims)
     if tuple(recipe) != (1, 1, 128):
