@@ -130,6 +130,15 @@ struct Mainloop {
     }
   }
 
+  // 1x128 recipe: a stage's column scales in lane order. A lane promotes the columns 8j + 2q + {0, 1} (q = lane % 4)
+  // of every 8-column group j; stored at q * BLOCK_N / 4 + 2j + {0, 1}, one 16-byte load serves two groups (BLOCK_N %
+  // 16 == 0 keeps those loads aligned; other widths keep column order and 8-byte loads). Not for k-grouped kernels:
+  // with their run-time K, the four-register loads made ptxas spill.
+  static constexpr bool kLaneOrderSfb = kRecipe == SfbRecipe::Row1x128 && kBlockN % 16 == 0 && !kKGrouped;
+  __device__ static int sfb_slot(int col) {
+    return kLaneOrderSfb ? col % 8 / 2 * (kBlockN / 4) + col / 8 * 2 + col % 2 : col;
+  }
+
   // B scales of one tile; run by a full warp. cp.async copies each lane's scales into the stage and
   // cp.async.mbarrier.arrive.noinc counts the lane's arrival on full[s] once they have landed, so the warp never
   // waits on global-memory latency and can run as far ahead as the free stages allow. 1x128: lane l copies the scales
@@ -162,7 +171,7 @@ struct Mainloop {
       for (int i = 0; i < kPerLane; ++i) {
         if (copies[i]) {
           cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(group_sfb[src_row[i] * row_stride + kb],
-                                                             dst[lane + i * kNumSfbLoaderLanes], in_range[i]);
+                                                             dst[sfb_slot(lane + i * kNumSfbLoaderLanes)], in_range[i]);
         }
       }
       cutlass::arch::cpasync_barrier_arrive_noinc(full(st.stage));
@@ -226,10 +235,24 @@ struct Mainloop {
 
   // acc += part * sfa * sfb for one k-block: sa0 / sa1 are the A scales of rows r0 and r0 + 8, sfb the stage's B scales
   // (accumulator layout below, above consume_single); `second` from second_block_group().
-  __device__ __forceinline__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1, const float* sfb, int lane,
-                                 int second, float (&acc)[kBlockN / 2]) {
+  __device__ __forceinline__ static void promote(const float (&part)[kBlockN / 2], float sa0, float sa1,
+                                                 const float* sfb, int lane, int second, float (&acc)[kBlockN / 2]) {
     if constexpr (kRecipe == SfbRecipe::Block128x128) {
       promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
+    } else if constexpr (kLaneOrderSfb) {
+      const float* mine = sfb + (lane % 4) * (kBlockN / 4);
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; j += 2) {
+        const float4 sb = *reinterpret_cast<const float4*>(mine + j * 2);  // groups j and j + 1
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+        acc[4 * j + 4] = fmaf(part[4 * j + 4], sa0 * sb.z, acc[4 * j + 4]);
+        acc[4 * j + 5] = fmaf(part[4 * j + 5], sa0 * sb.w, acc[4 * j + 5]);
+        acc[4 * j + 6] = fmaf(part[4 * j + 6], sa1 * sb.z, acc[4 * j + 6]);
+        acc[4 * j + 7] = fmaf(part[4 * j + 7], sa1 * sb.w, acc[4 * j + 7]);
+      }
     } else {
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
@@ -243,8 +266,8 @@ struct Mainloop {
   }
 
   // 128x128 recipe: sb = the B scales of the tile's first and second 128-column block.
-  __device__ __forceinline__ static void promote_blocks(const float (&part)[kBlockN / 2], float sa0, float sa1, float2 sb, int second,
-                                        float (&acc)[kBlockN / 2]) {
+  __device__ __forceinline__ static void promote_blocks(const float (&part)[kBlockN / 2], float sa0, float sa1,
+                                                        float2 sb, int second, float (&acc)[kBlockN / 2]) {
     const float s00 = sa0 * sb.x, s10 = sa1 * sb.x, s01 = sa0 * sb.y, s11 = sa1 * sb.y;
 #pragma unroll
     for (int j = 0; j < kBlockN / 8; ++j) {
@@ -265,8 +288,8 @@ struct Mainloop {
   }
 
   // Promotes the finished k-block p of stage rel into acc, releases the stage and moves rel on.
-  __device__ __forceinline__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second, float (&p)[kBlockN / 2],
-                         float (&acc)[kBlockN / 2]) const {
+  __device__ __forceinline__ void retire(PipelineState<kStages>& rel, int r0, int lane, int second,
+                                         float (&p)[kBlockN / 2], float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     const float* sfa = sfa_stage(rel.stage);
