@@ -166,6 +166,45 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
 ----------------------------------------------------------------------
     tn     4096x2112x7168 |    200.0   620.0  2.0e-03 |   600.0  1.03x""")
 
+    def test_wgrad_table_and_flag(self):
+        from deepgemm_ops.bench.wgrad import K_GROUPED_CASES, _group_ks, format_wgrad
+
+        self.assertTrue(build_parser().parse_args(["bench", "--wgrad"]).wgrad)
+        ks = _group_ks(4, 8192, seed=1)
+        self.assertEqual(ks, _group_ks(4, 8192, seed=1))  # the same problem in every run
+        self.assertTrue(all(k % 128 == 0 and 0.7 * 8192 - 128 <= k <= 1.3 * 8192 + 128 for k in ks))
+        self.assertEqual(len(K_GROUPED_CASES), 6)
+        kg = {"groups": 4, "m": 4096, "n": 7168, "ks": [8192] * 4, "us": 500.0, "tflops": 1000.0, "rel_err": 1e-3,
+              "bf16_us": 700.0, "bf16_tflops": 700.0}
+        dense = {"tokens": 8192, "m": 7168, "n": 4096, "us": 400.0, "tflops": 1200.0, "rel_err": 2e-3,
+                 "bf16_us": 600.0, "bf16_tflops": 800.0}
+        self.assertExpectedInline(format_wgrad([kg], [dense]), """\
+                   weight gradient |       us  TFLOPS  rel err |  bf16 us  TFLOPS  ratio
+----------------------------------------------------------------------------------------
+    4 groups 4096x7168 sum K 32768 |    500.0  1000.0  1.0e-03 |    700.0   700.0  1.40x
+      dense 7168x4096, 8192 tokens |    400.0  1200.0  2.0e-03 |    600.0   800.0  1.50x""")
+
+    def test_wgrad_cases_run_on_the_cpu_reference(self):
+        """The benchmark's own plumbing (inputs, in-place accumulation, references, rows) on tiny cases and the CPU
+        ops, with a timer that calls each candidate once."""
+        from deepgemm_ops.bench import wgrad
+
+        class OnceTimer:
+            device = torch.device("cpu")
+
+            def time_interleaved(self, fns, reps):
+                for fn in fns.values():
+                    fn()
+                return {name: 1.0 for name in fns}
+
+        with mock.patch.object(wgrad, "K_GROUPED_CASES", ((3, 64, 96, 256),)), \
+                mock.patch.object(wgrad, "DENSE_CASES", ((256, 96, 64),)):
+            kg, dense = wgrad.bench_k_grouped(OnceTimer(), 1), wgrad.bench_dense_wgrad(OnceTimer(), 1)
+        self.assertEqual(len(kg[0]["ks"]), 3)
+        self.assertLess(kg[0]["rel_err"], 1e-5)  # the CPU op and the reference are the same dequantized product
+        self.assertLess(dense[0]["rel_err"], 1e-2)  # bf16 output
+        self.assertIn("3 groups 64x96", wgrad.format_wgrad(kg, dense))
+
     def test_overhead_text(self):
         o = {"shape": "64x256x128", "groups": "4 groups x 128 rows",
              "us": {"aten_mm": 10.0, "aten_bmm": 20.0, "fp8_gemm_nt": 12.0, "masked_out": 15.0}}

@@ -1,5 +1,5 @@
 """``python -m deepgemm_ops bench`` command line: the dense table by default, ``--grouped``, ``--casts``, ``--bf16``,
-``--overhead``, ``--first-call``; every number to ``--json``."""
+``--wgrad``, ``--overhead``, ``--first-call``; every number to ``--json``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="run the BF16 GEMMs (nt, nn, tn, tt) at M=4096 on the seed (N, K) against cuBLAS "
                              "(torch.mm) instead of --shapes")
+    parser.add_argument("--wgrad", action="store_true",
+                        help="run the weight-gradient GEMMs (k-grouped MoE cases, the dense 1x128 x 1x128 FP8Linear "
+                             "ones) against bf16 cuBLAS instead of --shapes")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also measure host time per eager call on {'x'.join(map(str, OVERHEAD_SHAPE))}")
     parser.add_argument("--first-call", action="store_true",
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise SystemExit(f"deepgemm_ops bench: --against {args.against}: cannot import it ({e})") from e
     rows = []
-    for shape in [] if args.grouped or args.casts or args.bf16 else args.shapes:
+    for shape in [] if args.grouped or args.casts or args.bf16 or args.wgrad else args.shapes:
         row = bench_gemm(shape, timer, copy_gbps, args.reps, against)
         if "error" in row["ours"]:
             print(f"{shape}: ours: {row['ours']['error']}", file=sys.stderr)
@@ -143,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
 
         report["bf16"] = bench_bf16(timer, args.reps)
         print(format_bf16(report["bf16"]))
+    if args.wgrad:
+        from .wgrad import bench_dense_wgrad, bench_k_grouped, format_wgrad
+
+        report["wgrad_k_grouped"] = bench_k_grouped(timer, args.reps)
+        report["wgrad_dense"] = bench_dense_wgrad(timer, args.reps)
+        print(format_wgrad(report["wgrad_k_grouped"], report["wgrad_dense"]))
     if args.overhead:
         report["overhead"] = bench_overhead(device)
         print(format_overhead(report["overhead"]))

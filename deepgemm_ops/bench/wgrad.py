@@ -1,0 +1,106 @@
+"""``python -m deepgemm_ops bench --wgrad``: the weight-gradient GEMMs.
+
+- MoE (k-grouped): ``k_grouped_fp8_gemm_nt_contiguous`` on the expert-parallel cases DeepGEMM's tests use (4 / 8 / 16
+  groups, M x N = 4096 x 7168 or 7168 x 2048, each group's K drawn around its expected value, a multiple of 128), fp32
+  into C in place (gradient accumulation), against cuBLAS on the same FLOPs: one bf16 ``torch.mm`` per group (bf16
+  out, no accumulation) — what a user without a grouped kernel runs.
+- Dense: ``fp8_gemm_nt`` with the 1x128 recipe on both operands (dY^T and X^T cast along the tokens) and bf16 output,
+  the FP8Linear weight gradient at 8192 tokens, against ``torch.mm`` in bf16.
+
+Method as for the dense FP8 table (dense.py): L2 flushed before every rep, candidates interleaved, median.
+Accuracy: max |D - D_ref| / max |D_ref| against the fp32 product of the dequantized operands.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import torch
+
+from .._constants import SCALE_BLOCK, ceil_div
+from .measure import Timer, max_rel_error, tflops
+
+# (groups, M, N, expected K per group)
+K_GROUPED_CASES = ((4, 4096, 7168, 8192), (4, 7168, 2048, 8192), (8, 4096, 7168, 4096), (8, 7168, 2048, 4096),
+                   (16, 4096, 7168, 2048), (16, 7168, 2048, 2048))
+# (tokens, out_features, in_features): dW [out, in] = dY^T X, K = tokens
+DENSE_CASES = ((8192, 7168, 7168), (8192, 7168, 4096), (8192, 4096, 7168))
+
+
+def _group_ks(groups: int, expected_k: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [ceil_div(int(expected_k * rng.uniform(0.7, 1.3)), SCALE_BLOCK) * SCALE_BLOCK for _ in range(groups)]
+
+
+def _dequantized(q: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
+    return q.float() * sf.repeat_interleave(SCALE_BLOCK, dim=-1)[..., : q.shape[-1]]
+
+
+def bench_k_grouped(timer: Timer, reps: int) -> list[dict]:
+    ops = torch.ops.deepgemm
+    rows = []
+    for groups, m, n, expected_k in K_GROUPED_CASES:
+        ks = _group_ks(groups, expected_k, seed=groups * m)
+        total = sum(ks)
+        x = torch.randn(m, total, device=timer.device, dtype=torch.bfloat16)
+        y = torch.randn(n, total, device=timer.device, dtype=torch.bfloat16)
+        a, sfa = ops.per_token_cast_to_fp8(x)
+        b, sfb = ops.per_token_cast_to_fp8(y)
+        ks_t = torch.tensor(ks, dtype=torch.int32, device=timer.device)
+        c = torch.zeros(groups, m, n, device=timer.device)
+        ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks_t, c, c)
+        ref = torch.zeros_like(c)
+        da, db = _dequantized(a, sfa), _dequantized(b, sfb)
+        start = 0
+        for g, k in enumerate(ks):
+            ref[g] = da[:, start:start + k] @ db[:, start:start + k].t()
+            start += k
+        rel_err = max_rel_error(c, ref)
+        bounds = [(sum(ks[:g]), sum(ks[:g + 1])) for g in range(groups)]
+
+        outs = torch.empty(groups, m, n, device=timer.device, dtype=torch.bfloat16)
+
+        def bf16_loop(x=x, y=y, outs=outs, bounds=bounds):
+            for g, (lo, hi) in enumerate(bounds):
+                torch.mm(x[:, lo:hi], y[:, lo:hi].t(), out=outs[g])
+
+        fns = {"ours": functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c),
+               "bf16": bf16_loop}
+        us = timer.time_interleaved(fns, reps=reps)
+        flops = 2 * m * n * total
+        rows.append({"groups": groups, "m": m, "n": n, "ks": ks, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
+                     "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err})
+    return rows
+
+
+def bench_dense_wgrad(timer: Timer, reps: int) -> list[dict]:
+    ops = torch.ops.deepgemm
+    rows = []
+    for tokens, n_out, n_in in DENSE_CASES:
+        dy = torch.randn(tokens, n_out, device=timer.device, dtype=torch.bfloat16)
+        x = torch.randn(tokens, n_in, device=timer.device, dtype=torch.bfloat16)
+        dy_t, dy_ts = ops.per_token_cast_to_fp8(dy.t(), SCALE_BLOCK, True)
+        x_t, x_ts = ops.per_token_cast_to_fp8(x.t())
+        out = ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts)
+        rel_err = max_rel_error(out, _dequantized(dy_t, dy_ts) @ _dequantized(x_t, x_ts).t())
+        fns = {"ours": functools.partial(ops.fp8_gemm_nt, dy_t, dy_ts, x_t, x_ts),
+               "bf16": functools.partial(torch.mm, dy.t(), x)}
+        us = timer.time_interleaved(fns, reps=reps)
+        flops = 2 * tokens * n_out * n_in
+        rows.append({"tokens": tokens, "m": n_out, "n": n_in, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
+                     "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err})
+    return rows
+
+
+def format_wgrad(k_grouped: list[dict], dense: list[dict]) -> str:
+    header = (f"{'weight gradient':>34} | {'us':>8} {'TFLOPS':>7} {'rel err':>8} | {'bf16 us':>8} {'TFLOPS':>7} "
+              f"{'ratio':>6}")
+
+    def line(what: str, r: dict) -> str:
+        return (f"{what:>34} | {r['us']:8.1f} {r['tflops']:7.1f} {r['rel_err']:8.1e} | {r['bf16_us']:8.1f} "
+                f"{r['bf16_tflops']:7.1f} {r['bf16_us'] / r['us']:5.2f}x")
+
+    return "\n".join([header, "-" * len(header)]
+                     + [line(f"{r['groups']} groups {r['m']}x{r['n']} sum K {sum(r['ks'])}", r) for r in k_grouped]
+                     + [line(f"dense {r['m']}x{r['n']}, {r['tokens']} tokens", r) for r in dense])
