@@ -135,8 +135,10 @@ def _plan_and_launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, groupe
 
 
 def clear_plans() -> int:
-    """Forget every installed GEMM plan (the next call of each problem plans again; compiled kernels stay loaded).
-    For tools and tests. Returns how many plans there were."""
+    """Forget every installed GEMM plan and the memoized config choices (the next call of each problem plans again
+    from the heuristic, e.g. a patched one; compiled kernels stay loaded). For tools and tests. Returns how many plans
+    there were."""
+    _config.cache_clear()
     return _runtime.host_module().clear_gemm_plans()
 
 

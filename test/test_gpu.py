@@ -341,12 +341,10 @@ def force_tile(monkeypatch):
     def force(block_m, block_n, cluster_size):
         monkeypatch.setattr(H, "choose_fp8_gemm_config", lambda *a, **kw: H.with_tile(
             chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size))
-        _cuda._config.cache_clear()
         _cuda.clear_plans()
 
     yield force
     monkeypatch.undo()
-    _cuda._config.cache_clear()
     _cuda.clear_plans()
 
 

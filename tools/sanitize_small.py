@@ -66,14 +66,12 @@ print(f"k_grouped_out in place: {err(c.cpu(), ref):.1e}")
 chosen = H.choose_fp8_gemm_config
 H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=128,
                                                            cluster_size=2)
-_cuda._config.cache_clear()
 _cuda.clear_plans()
 for recipe, with_c in (("128x128", False), ("1x128", True)):
     a, sfa, b, sfb, c = gemm_inputs(300, 576, 576, recipe, device="cuda", with_c=with_c)
     ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
     print(f"dense 256x128 cluster 2 {recipe} c={with_c}: {err(ops.fp8_gemm_nt(a, sfa, b, sfb, c).cpu(), ref):.1e}")
 H.choose_fp8_gemm_config = chosen
-_cuda._config.cache_clear()
 _cuda.clear_plans()
 
 # BF16: the four layouts with M/N/K tails and fp32 + C, the grouped NT forms.

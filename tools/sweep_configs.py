@@ -42,9 +42,8 @@ def main(spec: str) -> None:
         ref = None
         for cfg in cfgs:
             H.choose_fp8_gemm_config = lambda *args, _c=cfg, **kw: _c
-            # Both memos of "which kernel": the config lookup and the C++ door's installed plan for this problem
-            # (without clear_plans every variant after the first would time the first one).
-            _cuda._config.cache_clear()
+            # clear_plans forgets both memos of "which kernel", the config lookup and the C++ door's installed plan
+            # (without it every variant after the first would time the first one).
             _cuda.clear_plans()
             torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)  # plans this variant
             key = _codegen.fp8_gemm_kernel_name(cfg, n, k)
@@ -57,7 +56,6 @@ def main(spec: str) -> None:
                   f"{us:8.1f} us {2 * m * n * k / us / 1e6:7.1f} TFLOPS, max rel diff to the first {diff:.1e}",
                   flush=True)
         H.choose_fp8_gemm_config = chosen
-        _cuda._config.cache_clear()
         _cuda.clear_plans()
 
 

@@ -5,7 +5,8 @@
 //
 // The predicate is a subset of what the Python validation accepts: dtypes, shapes, devices, the TMA rule of every
 // operand (unit stride along its rows, a row stride that is a multiple of 8 elements and at least the row length, a
-// 16-byte aligned start), 32-bit extents, no zero strides, groups back to back; zero-sized problems take the Python path.
+// 16-byte aligned start), 32-bit extents, no zero strides, groups back to back; zero-sized problems take the Python
+// path.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
@@ -71,8 +72,8 @@ pybind11::object bf16_gemm_door(int64_t layout, int64_t gemm_type, const at::Ten
   const int sms = door::sm_budget(num_sms, device);
   if (out_dtype < 0 || sms == 0) return none;
   const std::optional<Plan> plan =
-      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), static_cast<int>(layout), m, n, k, groups,
-                           masked ? expected_m : 0, out_dtype, has_c, sms});
+      plans().find(door::plan_key(device.index(), gemm_type, layout, m, n, k, groups, expected_m, out_dtype, has_c,
+                                  sms));
   if (!plan) return none;
 
   at::Tensor d;
@@ -112,12 +113,9 @@ std::string install_bf16_gemm_plan(int64_t device, int64_t layout, int64_t gemm_
             "install_bf16_gemm_plan: kernel '", key, "' (layout ", cfg.layout, ", gemm_type ", cfg.gemm_type,
             ", out_dtype ", cfg.out_dtype, ", has_c ", cfg.has_c, ") does not fit the problem (", layout, ", ",
             gemm_type, ", ", out_dtype, ", ", has_c, ")");
-    const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
-    require(kernel != nullptr, "install_bf16_gemm_plan: kernel '", key, "' is not loaded on cuda:", device);
-    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), static_cast<int>(layout), m, n, k,
-                          num_groups, gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
-                          static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
-    plans().insert(problem, Plan{kernel, cfg});
+    door::install_plan(door::plan_key(device, gemm_type, layout, m, n, k, num_groups, expected_m, out_dtype, has_c,
+                                      num_sms),
+                       key, cfg, "install_bf16_gemm_plan");
   });
 }
 

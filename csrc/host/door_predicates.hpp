@@ -12,8 +12,10 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "../kernels/params.h"
 #include "driver.hpp"
 #include "kernel_loader.hpp"
 #include "shared_table.hpp"
@@ -142,6 +144,15 @@ struct PlanKeyHash {
   }
 };
 
+// The key of a problem, as the door looks it up and the planning path installs it: expected_m (the heuristic's hint)
+// selects the kernel of masked GEMMs only.
+inline PlanKey plan_key(int64_t device, int64_t gemm_type, int64_t variant, int64_t m, int64_t n, int64_t k,
+                        int64_t num_groups, int64_t expected_m, int64_t out_dtype, bool has_c, int64_t num_sms) {
+  const bool masked = gemm_type == static_cast<int64_t>(GemmType::Masked);
+  return PlanKey{static_cast<int>(device), static_cast<int>(gemm_type), static_cast<int>(variant), m, n, k,
+                 num_groups, masked ? expected_m : 0, static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
+}
+
 template <class Config>
 struct Plan {
   const LoadedKernel* kernel;  // registry entries live as long as the process
@@ -153,6 +164,15 @@ template <class Config>
 SharedTable<PlanKey, Plan<Config>, PlanKeyHash>& plans() {
   static auto* table = new SharedTable<PlanKey, Plan<Config>, PlanKeyHash>();
   return *table;
+}
+
+// Installs the loaded kernel `key` with its (checked) config as the plan of `problem`; caller names the binding in the
+// error.
+template <class Config>
+void install_plan(const PlanKey& problem, const std::string& key, const Config& cfg, const char* caller) {
+  const LoadedKernel* kernel = KernelRegistry::instance().find(key, problem.device);
+  require(kernel != nullptr, caller, ": kernel '", key, "' is not loaded on cuda:", problem.device);
+  plans<Config>().insert(problem, Plan<Config>{kernel, cfg});
 }
 
 // A kernel config struct (a flat list of ints, its Python dataclass's as_ints() order) from those ints.

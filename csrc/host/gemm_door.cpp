@@ -85,8 +85,8 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
   const int sms = door::sm_budget(num_sms, device);
   if (out_dtype < 0 || sms == 0) return none;
   const std::optional<Plan> plan =
-      plans().find(PlanKey{device.index(), static_cast<int>(gemm_type), recipe, m, n, k, groups,
-                           masked ? expected_m : 0, out_dtype, has_c, sms});
+      plans().find(door::plan_key(device.index(), gemm_type, recipe, m, n, k, groups, expected_m, out_dtype, has_c,
+                                  sms));
   if (!plan) return none;
 
   at::Tensor d;
@@ -133,12 +133,9 @@ std::string install_gemm_plan(int64_t device, int64_t gemm_type, int64_t m, int6
             "install_gemm_plan: kernel '", key, "' (gemm_type ", cfg.gemm_type, ", sfb_recipe ", cfg.sfb_recipe,
             ", out_dtype ", cfg.out_dtype, ", has_c ", cfg.has_c, ") does not fit the problem (", gemm_type, ", ",
             sfb_recipe, ", ", out_dtype, ", ", has_c, ")");
-    const LoadedKernel* kernel = KernelRegistry::instance().find(key, static_cast<int>(device));
-    require(kernel != nullptr, "install_gemm_plan: kernel '", key, "' is not loaded on cuda:", device);
-    const PlanKey problem{static_cast<int>(device), static_cast<int>(gemm_type), static_cast<int>(sfb_recipe), m, n, k,
-                          num_groups, gemm_type == static_cast<int64_t>(GemmType::Masked) ? expected_m : 0,
-                          static_cast<int>(out_dtype), has_c, static_cast<int>(num_sms)};
-    plans().insert(problem, Plan{kernel, cfg});
+    door::install_plan(door::plan_key(device, gemm_type, sfb_recipe, m, n, k, num_groups, expected_m, out_dtype, has_c,
+                                      num_sms),
+                       key, cfg, "install_gemm_plan");
   });
 }
 
