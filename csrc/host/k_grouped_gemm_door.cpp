@@ -67,8 +67,8 @@ pybind11::object k_grouped_gemm_door(const at::Tensor& a, const at::Tensor& sfa,
   const int sms = door::sm_budget(num_sms, device);
   if (ldc < 0 || ldd < 0 || sms == 0) return none;
   const std::optional<door::Plan<Fp8GemmKernelConfig>> plan = door::plans<Fp8GemmKernelConfig>().find(
-      door::PlanKey{device.index(), static_cast<int>(GemmType::KGrouped), static_cast<int>(SfbRecipe::Row1x128), m, n,
-                    k, groups, 0, 1, has_c, sms});
+      door::plan_key(device.index(), static_cast<int>(GemmType::KGrouped), static_cast<int>(SfbRecipe::Row1x128), m,
+                     n, k, groups, 0, 1, has_c, sms));
   if (!plan) return none;
 
   at::Tensor d;
