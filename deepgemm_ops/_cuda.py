@@ -15,7 +15,8 @@ import torch
 
 from . import _bf16_heuristics, _heuristics, _jit, _layout, _ops, _runtime, _sms
 from . import _validate as V
-from ._codegen import bf16_gemm_kernel_name, bf16_gemm_source, fp8_cast_source, fp8_gemm_kernel_name, fp8_gemm_source
+from ._codegen import CAST_KINDS, bf16_gemm_kernel_name, bf16_gemm_source, fp8_cast_source, fp8_gemm_kernel_name, \
+    fp8_gemm_source
 from ._constants import TMA_ALIGNMENT_BYTES
 from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 
@@ -389,9 +390,9 @@ def _k_grouped_fp8_gemm_nt_contiguous_out_cuda(a, sfa, b, sfb, ks, out, c=None):
 
 # --- casts -------------------------------------------------------------------------------------------------------
 
-# x dtype -> its CastDtype code (csrc/kernels/params.h); the kinds in CastKind order (csrc/host/cast_ops.cpp).
+# x dtype -> its CastDtype code (csrc/kernels/params.h). The host module answers a missing kernel with its CastKind
+# (csrc/host/cast_ops.cpp), an index into _codegen.CAST_KINDS.
 _CAST_DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-_CAST_KINDS = ("per_token", "per_block", "per_token_transposed")
 
 
 def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool, with_transpose: bool = False):
@@ -402,7 +403,7 @@ def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool, with_tr
     code = _CAST_DTYPE_CODES[x.dtype]
     out = module.fp8_cast(x, per_block, mn_major_scales, with_transpose, code)
     if isinstance(out, int):  # the kernel of this kind is not installed on this device yet
-        kind, dtype = _CAST_KINDS[out], V.dtype_name(x.dtype)
+        kind, dtype = CAST_KINDS[out], V.dtype_name(x.dtype)
         key = f"fp8_{kind}_cast {dtype}"
         _kernels.setdefault(key, (functools.partial(fp8_cast_source, kind, dtype), 0))
         ensure_loaded(key, x.device.index)

@@ -148,6 +148,18 @@ class TestKernelCompileNvcc(_KernelCompile, TestCase):
     NVRTC = False
 
 
+class TestCastKindOrder(TestCase):
+    def test_codegen_kinds_follow_the_host_enum(self):
+        # The host module names a missing cast kernel by its CastKind; Python indexes _codegen.CAST_KINDS with it.
+        text = (Path(__file__).resolve().parents[1] / "csrc" / "host" / "cast_ops.cpp").read_text()
+        body = re.search(r"enum CastKind : int64_t \{([^}]*)\}", text).group(1)
+        entries = dict(re.findall(r"k(\w+) = (\d+)", body))
+        by_value = [name for name, _ in sorted(entries.items(), key=lambda e: int(e[1]))]
+        snake = [re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower() for name in by_value]
+        self.assertEqual(tuple(snake), _codegen.CAST_KINDS)
+        self.assertIn(f"kNumCastKinds = {len(_codegen.CAST_KINDS)};", text)
+
+
 @requires_nvrtc
 @requires_cuobjdump
 class TestCastKernelCompile(TestCase):
