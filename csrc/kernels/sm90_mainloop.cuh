@@ -131,12 +131,15 @@ struct Mainloop {
   }
 
   // 1x128 recipe: a stage's column scales in lane order. A lane promotes the columns 8j + 2q + {0, 1} (q = lane % 4)
-  // of every 8-column group j; stored at q * BLOCK_N / 4 + 2j + {0, 1}, one 16-byte load serves two groups (BLOCK_N %
-  // 16 == 0 keeps those loads aligned; other widths keep column order and 8-byte loads). Not for k-grouped kernels:
-  // with their run-time K, the four-register loads made ptxas spill.
+  // of every 8-column group j; per 16 columns (groups j, j + 1, j even) they are stored as q's four scales side by
+  // side: slot 8j + 4q + 2(j % 2) + {0, 1}. One 16-byte load serves two groups and the four lanes of a quad read 64
+  // contiguous bytes (a layout with q's scales BLOCK_N / 4 apart put them in the same banks: a 4-way conflict on
+  // every load, wgrad GEMM 1.5x slower, docs/PERF.md). BLOCK_N % 16 == 0 keeps the loads aligned; other widths keep
+  // column order and 8-byte loads. Not for k-grouped kernels: with their run-time K, the four-register loads made
+  // ptxas spill.
   static constexpr bool kLaneOrderSfb = kRecipe == SfbRecipe::Row1x128 && kBlockN % 16 == 0 && !kKGrouped;
   __device__ static int sfb_slot(int col) {
-    return kLaneOrderSfb ? col % 8 / 2 * (kBlockN / 4) + col / 8 * 2 + col % 2 : col;
+    return kLaneOrderSfb ? col / 16 * 16 + col % 8 / 2 * 4 + col / 8 % 2 * 2 + col % 2 : col;
   }
 
   // B scales of one tile; run by a full warp. cp.async copies each lane's scales into the stage and
@@ -240,10 +243,10 @@ struct Mainloop {
     if constexpr (kRecipe == SfbRecipe::Block128x128) {
       promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
     } else if constexpr (kLaneOrderSfb) {
-      const float* mine = sfb + (lane % 4) * (kBlockN / 4);
+      const float* mine = sfb + (lane % 4) * 4;
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; j += 2) {
-        const float4 sb = *reinterpret_cast<const float4*>(mine + j * 2);  // groups j and j + 1
+        const float4 sb = *reinterpret_cast<const float4*>(mine + j * 8);  // groups j and j + 1
         acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
         acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
         acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
