@@ -15,8 +15,14 @@ import torch
 
 from . import _bf16_heuristics, _heuristics, _jit, _layout, _ops, _runtime, _sms
 from . import _validate as V
-from ._codegen import CAST_KINDS, bf16_gemm_kernel_name, bf16_gemm_source, fp8_cast_source, fp8_gemm_kernel_name, \
-    fp8_gemm_source
+from ._codegen import (
+    CAST_KINDS,
+    bf16_gemm_kernel_name,
+    bf16_gemm_source,
+    fp8_cast_source,
+    fp8_gemm_kernel_name,
+    fp8_gemm_source,
+)
 from ._constants import TMA_ALIGNMENT_BYTES
 from ._ops import _impl, check_contiguous_out, check_gemm_out, check_masked_out, gemm_output, masked_output
 

@@ -119,6 +119,26 @@ def test_layout_helpers():
     assert deep_gemm.get_m_alignment_for_contiguous_layout() == 128
 
 
+def test_k_grouped_packed_ue8m0_layout():
+    # Per-channel scales of a k-grouped operand: each group's k-blocks packed four per int32 (byte j of word r is
+    # k-block 4r + j of the group), ceil(k / 512) rows per group, an empty group contributing none.
+    ks = [384, 0, 1152, 512]
+    sf = torch.exp2(torch.randint(-20, 5, (sum(ks) // 128, 70)).float())
+    packed = deep_gemm.get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor(sf, torch.tensor(ks), ks)
+    assert packed.dtype == torch.int32 and packed.shape == (1 + 0 + 3 + 1, 70)
+    exponents = (torch.log2(sf).round() + 127).to(torch.int64)
+    row, kb0 = 0, 0
+    for k in ks:
+        for kb in range(k // 128):
+            byte = (packed[row + kb // 4].to(torch.int64) >> (8 * (kb % 4))) & 0xFF
+            assert torch.equal(byte, exponents[kb0 + kb])
+        if k % 512:  # the last word's unused bytes are zero
+            assert torch.equal(packed[row + k // 512] >> (8 * (k // 128 % 4)), torch.zeros(70, dtype=torch.int32))
+        row, kb0 = row + (k + 511) // 512, kb0 + k // 128
+    with pytest.raises(ValueError, match="ks must be non-negative multiples of 128"):
+        deep_gemm.get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor(sf, torch.tensor(ks), [384, 0, 1152, 500])
+
+
 def test_testing_helpers():
     x = torch.randn(100)
     assert deep_gemm.testing.calc_diff(x, x).abs() < 1e-12 and deep_gemm.testing.calc_diff(x, -x) == 2

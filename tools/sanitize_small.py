@@ -7,9 +7,10 @@
 Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
 layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
-tiles in an A-sharing cluster (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and masked); the
-fused casts (per-token with both scale layouts, of a transposed view, per-block; partial groups and blocks). Prints
-the max relative error per GEMM case and whether each cast matched the CPU.
+tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
+C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view,
+per-block, per-block with its transpose; partial groups and blocks). Prints the max relative error per GEMM case
+and whether each cast matched the CPU.
 """
 import sys
 
@@ -61,16 +62,19 @@ for _ in range(2):
 ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks, c, c)
 print(f"k_grouped_out in place: {err(c.cpu(), ref):.1e}")
 
-# 256-row tiles (two 64-row waves per math warpgroup) in an A-sharing 2-CTA cluster, forced on a small problem: 300
-# rows (a partial second m-block), 5 n-blocks (the last pair's second block lies past N), bf16 and fp32 + C outputs.
+# Forced 2-CTA clusters on a small problem, bf16 and fp32 + C outputs: 256-row tiles (two 64-row waves per math
+# warpgroup) sharing A — 300 rows (a partial second m-block), 5 n-blocks (the last pair's second block lies past N) —
+# and 128-row tiles sharing B (3 m-blocks: the last pair's second lies past M).
 chosen = H.choose_fp8_gemm_config
-H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=128,
-                                                           cluster_size=2)
-_cuda.clear_plans()
-for recipe, with_c in (("128x128", False), ("1x128", True)):
-    a, sfa, b, sfb, c = gemm_inputs(300, 576, 576, recipe, device="cuda", with_c=with_c)
-    ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
-    print(f"dense 256x128 cluster 2 {recipe} c={with_c}: {err(ops.fp8_gemm_nt(a, sfa, b, sfb, c).cpu(), ref):.1e}")
+for block_m in (256, 128):
+    H.choose_fp8_gemm_config = lambda *args, bm=block_m, **kw: H.with_tile(chosen(*args, **kw), block_m=bm,
+                                                                           block_n=128, cluster_size=2)
+    _cuda.clear_plans()
+    for recipe, with_c in (("128x128", False), ("1x128", True)):
+        a, sfa, b, sfb, c = gemm_inputs(300, 576, 576, recipe, device="cuda", with_c=with_c)
+        ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
+        d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
+        print(f"dense {block_m}x128 cluster 2 {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 
@@ -98,15 +102,18 @@ print(f"bf16 masked: {max(err(d[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17
 
 
 def same_cast(got, want):
-    (q, sf), (q_ref, sf_ref) = got, want
-    return torch.equal(q.cpu().view(torch.uint8), q_ref.view(torch.uint8)) and torch.equal(sf.cpu(), sf_ref)
+    # (q, sf) or (q, sf, q_t, sf_t): the FP8 values bit for bit, the scales exactly
+    return all(torch.equal(g.cpu().view(torch.uint8), w.view(torch.uint8)) if w.dtype == torch.float8_e4m3fn
+               else torch.equal(g.cpu(), w) for g, w in zip(got, want, strict=True))
 
 
 for dtype in (torch.bfloat16, torch.float32):
     x = torch.randn(130, 264, dtype=dtype, device="cuda")
+    x16 = torch.randn(144, 264, dtype=dtype, device="cuda")  # the fused transposing cast takes rows % 16 == 0
     for name, fn, arg in (("per_token", ops.per_token_cast_to_fp8, x),
                           ("per_token mn-major", lambda t: ops.per_token_cast_to_fp8(t, mn_major_scales=True), x),
                           ("per_token of x.t()", ops.per_token_cast_to_fp8, x.t()),
-                          ("per_block", ops.per_block_cast_to_fp8, x)):
+                          ("per_block", ops.per_block_cast_to_fp8, x),
+                          ("per_block and transpose", ops.per_block_cast_to_fp8_and_transpose, x16)):
         print(f"{name} {dtype}: {'same as CPU' if same_cast(fn(arg), fn(arg.cpu())) else 'DIFFERS'}")
 torch.cuda.synchronize()

@@ -86,9 +86,33 @@ def get_mn_major_tma_aligned_packed_ue8m0_tensor(sf: torch.Tensor) -> torch.Tens
     return out if sf.dim() == 3 else out.squeeze(0)
 
 
-def get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor(sf: torch.Tensor, ks_tensor: torch.Tensor, ks) -> None:
-    raise NotImplementedError("get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor: the k-grouped layouts land "
-                              "with deepgemm_ops' weight-gradient GEMMs")
+def get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor(sf: torch.Tensor, ks_tensor: torch.Tensor,
+                                                           ks) -> torch.Tensor:
+    """Per-channel fp32 power-of-two scales of a k-grouped operand, [sum(ks) / 128, MN] (group g's k-blocks back to
+    back) -> each group's exponent bytes packed four k-blocks per int32, ceil(ks[g] / 512) rows of MN words per group,
+    the groups back to back: int32 [sum_g ceil(ks[g] / 512), MN]. ``ks`` (host ints, multiples of 128) gives the
+    layout; ``ks_tensor`` is its device copy, taken for DeepGEMM's signature."""
+    ks = [int(k) for k in ks]
+    if sf.dtype != torch.float32 or sf.dim() != 2:
+        raise ValueError(f"sf must be float32 [sum(ks) / 128, MN], got {sf.dtype} {list(sf.shape)}")
+    if any(k < 0 or k % 128 for k in ks) or sum(ks) // 128 != sf.shape[0]:
+        raise ValueError(f"ks must be non-negative multiples of 128 summing to 128 * sf.shape[0] = "
+                         f"{128 * sf.shape[0]}, got {ks}")
+    if ks_tensor.numel() != len(ks):
+        raise ValueError(f"ks_tensor must hold the {len(ks)} values of ks, got {ks_tensor.numel()}")
+    mn = sf.shape[1]
+    exponents = (sf.contiguous().view(torch.int32) >> 23).to(torch.uint8)  # [sum(ks) / 128, MN]
+    groups, start = [], 0
+    for k in ks:
+        rows = k // 128
+        if rows == 0:
+            continue
+        padded = torch.zeros(align(rows, 4), mn, dtype=torch.uint8, device=sf.device)
+        padded[:rows] = exponents[start:start + rows]
+        start += rows
+        # byte j of word r is k-block 4r + j (little endian, as the dense packing along K)
+        groups.append(padded.view(-1, 4, mn).transpose(1, 2).contiguous().view(torch.int32).squeeze(-1))
+    return torch.cat(groups) if groups else torch.empty(0, mn, dtype=torch.int32, device=sf.device)
 
 
 __all__ = [
