@@ -205,6 +205,31 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         self.assertLess(dense[0]["rel_err"], 1e-2)  # bf16 output
         self.assertIn("3 groups 64x96", wgrad.format_wgrad(kg, dense))
 
+    def test_against_deep_gemm_api_in_the_bf16_and_wgrad_suites(self):
+        """--against with a module of DeepGEMM's API (our compat facade, on the CPU reference): the k-grouped and BF16
+        rows gain its time and its error against the same reference, and the tables a DeepGEMM column."""
+        from deepgemm_ops import compat
+        from deepgemm_ops.bench import bf16, wgrad
+
+        class OnceTimer:
+            device = torch.device("cpu")
+
+            def time_interleaved(self, fns, reps):
+                for fn in fns.values():
+                    fn()
+                return {name: 2.0 if name == "deep_gemm" else 1.0 for name in fns}
+
+        with mock.patch.object(wgrad, "K_GROUPED_CASES", ((3, 64, 96, 256),)):
+            kg = wgrad.bench_k_grouped(OnceTimer(), 1, against=compat)
+        self.assertLess(kg[0]["deep_gemm_rel_err"], 1e-5)
+        self.assertEqual(kg[0]["deep_gemm_us"], 2.0)
+        self.assertIn("DeepGEMM us", wgrad.format_wgrad(kg, []))
+        with mock.patch.object(bf16, "SEED_NKS", ((48, 64),)), mock.patch.object(bf16, "M", 32):
+            rows = bf16.bench_bf16(OnceTimer(), 1, against=compat)
+        self.assertEqual([r["layout"] for r in rows], list(bf16.LAYOUTS))
+        self.assertTrue(all(r["deep_gemm_rel_err"] < 1e-2 and r["vs_deep_gemm"] == 2.0 for r in rows))
+        self.assertIn("DeepGEMM", bf16.format_bf16(rows).splitlines()[0])
+
     def test_overhead_text(self):
         o = {"shape": "64x256x128", "groups": "4 groups x 128 rows",
              "us": {"aten_mm": 10.0, "aten_bmm": 20.0, "fp8_gemm_nt": 12.0, "masked_out": 15.0}}

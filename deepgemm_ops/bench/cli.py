@@ -61,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grouped", action="store_true",
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
     parser.add_argument("--against", metavar="MODULE",
-                        help="also time MODULE (DeepGEMM's API, e.g. deep_gemm) on the same inputs, with every "
-                             "candidate's kernel-only time")
+                        help="also time MODULE (DeepGEMM's API, e.g. deep_gemm) on the same inputs: the dense "
+                             "shapes (with every candidate's kernel-only time), --bf16 and --wgrad's k-grouped cases")
     parser.add_argument("--casts", action="store_true",
                         help="run the FP8 casts (share of the copy bandwidth), an FP8 linear forward and an FP8Linear "
                              "training step against bf16 instead of --shapes")
@@ -144,12 +144,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bf16:
         from .bf16 import bench_bf16, format_bf16
 
-        report["bf16"] = bench_bf16(timer, args.reps)
+        report["bf16"] = bench_bf16(timer, args.reps, against)
         print(format_bf16(report["bf16"]))
     if args.wgrad:
         from .wgrad import bench_dense_wgrad, bench_k_grouped, format_wgrad
 
-        report["wgrad_k_grouped"] = bench_k_grouped(timer, args.reps)
+        report["wgrad_k_grouped"] = bench_k_grouped(timer, args.reps, against)
         report["wgrad_dense"] = bench_dense_wgrad(timer, args.reps)
         print(format_wgrad(report["wgrad_k_grouped"], report["wgrad_dense"]))
     if args.overhead:

@@ -8,6 +8,8 @@
   the FP8Linear weight gradient at 8192 tokens, against ``torch.mm`` in bf16.
 
 Method as for the dense FP8 table (dense.py): L2 flushed before every rep, candidates interleaved, median.
+``--against MODULE`` (DeepGEMM's API) adds its ``k_grouped_fp8_gemm_tn_contiguous`` to the MoE cases, on the same
+quantized values laid out as it takes them (ΣK-major copies made outside the timed region), into its own C.
 Accuracy: max |D - D_ref| / max |D_ref| against the fp32 product of the dequantized operands.
 """
 
@@ -37,7 +39,7 @@ def _dequantized(q: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
     return q.float() * sf.repeat_interleave(SCALE_BLOCK, dim=-1)[..., : q.shape[-1]]
 
 
-def bench_k_grouped(timer: Timer, reps: int) -> list[dict]:
+def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
     ops = torch.ops.deepgemm
     rows = []
     for groups, m, n, expected_k in K_GROUPED_CASES:
@@ -67,10 +69,21 @@ def bench_k_grouped(timer: Timer, reps: int) -> list[dict]:
 
         fns = {"ours": functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c),
                "bf16": bf16_loop}
+        if against is not None:
+            dg_a, dg_b = (a.t().contiguous(), sfa.t().contiguous()), (b.t().contiguous(), sfb.t().contiguous())
+            dg_c = torch.zeros_like(c)
+            against.k_grouped_fp8_gemm_tn_contiguous(dg_a, dg_b, dg_c, ks, ks_t, c=dg_c)
+            dg_rel_err = max_rel_error(dg_c, ref)
+            fns["deep_gemm"] = functools.partial(against.k_grouped_fp8_gemm_tn_contiguous, dg_a, dg_b, dg_c, ks, ks_t,
+                                                 c=dg_c)
         us = timer.time_interleaved(fns, reps=reps)
         flops = 2 * m * n * total
-        rows.append({"groups": groups, "m": m, "n": n, "ks": ks, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
-                     "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err})
+        row = {"groups": groups, "m": m, "n": n, "ks": ks, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
+               "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err}
+        if against is not None:
+            row.update(deep_gemm_us=us["deep_gemm"], deep_gemm_tflops=tflops(flops, us["deep_gemm"]),
+                       deep_gemm_rel_err=dg_rel_err)
+        rows.append(row)
     return rows
 
 
@@ -94,12 +107,16 @@ def bench_dense_wgrad(timer: Timer, reps: int) -> list[dict]:
 
 
 def format_wgrad(k_grouped: list[dict], dense: list[dict]) -> str:
+    dg = any("deep_gemm_us" in r for r in k_grouped)
     header = (f"{'weight gradient':>34} | {'us':>8} {'TFLOPS':>7} {'rel err':>8} | {'bf16 us':>8} {'TFLOPS':>7} "
-              f"{'ratio':>6}")
+              f"{'ratio':>6}") + (f" | {'DeepGEMM us':>11} {'TFLOPS':>7} {'ratio':>6}" if dg else "")
 
     def line(what: str, r: dict) -> str:
-        return (f"{what:>34} | {r['us']:8.1f} {r['tflops']:7.1f} {r['rel_err']:8.1e} | {r['bf16_us']:8.1f} "
+        text = (f"{what:>34} | {r['us']:8.1f} {r['tflops']:7.1f} {r['rel_err']:8.1e} | {r['bf16_us']:8.1f} "
                 f"{r['bf16_tflops']:7.1f} {r['bf16_us'] / r['us']:5.2f}x")
+        if "deep_gemm_us" in r:
+            text += f" | {r['deep_gemm_us']:11.1f} {r['deep_gemm_tflops']:7.1f} {r['deep_gemm_us'] / r['us']:5.2f}x"
+        return text
 
     return "\n".join([header, "-" * len(header)]
                      + [line(f"{r['groups']} groups {r['m']}x{r['n']} sum K {sum(r['ks'])}", r) for r in k_grouped]
