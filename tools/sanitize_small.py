@@ -4,7 +4,7 @@
 
     (tools/sanitize.sh runs it under memcheck, racecheck and synccheck)
 
-Covers M/N/K tails (65 x 576 x 576, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
+Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
 layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
@@ -21,6 +21,10 @@ from deepgemm_ops import _cuda  # noqa: E402
 from deepgemm_ops import _heuristics as H  # noqa: E402
 from samples import contiguous_inputs, contiguous_layout, gemm_inputs, k_grouped_inputs, masked_inputs, ops  # noqa: E402
 
+# 17 k-blocks (a partial last one): more than any small problem's pipeline stages (8), so every stage is refilled and
+# the sanitizers see the empty/full barrier hand-over, not only a first fill.
+K = 2112
+
 
 def err(x, ref):
     return ((x.double() - ref.double()).norm() / ref.double().norm()).item()
@@ -31,14 +35,14 @@ def cpu(t):
 
 
 for recipe, with_c in (("128x128", False), ("1x128", True)):
-    a, sfa, b, sfb, c = gemm_inputs(65, 576, 576, recipe, device="cuda", with_c=with_c)
+    a, sfa, b, sfb, c = gemm_inputs(65, 576, K, recipe, device="cuda", with_c=with_c)
     ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
     for _ in range(2):
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
         print(f"dense {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
     ops.fp8_gemm_nt_out(a, sfa, b, sfb, d, c)
     print(f"dense_out {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
-a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, 576, device="cuda")
+a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
 ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
 keep = m_indices.cpu() >= 0
 for _ in range(2):
@@ -46,14 +50,14 @@ for _ in range(2):
     print(f"contiguous: {err(d.cpu()[keep], ref[keep]):.1e}")
 ops.m_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, m_indices, d)
 print(f"contiguous_out: {err(d.cpu()[keep], ref[keep]):.1e}")
-a, sfa, b, sfb, masked_m = masked_inputs([0, 64, 17], 64, 576, 576, device="cuda")
+a, sfa, b, sfb, masked_m = masked_inputs([0, 64, 17], 64, 576, K, device="cuda")
 ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), 32)
 for _ in range(2):
     d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 32)
     print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
 ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
 print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
-a, sfa, b, sfb, ks = k_grouped_inputs([256, 0, 128], 65, 96, device="cuda")
+a, sfa, b, sfb, ks = k_grouped_inputs([1280, 0, 1152], 65, 96, device="cuda")
 c = torch.randn(3, 65, 96, device="cuda")
 ref = ops.k_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, ks, c)))
 for _ in range(2):
@@ -71,7 +75,7 @@ for block_m in (256, 128):
                                                                            block_n=128, cluster_size=2)
     _cuda.clear_plans()
     for recipe, with_c in (("128x128", False), ("1x128", True)):
-        a, sfa, b, sfb, c = gemm_inputs(300, 576, 576, recipe, device="cuda", with_c=with_c)
+        a, sfa, b, sfb, c = gemm_inputs(300, 576, K, recipe, device="cuda", with_c=with_c)
         ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
         print(f"dense {block_m}x128 cluster 2 {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
