@@ -20,23 +20,22 @@ constexpr int kNumSfbLoaderLanes = 32;
 constexpr int align_up(int x, int a) { return (x + a - 1) / a * a; }
 
 // Byte offsets inside dynamic shared memory. _heuristics.smem_bytes() mirrors total(); the generated source
-// static_asserts that the two agree. kSmemD: a BLOCK_M x BLOCK_N bf16 staging tile for the TMA-store epilogue.
-template <int kBlockM, int kBlockN, int kStages, bool kSmemD>
+// static_asserts that the two agree. The epilogue's staging tile (staging_bytes(), sm90_epilogue.cuh) comes first.
+template <int kBlockM, int kBlockN, int kStages, int kStagingBytes>
 struct SmemLayout {
-  static constexpr int kDBytes = kSmemD ? kBlockM * kBlockN * 2 : 0;
   static constexpr int kABytes = kBlockM * kBlockK;        // one fp8 byte per element, 128 B per row
   static constexpr int kBBytes = kBlockN * kBlockK;
   static constexpr int kSfaBytes = align_up(kBlockM * 4, 128);  // TMA destinations want 128 B alignment
   static constexpr int kSfbBytes = kBlockN * 4;  // the 128x128 recipe uses the first 8 bytes
-  static constexpr int d = 0;
-  static constexpr int a = d + kDBytes;
+  static constexpr int staging = 0;
+  static constexpr int a = staging + kStagingBytes;
   static constexpr int b = a + kStages * kABytes;
   static constexpr int sfa = b + kStages * kBBytes;
   static constexpr int sfb = sfa + kStages * kSfaBytes;
   static constexpr int full_bar = sfb + kStages * kSfbBytes;
   static constexpr int empty_bar = full_bar + kStages * 8;
   static constexpr int total = empty_bar + kStages * 8;
-  static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
+  static_assert(kStagingBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
                 "128B-swizzled tiles must stay 1024-byte aligned");
   static_assert(kSfbBytes % 8 == 0, "barriers need 8-byte alignment");
 };
@@ -60,13 +59,13 @@ struct PipelineState {
 // consumers of both CTAs released it: empty[s] counts the math warps of the whole cluster (each warp arrives on its
 // own and the peer's barrier).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
-template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
           int kCluster, class Wgmma>
 struct Mainloop {
   static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM);
   static_assert(kCluster == 1 || (kCluster == 2 && (kMulticastA || kBlockN % 16 == 0)),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
-  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
+  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes>;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = math_warpgroups(kBlockM);
   static constexpr int kWaves = kBlockM / 64 / kNumMathWarpgroups;  // 64-row slices per math warpgroup
