@@ -221,7 +221,7 @@ extern "C" __global__ void __launch_bounds__({cfg.num_threads}, 1)
 
 
 # The FP8 casts (csrc/kernels/fp8_cast.cuh): one kernel per (kind, input dtype), no shape constants.
-CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing")
+CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing", "per_token_transposing")
 CAST_DTYPES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32"}
 
 
