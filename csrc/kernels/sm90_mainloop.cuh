@@ -337,6 +337,12 @@ struct Mainloop {
   // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w. A tile without k-blocks (an empty k-group) gives zeros.
   __device__ void consume(PipelineState<kStages>& st, const Tile& t, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kWaves][kBlockN / 2]) const {
+    if constexpr (kType == GemmType::Masked && kWaves == 1) {
+      if (t.a_row + math_wg * 64 >= t.row_end) {  // (warpgroup-uniform) no valid row in this warpgroup's slice
+        pass_through(st, t, lane, acc[0]);
+        return;
+      }
+    }
     with_second_block_group(t.n_block, [&](auto second) {
       if constexpr (kWaves > 1) {
         consume_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
@@ -346,6 +352,20 @@ struct Mainloop {
         consume_single(st, t, second, math_wg, warp_in_wg, lane, acc[0]);
       }
     });
+  }
+
+  // A masked group's last tile often ends inside its first 64 rows: the warpgroup whose slice holds no valid row
+  // skips the wgmmas and the promotion (the other one then has the tensor cores alone) and only keeps the pipeline
+  // going, releasing each stage once full; its zeros are never stored (rows past masked_m).
+  __device__ void pass_through(PipelineState<kStages>& st, const Tile& t, int lane, float (&acc)[kBlockN / 2]) const {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+#pragma unroll 1
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
+      wait_barrier(full(st.stage), st.phase);
+      release(st.stage, lane);
+    }
   }
 
   // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
