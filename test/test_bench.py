@@ -16,6 +16,26 @@ from deepgemm_ops.__main__ import build_parser, main
 from deepgemm_ops._constants import SCALE_BLOCK
 
 
+class _OnceTimer:
+    """A bench Timer stand-in for the CPU: calls each candidate once and reports `us` for each (`deep_gemm_us` for the
+    DeepGEMM candidate, default the same) and `kernel_us` as its kernel-only time, so a suite's plumbing runs on the
+    CPU ops without timing anything."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, us: float = 1.0, deep_gemm_us: float | None = None, kernel_us: float = 5.0):
+        self.us, self.deep_gemm_us, self.kernel = us, us if deep_gemm_us is None else deep_gemm_us, kernel_us
+
+    def time_interleaved(self, fns, reps):
+        for fn in fns.values():
+            fn()
+        return {name: self.deep_gemm_us if name == "deep_gemm" else self.us for name in fns}
+
+    def kernel_us(self, fns, reps):
+        for fn in fns.values():
+            fn()
+        return {name: self.kernel for name in fns}
+
 class TestArguments(expecttest.TestCase):
     def test_defaults(self):
         args = build_parser().parse_args(["bench"])
@@ -82,12 +102,6 @@ class TestHelpers(expecttest.TestCase):
     def test_rows_plumbing_on_cpu(self):
         """bench_gemm / bench_overhead end to end with a stand-in timer and cuBLASLt (no timing checked)."""
 
-        class CallOnceTimer:
-            device = torch.device("cpu")
-
-            def time_interleaved(self, fns, reps):
-                return {name: (fn(), 10.0)[1] for name, fn in fns.items()}
-
         def scaled_mm(a, bt, scale_a, scale_b, out_dtype):  # the blockwise cuBLASLt call, on the CPU
             return torch.ops.deepgemm.fp8_gemm_nt(a, scale_a, bt.t(), scale_b.t(), out_dtype=out_dtype)
 
@@ -96,7 +110,7 @@ class TestHelpers(expecttest.TestCase):
             return 2.0
 
         with mock.patch.object(torch, "_scaled_mm", scaled_mm), mock.patch.object(bench.dense, "host_us_per_call", call_once):
-            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), copy_gbps=1000.0, reps=1)
+            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), _OnceTimer(us=10.0), copy_gbps=1000.0, reps=1)
             overhead = bench.bench_overhead(torch.device("cpu"))
         self.assertEqual(sorted(row), ["cublaslt", "k", "m", "n", "ours", "same_bytes_copy_us", "shape",
                                        "speedup_vs_cublaslt"])
@@ -115,20 +129,11 @@ class TestHelpers(expecttest.TestCase):
         every candidate gets a kernel-only time (stand-in timer: no timing checked)."""
         import deepgemm_ops.compat as facade
 
-        class CallOnceTimer:
-            device = torch.device("cpu")
-
-            def time_interleaved(self, fns, reps):
-                return {name: (fn(), 10.0)[1] for name, fn in fns.items()}
-
-            def kernel_us(self, fns, reps):
-                return {name: (fn(), 5.0)[1] for name, fn in fns.items()}
-
         def scaled_mm(a, bt, scale_a, scale_b, out_dtype):
             return torch.ops.deepgemm.fp8_gemm_nt(a, scale_a, bt.t(), scale_b.t(), out_dtype=out_dtype)
 
         with mock.patch.object(torch, "_scaled_mm", scaled_mm):
-            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), CallOnceTimer(), 1000.0, 1, against=facade)
+            row = bench.bench_gemm(bench.GemmShape(64, 256, 384), _OnceTimer(us=10.0), 1000.0, 1, against=facade)
         self.assertLess(row["deep_gemm"]["rel_err"], 1e-2)
         self.assertEqual((row["speedup_vs_deep_gemm"], row["kernel_speedup_vs_deep_gemm"]), (1.0, 1.0))
         self.assertEqual(row["ours"]["kernel_us"], 5.0)
@@ -189,17 +194,9 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         ops, with a timer that calls each candidate once."""
         from deepgemm_ops.bench import wgrad
 
-        class OnceTimer:
-            device = torch.device("cpu")
-
-            def time_interleaved(self, fns, reps):
-                for fn in fns.values():
-                    fn()
-                return {name: 1.0 for name in fns}
-
         with mock.patch.object(wgrad, "K_GROUPED_CASES", ((3, 64, 96, 256),)), \
                 mock.patch.object(wgrad, "DENSE_CASES", ((256, 96, 64),)):
-            kg, dense = wgrad.bench_k_grouped(OnceTimer(), 1), wgrad.bench_dense_wgrad(OnceTimer(), 1)
+            kg, dense = wgrad.bench_k_grouped(_OnceTimer(), 1), wgrad.bench_dense_wgrad(_OnceTimer(), 1)
         self.assertEqual(len(kg[0]["ks"]), 3)
         self.assertLess(kg[0]["rel_err"], 1e-5)  # the CPU op and the reference are the same dequantized product
         self.assertLess(dense[0]["rel_err"], 1e-2)  # bf16 output
@@ -211,21 +208,13 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         from deepgemm_ops import compat
         from deepgemm_ops.bench import bf16, wgrad
 
-        class OnceTimer:
-            device = torch.device("cpu")
-
-            def time_interleaved(self, fns, reps):
-                for fn in fns.values():
-                    fn()
-                return {name: 2.0 if name == "deep_gemm" else 1.0 for name in fns}
-
         with mock.patch.object(wgrad, "K_GROUPED_CASES", ((3, 64, 96, 256),)):
-            kg = wgrad.bench_k_grouped(OnceTimer(), 1, against=compat)
+            kg = wgrad.bench_k_grouped(_OnceTimer(deep_gemm_us=2.0), 1, against=compat)
         self.assertLess(kg[0]["deep_gemm_rel_err"], 1e-5)
         self.assertEqual(kg[0]["deep_gemm_us"], 2.0)
         self.assertIn("DeepGEMM us", wgrad.format_wgrad(kg, []))
         with mock.patch.object(bf16, "SEED_NKS", ((48, 64),)), mock.patch.object(bf16, "M", 32):
-            rows = bf16.bench_bf16(OnceTimer(), 1, against=compat)
+            rows = bf16.bench_bf16(_OnceTimer(deep_gemm_us=2.0), 1, against=compat)
         self.assertEqual([r["layout"] for r in rows], list(bf16.LAYOUTS))
         self.assertTrue(all(r["deep_gemm_rel_err"] < 1e-2 and r["vs_deep_gemm"] == 2.0 for r in rows))
         self.assertIn("DeepGEMM", bf16.format_bf16(rows).splitlines()[0])

@@ -16,11 +16,13 @@ Accuracy: max |D - D_ref| / max |D_ref| against the fp32 product of the dequanti
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 
 import torch
 
 from .._constants import SCALE_BLOCK, ceil_div
+from .._layout import dequantize_rows
 from .measure import Timer, max_rel_error, tflops
 
 # (groups, M, N, expected K per group)
@@ -33,10 +35,6 @@ DENSE_CASES = ((8192, 7168, 7168), (8192, 7168, 4096), (8192, 4096, 7168))
 def _group_ks(groups: int, expected_k: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [ceil_div(int(expected_k * rng.uniform(0.7, 1.3)), SCALE_BLOCK) * SCALE_BLOCK for _ in range(groups)]
-
-
-def _dequantized(q: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
-    return q.float() * sf.repeat_interleave(SCALE_BLOCK, dim=-1)[..., : q.shape[-1]]
 
 
 def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
@@ -52,14 +50,13 @@ def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
         ks_t = torch.tensor(ks, dtype=torch.int32, device=timer.device)
         c = torch.zeros(groups, m, n, device=timer.device)
         ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks_t, c, c)
+        ends = list(itertools.accumulate(ks))
+        bounds = list(zip([0] + ends[:-1], ends))
         ref = torch.zeros_like(c)
-        da, db = _dequantized(a, sfa), _dequantized(b, sfb)
-        start = 0
-        for g, k in enumerate(ks):
-            ref[g] = da[:, start:start + k] @ db[:, start:start + k].t()
-            start += k
+        da, db = dequantize_rows(a, sfa), dequantize_rows(b, sfb)
+        for g, (lo, hi) in enumerate(bounds):
+            ref[g] = da[:, lo:hi] @ db[:, lo:hi].t()
         rel_err = max_rel_error(c, ref)
-        bounds = [(sum(ks[:g]), sum(ks[:g + 1])) for g in range(groups)]
 
         outs = torch.empty(groups, m, n, device=timer.device, dtype=torch.bfloat16)
 
@@ -96,7 +93,7 @@ def bench_dense_wgrad(timer: Timer, reps: int) -> list[dict]:
         dy_t, dy_ts = ops.per_token_cast_to_fp8(dy.t(), SCALE_BLOCK, True)
         x_t, x_ts = ops.per_token_cast_to_fp8(x.t())
         out = ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts)
-        rel_err = max_rel_error(out, _dequantized(dy_t, dy_ts) @ _dequantized(x_t, x_ts).t())
+        rel_err = max_rel_error(out, dequantize_rows(dy_t, dy_ts) @ dequantize_rows(x_t, x_ts).t())
         fns = {"ours": functools.partial(ops.fp8_gemm_nt, dy_t, dy_ts, x_t, x_ts),
                "bf16": functools.partial(torch.mm, dy.t(), x)}
         us = timer.time_interleaved(fns, reps=reps)

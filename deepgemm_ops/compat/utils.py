@@ -100,19 +100,10 @@ def get_k_grouped_mn_major_tma_aligned_packed_ue8m0_tensor(sf: torch.Tensor, ks_
                          f"{128 * sf.shape[0]}, got {ks}")
     if ks_tensor.numel() != len(ks):
         raise ValueError(f"ks_tensor must hold the {len(ks)} values of ks, got {ks_tensor.numel()}")
-    mn = sf.shape[1]
-    exponents = (sf.contiguous().view(torch.int32) >> 23).to(torch.uint8)  # [sum(ks) / 128, MN]
-    groups, start = [], 0
-    for k in ks:
-        rows = k // 128
-        if rows == 0:
-            continue
-        padded = torch.zeros(align(rows, 4), mn, dtype=torch.uint8, device=sf.device)
-        padded[:rows] = exponents[start:start + rows]
-        start += rows
-        # byte j of word r is k-block 4r + j (little endian, as the dense packing along K)
-        groups.append(padded.view(-1, 4, mn).transpose(1, 2).contiguous().view(torch.int32).squeeze(-1))
-    return torch.cat(groups) if groups else torch.empty(0, mn, dtype=torch.int32, device=sf.device)
+    # Each group's [k / 128, MN] block is the MN-major packing of its transpose, transposed back.
+    parts = [part.t() for part in sf.split([k // 128 for k in ks]) if part.shape[0]]
+    packed = [get_mn_major_tma_aligned_packed_ue8m0_tensor(part).t() for part in parts]
+    return torch.cat(packed) if packed else torch.empty(0, sf.shape[1], dtype=torch.int32, device=sf.device)
 
 
 __all__ = [
