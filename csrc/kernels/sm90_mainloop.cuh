@@ -5,7 +5,7 @@
 // warp, because sfb is K-major and its rows need not be 16-byte aligned for TMA): with the 1x128 recipe one per column
 // of the tile; with the 128x128 recipe only two, those of the 128-column blocks the tile touches (see kSfbGcd).
 // full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
-// has finished reading the stage.
+// has finished reading the stage (every local math lane arrives).
 #pragma once
 #include "params.h"
 #include "sm90_primitives.cuh"
@@ -56,8 +56,8 @@ struct PipelineState {
 // kCluster == 2: the two CTAs of a cluster work on tiles that share one operand tile — the same n-block (64/128-row
 // tiles: B is shared) or, for 256-row tiles, the same m-block (A is shared; cluster_multicasts_a). Each CTA loads half
 // of the shared tile's rows and multicasts it into both CTAs' stage, so a stage may be refilled only when the
-// consumers of both CTAs released it: empty[s] counts the math warps of the whole cluster (each warp arrives on its
-// own and the peer's barrier).
+// consumers of both CTAs released it: empty[s] counts every local math lane and one arrival per math warp of the peer
+// (see release()).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
           int kCluster, class Wgmma>
@@ -90,7 +90,7 @@ struct Mainloop {
   __device__ void init_barriers() const {
     for (int s = 0; s < kStages; ++s) {
       Barrier::init(full(s), 1 + kNumSfbLoaderLanes);
-      Barrier::init(empty(s), kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
+      Barrier::init(empty(s), kNumMathWarpgroups * 4 * (32 + kCluster - 1));  // every local math lane + the peer's warps
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -439,13 +439,15 @@ struct Mainloop {
     }
   }
 
-  // One math warp is done with stage s (every lane's reads of it are complete).
+  // This lane is done with stage s. Every lane arrives on its own CTA's empty[s] after its own reads of the stage (its
+  // scale loads), so each read is ordered before the producer's cp.async refill by the barrier itself, not by warp
+  // convergence (ptxas drops a __syncwarp before a lane-0 arrive, and compute-sanitizer's racecheck then reports the
+  // other lanes' reads as racing with the refill). In a cluster, lane 0 also arrives on the peer's empty[s] for the
+  // warp: the peer multicasts into this CTA's stage.
   __device__ void release(int s, int lane) const {
-    __syncwarp();
-    if constexpr (kCluster == 1) {
-      if (lane == 0) Barrier::arrive(empty(s));
-    } else {
-      if (lane < kCluster) Barrier::arrive(empty(s), static_cast<uint32_t>(lane), 1u);  // lane r: CTA r of the cluster
+    Barrier::arrive(empty(s));
+    if constexpr (kCluster > 1) {
+      if (lane == 0) Barrier::arrive(empty(s), static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u, 1u);
     }
   }
 };
