@@ -66,7 +66,7 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             f"cluster_size 2 needs a normal GEMM and, multicasting B (block_m < 256), block_n % 16 == 0; got "
             f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
-    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
+    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype, cfg.has_c))
     if cfg.out_dtype == "bf16" and cfg.block_n % 16 != 0:
         problems.append(f"a bf16 output needs block_n % 16 == 0 (stmatrix epilogue), got {cfg.block_n}")
     if cfg.sfb_recipe == "128x128" and cfg.block_n > 128 + math.gcd(cfg.block_n, 128):
@@ -108,7 +108,7 @@ def fp8_gemm_source(cfg: GemmConfig, n: int, k: int) -> tuple[str, str]:
             str(cfg.cluster_size),
         ]
     )
-    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}"
+    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}, {'true' if cfg.has_c else 'false'}"
     atom, atom_header = wgmma_atom(cfg.block_n)
     template_args += f", {atom}"
     # Includes first and identical for every kernel of a header set: NVRTC's automatic precompiled header covers
@@ -175,7 +175,8 @@ def _check_bf16(cfg: Bf16GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_n must be a multiple of 16 in [16, 256], got {cfg.block_n}")
     elif operand_majors(cfg.layout)[1] and cfg.block_n % 64 != 0:
         problems.append(f"an N-major b (layout {cfg.layout!r}) needs block_n % 64 == 0, got {cfg.block_n}")
-    problems += _shared_problems(cfg, bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
+    problems += _shared_problems(cfg, bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype,
+                                                      cfg.has_c))
     if cfg.gemm_type != "normal" and cfg.layout != "nt":
         problems.append(f"grouped BF16 GEMMs are NT only, got {cfg.gemm_type!r} with layout {cfg.layout!r}")
     if n < 1 or k < 1:
@@ -197,7 +198,7 @@ def bf16_gemm_source(cfg: Bf16GemmConfig, n: int, k: int) -> tuple[str, str]:
         f"cute::SM90::GMMA::Major::{'MN' if a_mn else 'K'}", f"cute::SM90::GMMA::Major::{'MN' if b_mn else 'K'}",
         out_fp32, "true" if cfg.has_c else "false", atom,
     ])
-    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}"
+    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}, {'true' if cfg.has_c else 'false'}"
     includes = '#include "sm90_bf16_gemm.cuh"' + (f"\n#include <{atom_header}>" if atom_header else "")
     source = f"""\
 {includes}
@@ -220,7 +221,7 @@ extern "C" __global__ void __launch_bounds__({cfg.num_threads}, 1)
 
 
 # The FP8 casts (csrc/kernels/fp8_cast.cuh): one kernel per (kind, input dtype), no shape constants.
-CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing")
+CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing", "per_token_transposing")
 CAST_DTYPES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32"}
 
 

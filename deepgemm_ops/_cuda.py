@@ -401,20 +401,22 @@ def _k_grouped_fp8_gemm_nt_contiguous_out_cuda(a, sfa, b, sfb, ks, out, c=None):
 _CAST_DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 
 
-def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool, with_transpose: bool = False):
+def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool, with_transpose: bool = False,
+                mn_major_scales_t: bool = False):
     """(q, sf) (with_transpose: (q, sf, q_t, sf_t)) from the fused kernel that reads x in place, or None (then the
     torch composite runs). The layout rules live in C++ (csrc/host/cast_ops.cpp, fused_cast_reads); the first cast of
     a kind on a device compiles, loads and installs its kernel."""
     module = _runtime.host_module()
     code = _CAST_DTYPE_CODES[x.dtype]
-    out = module.fp8_cast(x, per_block, mn_major_scales, with_transpose, code)
+    args = (x, per_block, mn_major_scales, with_transpose, mn_major_scales_t, code)
+    out = module.fp8_cast(*args)
     if isinstance(out, int):  # the kernel of this kind is not installed on this device yet
         kind, dtype = CAST_KINDS[out], V.dtype_name(x.dtype)
         key = f"fp8_{kind}_cast {dtype}"
         _kernels.setdefault(key, (functools.partial(fp8_cast_source, kind, dtype), 0))
         ensure_loaded(key, x.device.index)
         _runtime.check(module.install_cast_kernel(x.device.index, out, code, key))
-        out = module.fp8_cast(x, per_block, mn_major_scales, with_transpose, code)
+        out = module.fp8_cast(*args)
     if isinstance(out, str):
         _runtime.check(out)
     return out
@@ -439,6 +441,13 @@ def _per_block_cast_to_fp8_and_transpose_cuda(x):
     V.check_cast_input("x", x, "block_size", V.SCALE_BLOCK)
     out = _fused_cast(x, True, False, with_transpose=True)
     return out if out is not None else _layout.per_block_cast_and_transpose(x)
+
+
+@_impl("per_token_cast_to_fp8_and_transpose", "CUDA")
+def _per_token_cast_to_fp8_and_transpose_cuda(x, mn_major_scales=False, mn_major_scales_t=False):
+    V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
+    out = _fused_cast(x, False, mn_major_scales, with_transpose=True, mn_major_scales_t=mn_major_scales_t)
+    return out if out is not None else _layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t)
 
 
 def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:

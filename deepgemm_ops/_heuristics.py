@@ -100,34 +100,41 @@ def config_ints(cfg, enums: dict[str, tuple[str, ...]]) -> tuple[int, ...]:
                  for f in dataclasses.fields(cfg))
 
 
-def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
-    """Mirror of SmemLayout<...>::total in csrc/kernels/sm90_mainloop.cuh: the bf16 D staging tile, then per stage the
-    A, B, sfa, sfb tiles and the full/empty barriers."""
-    staging = block_m * block_n * 2 if out_dtype == "bf16" else 0
+def staging_bytes(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
+    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the bf16 D tile
+    of the TMA store or the fp32 C tile its copies land in (64/128-row tiles; both GEMM families)."""
+    if out_dtype == "bf16":
+        return block_m * block_n * 2
+    return block_m * block_n * 4 if has_c and block_m <= 128 else 0
+
+
+def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, has_c: bool) -> int:
+    """Mirror of SmemLayout<...>::total in csrc/kernels/sm90_mainloop.cuh: the epilogue's staging tile, then per stage
+    the A, B, sfa, sfb tiles and the full/empty barriers."""
     sfa = ceil_div(block_m * 4, 128) * 128
     per_stage = block_m * BLOCK_K + block_n * BLOCK_K + sfa + block_n * 4 + 16
-    return staging + num_stages * per_stage
+    return staging_bytes(block_m, block_n, out_dtype, has_c) + num_stages * per_stage
 
 
-def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
+def _max_stages(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
     stages = MAX_STAGES
-    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype) > SM90_MAX_SMEM_BYTES:
+    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype, has_c) > SM90_MAX_SMEM_BYTES:
         stages -= 1
     return stages
 
 
-def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str) -> dict:
+def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str, has_c: bool) -> dict:
     """The GemmConfig fields a tile shape determines: the math warpgroups plus the producer warpgroup, and the
     shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
-        num_stages = _max_stages(block_m, block_n, out_dtype)
+        num_stages = _max_stages(block_m, block_n, out_dtype, has_c)
     return dict(
         block_m=block_m,
         block_n=block_n,
         num_stages=num_stages,
         num_math_warpgroups=math_warpgroups(block_m),
         num_threads=(math_warpgroups(block_m) + 1) * 128,
-        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype, has_c),
     )
 
 
@@ -137,7 +144,7 @@ def with_tile(
     """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
     memory; stages default to the most that fit). For tools and tests that force a config."""
     return dataclasses.replace(
-        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype)
+        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype, cfg.has_c)
     )
 
 
@@ -239,7 +246,7 @@ def choose_fp8_gemm_config(
             <= ceil_div(m_blocks * ceil_div(n, block_n), num_sms)):
         cluster_size = 2
     return GemmConfig(
-        **_tile_fields(block_m, block_n, None, out_dtype),
+        **_tile_fields(block_m, block_n, None, out_dtype, has_c),
         block_k=BLOCK_K,
         cluster_size=cluster_size,
         swizzle_group_n=SWIZZLE_GROUP_N,

@@ -101,6 +101,14 @@ def per_block_cast_and_transpose(x: torch.Tensor):
     return q, sf, q_t, sf.t().clone(memory_format=torch.contiguous_format)
 
 
+def per_token_cast_and_transpose(x: torch.Tensor, mn_major_scales: bool = False, mn_major_scales_t: bool = False):
+    """(q, sf, q_t, sf_t): the 1 x 128 cast of x [M, K] (groups along K) and of x's transpose (q_t [K, M], groups along
+    M, sf_t [K, ceil(M/128)]), each with its scales MN-major when asked."""
+    q, sf = per_token_cast(x, SCALE_BLOCK, mn_major_scales)
+    q_t, sf_t = per_token_cast(x.t(), SCALE_BLOCK, mn_major_scales_t)
+    return q, sf, q_t, sf_t
+
+
 def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
     """fp32 values of an FP8 [R, K] tensor whose rows carry 1x128 scales sf [R, ceil(K/128)]."""
     k = x.shape[-1]

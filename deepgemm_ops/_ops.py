@@ -64,6 +64,8 @@ SCHEMAS = {
         "(Tensor x, SymInt group_size=128, bool mn_major_scales=False) -> (Tensor, Tensor)", ()),
     "per_block_cast_to_fp8": ("(Tensor x, SymInt block_size=128) -> (Tensor, Tensor)", ()),
     "per_block_cast_to_fp8_and_transpose": ("(Tensor x) -> (Tensor, Tensor, Tensor, Tensor)", ()),
+    "per_token_cast_to_fp8_and_transpose": (
+        "(Tensor x, bool mn_major_scales=False, bool mn_major_scales_t=False) -> (Tensor, Tensor, Tensor, Tensor)", ()),
     "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
 }
 
@@ -179,6 +181,15 @@ def _per_block_cast_to_fp8_and_transpose_fake(x):
     V.check_cast_input("x", x, "block_size", V.SCALE_BLOCK)
     q, sf = _cast_outputs(x, (V.ceil_div(x.shape[0], V.SCALE_BLOCK), V.ceil_div(x.shape[1], V.SCALE_BLOCK)))
     return q, sf, x.new_empty((x.shape[1], x.shape[0]), dtype=V.FP8), sf.new_empty((sf.shape[1], sf.shape[0]))
+
+
+@_fake("per_token_cast_to_fp8_and_transpose")
+def _per_token_cast_to_fp8_and_transpose_fake(x, mn_major_scales=False, mn_major_scales_t=False):
+    V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
+    q, sf = _cast_outputs(x, (x.shape[0], V.ceil_div(x.shape[1], V.SCALE_BLOCK)), mn_major_scales)
+    x_t = x.new_empty((x.shape[1], x.shape[0]))
+    q_t, sf_t = _cast_outputs(x_t, (x.shape[1], V.ceil_div(x.shape[0], V.SCALE_BLOCK)), mn_major_scales_t)
+    return q, sf, q_t, sf_t
 
 
 @_fake("get_mn_major_tma_aligned_tensor")
@@ -304,6 +315,12 @@ def _per_block_cast_to_fp8_composite(x, block_size=128):
 def _per_block_cast_to_fp8_and_transpose_composite(x):
     V.check_cast_input("x", x, "block_size", V.SCALE_BLOCK)
     return _layout.per_block_cast_and_transpose(x)
+
+
+@_impl("per_token_cast_to_fp8_and_transpose", "CompositeExplicitAutograd")
+def _per_token_cast_to_fp8_and_transpose_composite(x, mn_major_scales=False, mn_major_scales_t=False):
+    V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
+    return _layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t)
 
 
 @_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")

@@ -4,7 +4,9 @@ Forward: the activations are cast 1x128 (one scale per token and 128 input featu
 GEMM reads), the weight 128x128, and ``fp8_gemm_nt`` computes ``y = x Wᵀ``. Backward: dgrad ``dx = dy W`` is
 ``fp8_gemm_nt`` of dy (cast 1x128 along the output features) with the transposed weight — 128x128 blocks transpose
 exactly, so the FP8 weight cast from Wᵀ is the forward's transposed, bit for bit; wgrad ``dW = dyᵀ x`` is
-``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens (the fused transposing cast), accumulated in fp32.
+``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens, accumulated in fp32: on the GPU x and xᵀ come from
+one read of x in the forward (``per_token_cast_to_fp8_and_transpose``), which saves FP8 xᵀ for the backward instead
+of x, and dy and dyᵀ likewise in the backward.
 Every GEMM and cast is a ``torch.ops.deepgemm`` op, so the layer runs on the CPU (the reference path), traces under
 ``torch.compile`` and captures in CUDA graphs (inference).
 """
@@ -52,32 +54,50 @@ def _pad_tokens(t: Tensor) -> Tensor:
     return t if padded == rows else F.pad(t, (0, 0, 0, padded - rows))
 
 
+def _activation_casts(t: Tensor, with_transpose: bool, transpose_is_a: bool) -> tuple:
+    """(q, sf) of t cast 1x128 along its features, scales MN-major (the GEMM's A operand), and with_transpose also
+    (q_t, sf_t), t's transpose cast 1x128 along the tokens for the weight gradient (its A operand, MN-major scales, when
+    transpose_is_a; else its B operand) from the same read of t on the GPU; (q_t, sf_t) = (None, None) otherwise, or
+    when the token count is not a multiple of 16 (the weight gradient then pads and casts t itself)."""
+    if with_transpose and t.shape[0] % _FEATURE_MULTIPLE == 0:
+        return _ops.per_token_cast_to_fp8_and_transpose(t, True, transpose_is_a)
+    q, sf = _ops.per_token_cast_to_fp8(t, SCALE_BLOCK, True)
+    return q, sf, None, None
+
+
 class _FP8LinearFunction(torch.autograd.Function):
+    """x2 and weight are the differentiable inputs; the casts of x (xq, xs and, for the weight gradient, xq_t, xs_t)
+    and of the weight come in precomputed, so that the saved activation is FP8 xᵀ instead of x."""
+
     @staticmethod
-    def forward(x2: Tensor, weight: Tensor, wq: Tensor, ws: Tensor, wq_t: Tensor, ws_t: Tensor) -> Tensor:
-        xq, xs = _ops.per_token_cast_to_fp8(x2, SCALE_BLOCK, True)
+    def forward(x2: Tensor, weight: Tensor, xq: Tensor, xs: Tensor, xq_t, xs_t, wq: Tensor, ws: Tensor, wq_t,
+                ws_t) -> Tensor:
         return _gemm(xq, xs, wq, ws, x2.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x2, weight, _, _, wq_t, ws_t = inputs
-        ctx.save_for_backward(x2, wq_t, ws_t)
+        x2, weight, _, _, xq_t, xs_t, _, _, wq_t, ws_t = inputs
+        ctx.save_for_backward(x2 if xq_t is None else None, xq_t, xs_t, wq_t, ws_t)
+        ctx.x_dtype = x2.dtype
         ctx.weight_dtype = weight.dtype
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        x2, wq_t, ws_t = ctx.saved_tensors
+        x2, xq_t, xs_t, wq_t, ws_t = ctx.saved_tensors
         dx = dw = None
         dy = dy.contiguous()
-        if ctx.needs_input_grad[0]:
-            dyq, dys = _ops.per_token_cast_to_fp8(dy, SCALE_BLOCK, True)
-            dx = _gemm(dyq, dys, wq_t, ws_t, x2.dtype)
-        if ctx.needs_input_grad[1]:
-            dy_t, dy_ts = _ops.per_token_cast_to_fp8(_pad_tokens(dy).t(), SCALE_BLOCK, True)
-            x_t, x_ts = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dyq, dys, dy_t, dy_ts = _activation_casts(dy, need_dw, True) if need_dx else (None, None, None, None)
+        if need_dx:
+            dx = _gemm(dyq, dys, wq_t, ws_t, ctx.x_dtype)
+        if need_dw:
+            if dy_t is None:
+                dy_t, dy_ts = _ops.per_token_cast_to_fp8(_pad_tokens(dy).t(), SCALE_BLOCK, True)
+            if xq_t is None:
+                xq_t, xs_t = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
             # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
-            dw = _gemm(dy_t, dy_ts, x_t, x_ts, ctx.weight_dtype)
-        return dx, dw, None, None, None, None
+            dw = _gemm(dy_t, dy_ts, xq_t, xs_t, ctx.weight_dtype)
+        return dx, dw, None, None, None, None, None, None, None, None
 
 
 def _check_features(weight: Tensor) -> None:
@@ -103,7 +123,8 @@ def fp8_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         quantized_weight = _quantize_weight(weight.detach(), torch.is_grad_enabled() and x.requires_grad)
     wq, ws, wq_t, ws_t = quantized_weight
     x2 = x.reshape(-1, x.shape[-1])
-    y = _FP8LinearFunction.apply(x2, weight, wq, ws, wq_t, ws_t)
+    xq, xs, xq_t, xs_t = _activation_casts(x2.detach(), torch.is_grad_enabled() and weight.requires_grad, False)
+    y = _FP8LinearFunction.apply(x2, weight, xq, xs, xq_t, xs_t, wq, ws, wq_t, ws_t)
     y = y.reshape(*x.shape[:-1], weight.shape[0])
     return y if bias is None else y + bias
 

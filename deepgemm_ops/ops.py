@@ -86,6 +86,16 @@ def per_block_cast_to_fp8_and_transpose(x: Tensor) -> tuple[Tensor, Tensor, Tens
     return _ops.per_block_cast_to_fp8_and_transpose.default(x)
 
 
+def per_token_cast_to_fp8_and_transpose(x: Tensor, mn_major_scales: bool = False,
+                                        mn_major_scales_t: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x bf16/f16/f32 [M, K] -> (q, sf, q_t, sf_t): the 1 x 128 cast of x (as ``per_token_cast_to_fp8``) and of its
+    transpose (q_t [K, M], scales [K, ceil(M/128)], as ``per_token_cast_to_fp8(x.t())``), from one pass over x on the
+    GPU (rows % 16 == 0; other shapes run the two casts). A linear layer's activations for the forward GEMM (K =
+    features) and the weight gradient (K = tokens); ``mn_major_scales`` / ``mn_major_scales_t`` lay each scale tensor
+    out MN-major, the layout a GEMM reads for its A operand."""
+    return _ops.per_token_cast_to_fp8_and_transpose.default(x, mn_major_scales, mn_major_scales_t)
+
+
 def get_mn_major_tma_aligned_tensor(sf: Tensor) -> Tensor:
     """The same scale values ([MN, KB] or [G, MN, KB]) stored MN-major with the MN stride rounded up to 16 bytes,
     the layout the GEMM kernels read; always a new tensor."""
@@ -182,5 +192,6 @@ __all__ = [
     "m_grouped_fp8_gemm_nt_masked_out",
     "per_block_cast_to_fp8",
     "per_block_cast_to_fp8_and_transpose",
+    "per_token_cast_to_fp8_and_transpose",
     "per_token_cast_to_fp8",
 ]

@@ -102,6 +102,8 @@ def op_samples(device="cpu"):
         ("per_token_cast_to_fp8", (x.t().contiguous().t(),)),  # a transposed view: q is still row-major
         ("per_block_cast_to_fp8", (x,)),
         ("per_block_cast_to_fp8_and_transpose", (x,)),
+        ("per_token_cast_to_fp8_and_transpose", (x,)),
+        ("per_token_cast_to_fp8_and_transpose", (x, True, True)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         *bf16_samples(device),
         *k_grouped_samples(device),
@@ -152,6 +154,8 @@ def bad_inputs(device="cpu"):
         "block cast 3-D": (ops.per_block_cast_to_fp8, (torch.randn(1, 4, 256, device=device),)),
         "block cast and transpose, int": (ops.per_block_cast_to_fp8_and_transpose,
                                           (torch.ones(4, 256, dtype=torch.int32, device=device),)),
+        "token cast and transpose, 1-D": (ops.per_token_cast_to_fp8_and_transpose,
+                                          (torch.ones(256, device=device),)),
     }
 
 

@@ -71,6 +71,19 @@ def test_per_block_cast_and_transpose(rows, cols, dtype):
     assert q_t.is_contiguous() and sf_t.is_contiguous()
 
 
+# rows % 16 == 0 runs the fused kernel, the others the two composite casts; both scale layouts of each output.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(8192, 7168), (272, 400), (16, 8), (128, 128), (130, 200), (1, 8)])
+@pytest.mark.parametrize("mn_major", [(False, False), (True, False), (True, True)])
+def test_per_token_cast_and_transpose(rows, cols, dtype, mn_major):
+    x = random_x(rows, cols, dtype, seed=3 * rows + cols).cuda()
+    q, sf, q_t, sf_t = ops.per_token_cast_to_fp8_and_transpose(x, *mn_major)
+    q_ref, sf_ref, q_t_ref, sf_t_ref = ops.per_token_cast_to_fp8_and_transpose(x.cpu(), *mn_major)
+    assert_same_cast((q, sf), (q_ref, sf_ref))
+    assert_same_cast((q_t, sf_t), (q_t_ref, sf_t_ref))
+    assert q_t.is_contiguous() and sf.stride() == sf_ref.stride() and sf_t.stride() == sf_t_ref.stride()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens,cols", [(4096, 7168), (200, 72), (128, 8), (1, 4096), (333, 1000)])
 def test_per_token_cast_of_a_transpose(tokens, cols, dtype):
@@ -80,6 +93,19 @@ def test_per_token_cast_of_a_transpose(tokens, cols, dtype):
     assert q.is_contiguous() and q.shape == (cols, tokens)
     q_mn, sf_mn = check_per_token(x.t(), mn_major_scales=True)
     assert torch.equal(q_mn.view(torch.uint8), q.view(torch.uint8)) and _layout.is_mn_major_tma_aligned(sf_mn)
+
+
+def test_per_token_cast_and_transpose_with_inf_nan():
+    # An Inf and a NaN: their row and column groups get non-finite scales (per-column dividers in the kernel), the
+    # rest of the block is cast as usual.
+    x = random_x(256, 256, torch.bfloat16, seed=11, scale_rows=False)
+    x[3, 5] = float("inf")
+    x[130, 6] = float("nan")
+    got = ops.per_token_cast_to_fp8_and_transpose(x.cuda())
+    want = ops.per_token_cast_to_fp8_and_transpose(x)
+    assert_same_cast(got[:2], want[:2])
+    assert_same_cast(got[2:], want[2:])
+    assert got[3][5, 0].isinf() and got[3][6, 1].isnan() and got[1][3, 0].isinf() and got[1][130, 0].isnan()
 
 
 def test_transposed_cast_with_inf_nan():

@@ -70,17 +70,18 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
     def test_fp32_with_c_and_1x128(self):
         cfg = H.choose_fp8_gemm_config(4096, 576, 576, num_sms=132, out_dtype="fp32", sfb_recipe="1x128",
                                        has_c=True, gemm_type="normal")
-        self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=6, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=215520, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True)""")
+        self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=4, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=217408, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True)""")
         self.assertEqual(len(cfg.as_ints()), len(dataclasses.fields(H.GemmConfig)))
 
     def test_every_config_fits_and_is_deterministic(self):
         for m in (1, 65, 300, 4097):
             for n in (8, 576, 2112, 7168, 32768):
-                for out in ("bf16", "fp32"):
-                    kw = dict(num_sms=132, out_dtype=out, sfb_recipe="1x128", has_c=False, gemm_type="normal")
+                for out, has_c in (("bf16", False), ("fp32", False), ("fp32", True)):
+                    kw = dict(num_sms=132, out_dtype=out, sfb_recipe="1x128", has_c=has_c, gemm_type="normal")
                     cfg = H.choose_fp8_gemm_config(m, n, 576, **kw)
                     self.assertLessEqual(cfg.smem_bytes, H.SM90_MAX_SMEM_BYTES)
-                    self.assertEqual(cfg.smem_bytes, H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out))
+                    self.assertEqual(cfg.smem_bytes,
+                                     H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out, has_c))
                     self.assertEqual(H.choose_fp8_gemm_config.__wrapped__(m, n, 576, **kw), cfg)
 
     def test_with_tile_derives_the_dependent_fields(self):
@@ -92,7 +93,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         cfg = H.with_tile(base, block_m=128, block_n=192, cluster_size=2)
         self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
                                   """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
-        self.assertGreater(H.smem_bytes(128, 192, 5, "bf16"), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
+        self.assertGreater(H.smem_bytes(128, 192, 5, "bf16", False), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
         self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
 
     def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
@@ -132,11 +133,11 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                              f"s{cfg.num_stages}")
         self.assertExpectedInline("\n".join(picks), """\
 4096x7168x8192 x4: 128x112 s7
-4096x7168x8192 x4 +C: 128x112 s7
+4096x7168x8192 x4 +C: 128x112 s5
 7168x2048x4096 x8: 128x112 s7
-7168x2048x4096 x8 +C: 128x112 s7
+7168x2048x4096 x8 +C: 128x112 s5
 4096x7168x2048 x16: 128x112 s7
-4096x7168x2048 x16 +C: 128x112 s7
+4096x7168x2048 x16 +C: 128x112 s5
 65x96x128 x3: 64x16 s8
 65x96x128 x3 +C: 64x16 s8""")
 

@@ -46,6 +46,21 @@ def test_values_and_gradients(tokens, dtype):
     check_against_float64(*linear_case(tokens, dtype=dtype, seed=tokens))
 
 
+@pytest.mark.parametrize("tokens,saves_x", [(128, False), (200, True)])
+def test_saved_activation_is_fp8_x_transposed(tokens, saves_x):
+    # With a token count that is a multiple of 16 the forward casts x and xᵀ together and keeps FP8 xᵀ (half the
+    # bytes of bf16 x) for the weight gradient; otherwise it keeps x, which the backward pads and casts.
+    x, w, b, dy = linear_case(tokens)
+    x, w = x.requires_grad_(), w.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = fp8_linear(x, w)
+    assert any(t.dtype == torch.float8_e4m3fn and t.shape == (256, tokens) for t in saved) != saves_x
+    assert any(t.dtype == torch.bfloat16 and t.shape == x.shape for t in saved) == saves_x
+    y.backward(dy)
+    assert x.grad is not None and w.grad is not None
+
+
 def test_leading_dims_and_no_bias():
     x, w, _, dy = linear_case(120, 128, 256)
     y = fp8_linear(x.view(3, 40, 128), w)

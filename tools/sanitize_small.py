@@ -9,8 +9,8 @@ layout with padding rows, the masked layout with counts 0 and Mmax and the k-gro
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
 C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view,
-per-block, per-block with its transpose; partial groups and blocks). Prints the max relative error per GEMM case
-and whether each cast matched the CPU.
+per-block, per-block and per-token with the transpose; partial groups and blocks). Prints the max relative error per
+GEMM case and whether each cast matched the CPU.
 """
 import sys
 
@@ -118,6 +118,8 @@ for dtype in (torch.bfloat16, torch.float32):
                           ("per_token mn-major", lambda t: ops.per_token_cast_to_fp8(t, mn_major_scales=True), x),
                           ("per_token of x.t()", ops.per_token_cast_to_fp8, x.t()),
                           ("per_block", ops.per_block_cast_to_fp8, x),
-                          ("per_block and transpose", ops.per_block_cast_to_fp8_and_transpose, x16)):
+                          ("per_block and transpose", ops.per_block_cast_to_fp8_and_transpose, x16),
+                          ("per_token and transpose",
+                           lambda t: ops.per_token_cast_to_fp8_and_transpose(t, True, False), x16)):
         print(f"{name} {dtype}: {'same as CPU' if same_cast(fn(arg), fn(arg.cpu())) else 'DIFFERS'}")
 torch.cuda.synchronize()

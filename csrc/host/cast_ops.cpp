@@ -40,8 +40,14 @@ void launch_cast(const LoadedKernel& kernel, const Fp8CastParams& params, unsign
 }
 
 // The same order as deepgemm_ops._codegen.CAST_KINDS.
-enum CastKind : int64_t { kPerToken = 0, kPerBlock = 1, kPerTokenTransposed = 2, kPerBlockTransposing = 3 };
-constexpr int64_t kNumCastKinds = 4;
+enum CastKind : int64_t {
+  kPerToken = 0,
+  kPerBlock = 1,
+  kPerTokenTransposed = 2,
+  kPerBlockTransposing = 3,
+  kPerTokenTransposing = 4
+};
+constexpr int64_t kNumCastKinds = 5;
 
 // Whether the kernel of `kind` reads x in place: 16-byte vectors along the contiguous dimension (K for the direct
 // casts, the rows of the stored tensor for the transposed one), 16-byte aligned lines, the grid's y limit.
@@ -53,7 +59,9 @@ bool fused_cast_reads(int64_t kind, const at::Tensor& x, int64_t vec) {
   if (kind == kPerTokenTransposed) {  // x is the transpose of a [cols, rows] row-major tensor
     return (rows == 1 || x.stride(0) == 1) && rows % vec == 0 && (cols == 1 || x.stride(1) % vec == 0);
   }
-  if (kind == kPerBlockTransposing && rows % 16 != 0) return false;  // q_t's rows are 16-byte vectors of x's rows
+  if ((kind == kPerBlockTransposing || kind == kPerTokenTransposing) && rows % 16 != 0) {
+    return false;  // q_t's rows are 16-byte vectors of x's rows
+  }
   return (cols <= 1 || x.stride(1) == 1) && cols % vec == 0 && (rows <= 1 || x.stride(0) % vec == 0);
 }
 
@@ -68,22 +76,30 @@ int64_t cast_slot(int device, int64_t kind, int64_t dtype) {
   return (int64_t{device} * kNumCastKinds + kind) * 3 + dtype;
 }
 
+// Per-token scales [rows, groups], MN-major (the M stride padded to 4, 16 bytes: the layout the GEMM kernels read)
+// or row-major.
+at::Tensor per_token_scales(int64_t rows, int64_t groups, bool mn_major, const at::TensorOptions& options) {
+  if (mn_major) return at::empty_strided({rows, groups}, {1, tma_aligned_scale_rows(rows)}, options.dtype(at::kFloat));
+  return at::empty({rows, groups}, options.dtype(at::kFloat));
+}
+
 // x validated by the caller (2-D bfloat16 / float16 / float32, group 128). per_block: the 128 x 128 recipe, else
-// per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major
-// with the M stride padded to 4 (16 bytes), the layout the GEMM kernels read. with_transpose (per-block): also the
-// cast of x's transpose, (q_t, sf_t). Returns (q, sf) or (q, sf, q_t, sf_t); None when no fused kernel reads x in
-// place (the caller runs the torch composite); the kind (an int) whose kernel is not installed on x's device yet (the
-// caller loads it, installs it and calls again); or an error text.
+// per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major.
+// with_transpose: also the cast of x's transpose, (q_t, sf_t) — per-block: q_t and sf_t are q and sf transposed;
+// per-token: 1 x 128 groups along x's columns, sf_t [cols, ceil(rows/128)] MN-major when mn_major_sf_t. Returns (q,
+// sf) or (q, sf, q_t, sf_t); None when no fused kernel reads x in place (the caller runs the torch composite); the
+// kind (an int) whose kernel is not installed on x's device yet (the caller loads it, installs it and calls again);
+// or an error text.
 pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf, bool with_transpose,
-                          int64_t dtype_code) {
+                          bool mn_major_sf_t, int64_t dtype_code) {
   if (!x.is_cuda() || x.dim() != 2 || dtype_code < 0 || dtype_code > 2) return pybind11::none();
   const auto dtype = static_cast<CastDtype>(dtype_code);
   if (x.scalar_type() != cast_input_type(dtype)) return pybind11::none();
   const int64_t vec = cast_vector_elems(dtype);
-  if (with_transpose && !per_block) return pybind11::none();
-  int64_t kind = with_transpose ? kPerBlockTransposing : per_block ? kPerBlock : kPerToken;
+  int64_t kind = with_transpose ? (per_block ? kPerBlockTransposing : kPerTokenTransposing)
+                                : per_block ? kPerBlock : kPerToken;
   if (!fused_cast_reads(kind, x, vec)) {
-    if (per_block || !fused_cast_reads(kPerTokenTransposed, x, vec)) return pybind11::none();
+    if (kind != kPerToken || !fused_cast_reads(kPerTokenTransposed, x, vec)) return pybind11::none();
     kind = kPerTokenTransposed;
   }
   const bool block_scales = kind == kPerBlock || kind == kPerBlockTransposing;
@@ -102,14 +118,11 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
     const auto options = x.options();
     q = at::empty({rows, cols}, options.dtype(at::kFloat8_e4m3fn));
     const int64_t sf_rows = block_scales ? ceil_div(rows, kScaleBlock) : rows;
+    sf = per_token_scales(sf_rows, groups, !block_scales && mn_major_sf, options);
     if (with_transpose) {
       q_t = at::empty({cols, rows}, options.dtype(at::kFloat8_e4m3fn));
-      sf_t = at::empty({groups, sf_rows}, options.dtype(at::kFloat));
-    }
-    if (!block_scales && mn_major_sf) {
-      sf = at::empty_strided({sf_rows, groups}, {1, tma_aligned_scale_rows(sf_rows)}, options.dtype(at::kFloat));
-    } else {
-      sf = at::empty({sf_rows, groups}, options.dtype(at::kFloat));
+      sf_t = block_scales ? at::empty({groups, sf_rows}, options.dtype(at::kFloat))
+                          : per_token_scales(cols, ceil_div(rows, kScaleBlock), mn_major_sf_t, options);
     }
     if (kernel == nullptr) return;  // nothing to cast
     Fp8CastParams params{};
@@ -129,6 +142,8 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
     if (with_transpose) {
       params.q_t = q_t.data_ptr();
       params.sf_t = sf_t.data_ptr<float>();
+      params.sf_t_stride_row = sf_t.stride(0);
+      params.sf_t_stride_col = sf_t.stride(1);
     }
     const int64_t rows_per_cta = kind == kPerToken             ? per_token_rows_per_cta(dtype)
                                  : kind == kPerTokenTransposed ? kTransposeTileRows

@@ -69,17 +69,21 @@ __device__ __forceinline__ float scale_of(uint32_t amax_bits) {
 struct DivideByFinite {
   float divisor, reciprocal;
 
-  __device__ __forceinline__ explicit DivideByFinite(float d) : divisor(d) {
+  __device__ __forceinline__ explicit DivideByFinite(float d) : divisor(d), reciprocal(reciprocal_of(d)) {}
+
+  __device__ __forceinline__ static float reciprocal_of(float d) {
     float estimate;
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(estimate) : "f"(d));
-    reciprocal = __fmaf_rn(estimate, __fmaf_rn(-d, estimate, 1.0f), estimate);
+    return __fmaf_rn(estimate, __fmaf_rn(-d, estimate, 1.0f), estimate);
   }
 
   // copysignf: the correction step turns -0 / d into +0; the quotient's sign is always x's.
-  __device__ __forceinline__ float operator()(float x) const {
-    const float q = __fmul_rn(x, reciprocal);
-    return copysignf(__fmaf_rn(reciprocal, __fmaf_rn(-divisor, q, x), q), x);
+  __device__ __forceinline__ static float quotient(float x, float d, float r) {
+    const float q = __fmul_rn(x, r);
+    return copysignf(__fmaf_rn(r, __fmaf_rn(-d, q, x), q), x);
   }
+
+  __device__ __forceinline__ float operator()(float x) const { return quotient(x, divisor, reciprocal); }
 };
 
 // A non-finite scale (the group holds Inf or NaN): the full division, whose special cases the reference shares.
@@ -118,6 +122,21 @@ __device__ __forceinline__ void store_quantized(uint8_t* q, const float (&v)[kEl
   with_divider(scale, [&](const auto& div) { store_e4m3(q, v, div); });
 }
 
+// One row's kVec values of a 1 x 128 group that kLanes consecutive lanes hold: the group's amax over the lanes, its
+// scale, the e4m3 values into q and (the first lane) the scale into sf. Every lane calls it (the shuffles), also for
+// rows past x.
+template <int kLanes, int kVec>
+__device__ __forceinline__ void cast_row_group(const Fp8CastParams& p, int64_t row, int64_t col, bool col_valid,
+                                               int64_t group, const float (&v)[kVec]) {
+  uint32_t amax = abs_max_bits(v, kVec, 0);
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+  if (row >= p.rows) return;
+  const float scale = scale_of(amax);
+  if (col_valid) store_quantized(static_cast<uint8_t*>(p.q) + row * p.ld_q + col, v, scale);
+  if (threadIdx.x % kLanes == 0) p.sf[row * p.sf_stride_row + group * p.sf_stride_col] = scale;
+}
+
 // One (row, 128-column group) per 128 / kVec threads; each thread takes kUnroll rows of one column group, all loads
 // issued first. Grid: x over chunks of per_token_rows_per_cta rows, y over the column groups; consecutive threads take
 // consecutive rows, so MN-major scales are written contiguously.
@@ -141,46 +160,81 @@ __device__ __forceinline__ void per_token_cast(const Fp8CastParams& p) {
   }
 #pragma unroll
   for (int u = 0; u < kPerTokenUnroll; ++u) {
-    const int64_t row = row0 + u * kRowsPerPass;
     float v[kVec];
     Vec::unpack(raw[u], v);
-    uint32_t amax = abs_max_bits(v, kVec, 0);
-#pragma unroll
-    for (int offset = kLanes / 2; offset > 0; offset /= 2) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    if (row >= p.rows) continue;
-    const float scale = scale_of(amax);
-    if (col_valid) store_quantized(static_cast<uint8_t*>(p.q) + row * p.ld_q + col, v, scale);
-    if (lane == 0) p.sf[row * p.sf_stride_row + blockIdx.y * p.sf_stride_col] = scale;
+    cast_row_group<kLanes>(p, row0 + u * kRowsPerPass, col, col_valid, blockIdx.y, v);
   }
 }
 
+// A quantized 128 x 128 block staged in shared memory (row r of the block at staged + r * kStagedLine) written as its
+// transpose into q_t [cols, rows]: q_t row c (x's column) takes 16 consecutive x rows per 16-byte store (rows % 16 ==
+// 0, checked by the host); consecutive threads take consecutive c, so a warp's shared-memory reads of one staged row
+// are conflict-free.
+constexpr int kStagedLine = kCastGroup + 16;  // bytes per staged row: 16-byte aligned, rows 4 banks apart
+
+__device__ __forceinline__ void write_transposed_block(const Fp8CastParams& p, const uint8_t* staged,
+                                                       int64_t row_block, int64_t col_block) {
+  const int c = threadIdx.x % kCastGroup;
+  const int64_t q_t_row = col_block * kCastGroup + c;
+#pragma unroll
+  for (int chunk = threadIdx.x / kCastGroup; chunk < kCastGroup / 16; chunk += kCastThreads / kCastGroup) {
+    const int64_t q_t_col = row_block * kCastGroup + chunk * 16;
+    if (q_t_row >= p.cols || q_t_col >= p.rows) continue;
+    uint32_t words[4];
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      words[w] = 0;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) words[w] |= uint32_t{staged[(chunk * 16 + w * 4 + b) * kStagedLine + c]} << (8 * b);
+    }
+    *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.q_t) + q_t_row * p.rows + q_t_col) =
+        make_uint4(words[0], words[1], words[2], words[3]);
+  }
+}
+
+// The threads of a CTA casting one 128 x 128 block (grid: x over the 128-row blocks, y over the 128-column blocks):
+// kLanes threads per row, kVec columns (16 bytes of x) each, kPasses rows kRowsPerPass apart; load() issues all of a
+// thread's loads first (zeros outside x).
+template <CastDtype kDtype>
+struct BlockThreads {
+  using Vec = CastVector<kDtype>;
+  static constexpr int kVec = Vec::kElems;
+  static constexpr int kLanes = kCastGroup / kVec;
+  static constexpr int kRowsPerPass = kCastThreads / kLanes;
+  static constexpr int kPasses = kCastGroup / kRowsPerPass;
+  static constexpr int kWarps = kCastThreads / 32;
+
+  int64_t row_block = blockIdx.x, col_block = blockIdx.y;
+  int col_in_block = (threadIdx.x % kLanes) * kVec, row_in_block = threadIdx.x / kLanes;
+  int64_t col = col_block * kCastGroup + col_in_block, row0 = row_block * kCastGroup + row_in_block;
+
+  __device__ __forceinline__ int64_t row(int pass) const { return row0 + pass * kRowsPerPass; }
+
+  __device__ __forceinline__ void load(const Fp8CastParams& p, uint4 (&raw)[kPasses]) const {
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      raw[i] = row(i) < p.rows && col < p.cols ? load_vector<kVec>(p, row(i), col) : make_uint4(0, 0, 0, 0);
+    }
+  }
+};
+
 // One 128 x 128 block per CTA: every thread loads its rows' vectors, the CTA reduces amax, then quantizes from
 // registers. Grid: x over the 128-row blocks, y over the 128-column blocks. kTransposed: the CTA also writes the
-// block's transpose (128 x 128 blocks transpose exactly: q_t = q transposed, sf_t = sf transposed): the quantized
-// bytes are staged in shared memory and written as 16-byte rows of q_t (rows % 16 == 0, checked by the host).
+// block's transpose (128 x 128 blocks transpose exactly: q_t = q transposed, sf_t = sf transposed) through shared
+// memory (write_transposed_block).
 template <CastDtype kDtype, bool kTransposed>
 __device__ __forceinline__ void per_block_cast_impl(const Fp8CastParams& p) {
-  using Vec = CastVector<kDtype>;
-  constexpr int kVec = Vec::kElems;
-  constexpr int kLanes = kCastGroup / kVec;
-  constexpr int kRowsPerPass = kCastThreads / kLanes;
-  constexpr int kPasses = kCastGroup / kRowsPerPass;
-  constexpr int kWarps = kCastThreads / 32;
-  constexpr int kStagedLine = kCastGroup + 16;  // bytes per staged row: 16-byte aligned, rows 4 banks apart
+  using T = BlockThreads<kDtype>;
+  using Vec = typename T::Vec;
+  constexpr int kVec = T::kVec, kRowsPerPass = T::kRowsPerPass, kPasses = T::kPasses, kWarps = T::kWarps;
   __shared__ uint32_t warp_amax[kWarps];
   __shared__ __align__(16) uint8_t staged[kTransposed ? kCastGroup * kStagedLine : 16];
 
-  const int64_t row_block = blockIdx.x, col_block = blockIdx.y;
-  const int col_in_block = (threadIdx.x % kLanes) * kVec, row_in_block = threadIdx.x / kLanes;
-  const int64_t col = col_block * kCastGroup + col_in_block;
-  const int64_t row0 = row_block * kCastGroup + row_in_block;
-
+  const T t;
+  const int64_t row_block = t.row_block, col_block = t.col_block, col = t.col, row0 = t.row0;
+  const int col_in_block = t.col_in_block, row_in_block = t.row_in_block;
   uint4 raw[kPasses];
-#pragma unroll
-  for (int i = 0; i < kPasses; ++i) {
-    const int64_t row = row0 + i * kRowsPerPass;
-    raw[i] = row < p.rows && col < p.cols ? load_vector<kVec>(p, row, col) : make_uint4(0, 0, 0, 0);
-  }
+  t.load(p, raw);
   uint32_t amax = 0;
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
@@ -212,26 +266,7 @@ __device__ __forceinline__ void per_block_cast_impl(const Fp8CastParams& p) {
   });
   if constexpr (kTransposed) {
     __syncthreads();
-    // q_t row c (x's column) takes 16 consecutive x rows per store; consecutive threads take consecutive c, so a
-    // warp's shared-memory reads of one staged row are conflict-free.
-    const int c = threadIdx.x % kCastGroup;
-    const int64_t q_t_row = col_block * kCastGroup + c;
-#pragma unroll
-    for (int chunk = threadIdx.x / kCastGroup; chunk < kCastGroup / 16; chunk += kCastThreads / kCastGroup) {
-      const int64_t q_t_col = row_block * kCastGroup + chunk * 16;
-      if (q_t_row >= p.cols || q_t_col >= p.rows) continue;
-      uint32_t words[4];
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        words[w] = 0;
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          words[w] |= uint32_t{staged[(chunk * 16 + w * 4 + b) * kStagedLine + c]} << (8 * b);
-        }
-      }
-      *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.q_t) + q_t_row * p.rows + q_t_col) =
-          make_uint4(words[0], words[1], words[2], words[3]);
-    }
+    write_transposed_block(p, staged, row_block, col_block);
   }
 }
 
@@ -244,6 +279,105 @@ __device__ __forceinline__ void per_block_cast(const Fp8CastParams& p) {
 template <CastDtype kDtype>
 __device__ __forceinline__ void per_block_transposing_cast(const Fp8CastParams& p) {
   per_block_cast_impl<kDtype, true>(p);
+}
+
+// x / d for the values of one column whose scale d may be non-finite (the per-column dividers of the transposing
+// per-token cast: one column's special case must not slow the others).
+struct ColumnDivider {
+  float divisor = 1.0f, reciprocal = 1.0f;
+  bool finite = true;
+  __device__ __forceinline__ void set(float d) {
+    divisor = d;
+    finite = isfinite(d);
+    reciprocal = DivideByFinite::reciprocal_of(finite ? d : 1.0f);
+  }
+  __device__ __forceinline__ float operator()(float x) const {
+    return finite ? DivideByFinite::quotient(x, divisor, reciprocal) : __fdiv_rn(x, divisor);
+  }
+};
+
+// The per-token cast of x (1 x 128 groups along its rows) and of its transpose (1 x 128 groups along its columns,
+// written as q_t [cols, rows]) from one read of x: what a linear layer's activations need for the forward GEMM (K =
+// features) and the weight gradient (K = tokens). One 128 x 128 block per CTA, laid out as in the per-block cast:
+// each row's amax is reduced over the row's kLanes threads (cast_row_group), each column's over the passes in
+// registers, then over the lanes of a warp that hold the same columns, then over the warps through shared memory; the
+// transpose is quantized with one divider per column and staged for write_transposed_block.
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& p) {
+  using T = BlockThreads<kDtype>;
+  using Vec = typename T::Vec;
+  constexpr int kVec = T::kVec, kLanes = T::kLanes, kRowsPerPass = T::kRowsPerPass, kPasses = T::kPasses;
+  constexpr int kWarps = T::kWarps;
+  static_assert(kLanes <= 32 && 32 % kLanes == 0, "a row's lanes lie in one warp");
+  __shared__ uint32_t column_amax[kWarps][kCastGroup];
+  __shared__ __align__(16) uint8_t staged[kCastGroup * kStagedLine];
+
+  const T t;
+  const int64_t row_block = t.row_block, col_block = t.col_block, col = t.col, row0 = t.row0;
+  const int col_in_block = t.col_in_block, row_in_block = t.row_in_block;
+  const bool col_valid = col < p.cols;
+  uint4 raw[kPasses];
+  t.load(p, raw);
+
+  // Along the rows: q and sf, as the per-token cast writes them; and each column's amax over this thread's passes.
+  uint32_t col_bits[kVec] = {};
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    float v[kVec];
+    Vec::unpack(raw[i], v);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) col_bits[e] = max(col_bits[e], __float_as_uint(v[e]) & kAbsMask);
+    cast_row_group<kLanes>(p, row0 + i * kRowsPerPass, col, col_valid, col_block, v);
+  }
+
+  // Along the columns: the lanes of a warp that share columns, then the warps.
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+#pragma unroll
+    for (int offset = kLanes; offset < 32; offset *= 2) {
+      col_bits[e] = max(col_bits[e], __shfl_xor_sync(0xffffffffu, col_bits[e], offset));
+    }
+  }
+  if (threadIdx.x % 32 < kLanes) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) column_amax[threadIdx.x / 32][col_in_block + e] = col_bits[e];
+  }
+  __syncthreads();
+  ColumnDivider divide[kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    uint32_t amax = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) amax = max(amax, column_amax[w][col_in_block + e]);
+    divide[e].set(scale_of(amax));
+  }
+  if (threadIdx.x < kLanes) {  // the first row's lanes write the block's column scales
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      if (col + e < p.cols) p.sf_t[(col + e) * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = divide[e].divisor;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    float v[kVec];
+    Vec::unpack(raw[i], v);
+    uint32_t words[kVec / 4];
+#pragma unroll
+    for (int w = 0; w < kVec / 4; ++w) {
+      float quotient[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) quotient[b] = divide[4 * w + b](v[4 * w + b]);
+      words[w] = to_e4m3x2(quotient[0], quotient[1]) | to_e4m3x2(quotient[2], quotient[3]) << 16;
+    }
+    uint8_t* dst = staged + (row_in_block + i * kRowsPerPass) * kStagedLine + col_in_block;
+    if constexpr (kVec == 8) {
+      *reinterpret_cast<uint2*>(dst) = make_uint2(words[0], words[1]);
+    } else {
+      *reinterpret_cast<uint32_t*>(dst) = words[0];
+    }
+  }
+  __syncthreads();
+  write_transposed_block(p, staged, row_block, col_block);
 }
 
 // The per-token cast of a transposed view: x is stored [cols, rows] row-major (ld_x between its rows) and the result

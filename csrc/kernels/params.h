@@ -78,8 +78,11 @@ struct Fp8CastParams {
   int64_t ld_q;
   int64_t sf_stride_row;
   int64_t sf_stride_col;
-  void* q_t;    // the per-block transposing cast only: e4m3 [cols, rows] row-major (rows % 16 == 0)
-  float* sf_t;  // and its scales [ceil(cols/128), ceil(rows/128)] row-major
+  void* q_t;    // the transposing casts only: e4m3 [cols, rows] row-major (rows % 16 == 0)
+  float* sf_t;  // and its scales: per-block [ceil(cols/128), ceil(rows/128)] row-major; per-token [cols,
+                // ceil(rows/128)] with the strides below
+  int64_t sf_t_stride_row;
+  int64_t sf_t_stride_col;
 };
 
 }  // namespace deepgemm_ops

@@ -15,10 +15,9 @@ namespace deepgemm_ops::kernels {
 
 __host__ __device__ constexpr int bf16_gemm_threads(int block_m) { return (block_m / 64 + 1) * 128; }
 
-// Only bf16 outputs stage D in shared memory (TMA-store epilogue).
-template <int kBlockM, int kBlockN, int kStages, bool kOutFp32>
+template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, bool kHasC>
 constexpr int bf16_gemm_smem_bytes() {
-  return Bf16SmemLayout<kBlockM, kBlockN, kStages, !kOutFp32>::total;
+  return Bf16SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC)>::total;
 }
 
 // p: the FP8 family's parameters (the scheduler and epilogue read them); sfb is unused.
@@ -32,9 +31,9 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
   static_assert(kK >= 1, "K must be positive (K = 0 never launches)");
   static_assert(kType == GemmType::Normal || (kMajorA == GmmaMajor::K && kMajorB == GmmaMajor::K),
                 "grouped BF16 GEMMs are NT (both operands K-major)");
-  using Loop = Bf16Mainloop<kN, kK, kBlockM, kBlockN, kStages, kMajorA, kMajorB, !kOutFp32, Wgmma>;
-  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, 1>;
   using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
+  using Loop = Bf16Mainloop<kN, kK, kBlockM, kBlockN, kStages, kMajorA, kMajorB, Epi::kStagingBytes, Wgmma>;
+  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, 1>;
   // Register split: the producer needs few; a math thread holds one BLOCK_N / 2 accumulator (128 registers at 256).
   constexpr uint32_t kProducerRegs = 40;
   constexpr uint32_t kMathRegs = Loop::kNumMathWarpgroups == 2 ? 232 : 240;
@@ -69,16 +68,17 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
     Sched sched(p);
     Tile t;
     float acc[1][kBlockN / 2];  // one 64-row slice per math warpgroup (the epilogue takes slices)
-    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * Epi::kSliceBytes;
+    uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
+      Epi::template prefetch_c<1>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, math_wg, lane, acc[0]);
-      if constexpr (kOutFp32) {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc[0]);
-      } else if (p.store_d_by_tma) {
-        Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);
-      } else {
-        Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc[0]);
+      if constexpr (!kOutFp32) {
+        if (p.store_d_by_tma) {
+          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, staging + math_wg * Epi::kSliceBytes, tma_d);
+          continue;
+        }
       }
+      Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
     if constexpr (!kOutFp32) {
       if (p.store_d_by_tma) Epi::drain(warp_in_wg);

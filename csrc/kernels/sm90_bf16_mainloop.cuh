@@ -21,20 +21,19 @@ constexpr int kBf16BlockK = 64;  // one 128-byte swizzle row of bf16
 constexpr int kBf16WgmmaK = 16;
 constexpr int kMnAtom = 64;  // MN-major: bf16 elements per 128-byte swizzle row
 
-// Byte offsets inside dynamic shared memory; _heuristics.bf16_smem_bytes() mirrors total(). kSmemD: the bf16 D
-// staging tile of the TMA-store epilogue (sm90_epilogue.cuh), first, as in the FP8 layout.
-template <int kBlockM, int kBlockN, int kStages, bool kSmemD>
+// Byte offsets inside dynamic shared memory; _bf16_heuristics.bf16_smem_bytes() mirrors total(). The epilogue's
+// staging tile (staging_bytes(), sm90_epilogue.cuh) comes first, as in the FP8 layout.
+template <int kBlockM, int kBlockN, int kStages, int kStagingBytes>
 struct Bf16SmemLayout {
-  static constexpr int kDBytes = kSmemD ? kBlockM * kBlockN * 2 : 0;
   static constexpr int kABytes = kBlockM * kBf16BlockK * 2;
   static constexpr int kBBytes = kBlockN * kBf16BlockK * 2;
-  static constexpr int d = 0;
-  static constexpr int a = d + kDBytes;
+  static constexpr int staging = 0;
+  static constexpr int a = staging + kStagingBytes;
   static constexpr int b = a + kStages * kABytes;
   static constexpr int full_bar = b + kStages * kBBytes;
   static constexpr int empty_bar = full_bar + kStages * 8;
   static constexpr int total = empty_bar + kStages * 8;
-  static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
+  static_assert(kStagingBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
                 "128B-swizzled tiles must stay 1024-byte aligned");
 };
 
@@ -79,10 +78,10 @@ struct Bf16Tile {
 };
 
 // Wgmma: the CuTe atom m64 x BLOCK_N x k16, bf16 x bf16 -> f32, A and B from shared memory in majors kMajorA/B.
-template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GmmaMajor kMajorA, GmmaMajor kMajorB, bool kSmemD,
-          class Wgmma>
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GmmaMajor kMajorA, GmmaMajor kMajorB,
+          int kStagingBytes, class Wgmma>
 struct Bf16Mainloop {
-  using Layout = Bf16SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
+  using Layout = Bf16SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes>;
   using TileA = Bf16Tile<kMajorA, kBlockM>;
   using TileB = Bf16Tile<kMajorB, kBlockN>;
   static constexpr int kNumKBlocks = (kK + kBf16BlockK - 1) / kBf16BlockK;

@@ -7,6 +7,12 @@
 // warp 0 TMA-stores one chunk per lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
 // store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
 // Otherwise (fp32 output, C, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns per lane.
+//
+// C (fp32 output), 64/128-row tiles: when a tile starts, each math thread copies the C values of its accumulator
+// elements into its own slots of the staging tile (cp.async, zero-filled outside D), so C's read runs under the main
+// loop and the epilogue only waits for its own copies. Read in the epilogue, C stalled both math warpgroups with the
+// tensor cores idle: a third of the time of k-grouped GEMMs with many small groups (docs/PERF.md). A 256-row tile's C
+// (128 KB) would leave no room for the pipeline: it reads C in the epilogue.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -16,33 +22,66 @@
 
 namespace deepgemm_ops::kernels {
 
+// Bytes of the staging tile at the start of shared memory (SmemLayout): the bf16 D tile of the TMA-store epilogue, or
+// the fp32 C tile; _heuristics.smem_bytes() mirrors it.
+constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && block_m <= 128; }
+constexpr int staging_bytes(int block_m, int block_n, bool out_fp32, bool has_c) {
+  return !out_fp32 ? block_m * block_n * 2 : prefetches_c(block_m, has_c) ? block_m * block_n * 4 : 0;
+}
+
 template <int kN, int kBlockM, int kBlockN, GemmType kType, bool kOutFp32, bool kHasC>
 struct Epilogue {
   static_assert(!kHasC || kOutFp32, "C is accumulated in FP32: the output must be FP32");
   static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
+  static constexpr int kStagingBytes = staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC);
+  static constexpr bool kPrefetchC = prefetches_c(kBlockM, kHasC);
 
-  // C through the read-only cache, except for k-grouped GEMMs, whose C may be D itself (in-place accumulation; each
-  // element is read and then written by the same thread).
-  template <class T>
-  __device__ static T load_c(const T* c) {
-    if constexpr (kType == GemmType::KGrouped) return *c;
-    return __ldg(c);
+  // This thread's element coordinates in 64-row slice `slice`: rows row and row + 8 (k-grouped: of D[g], row g * M +
+  // row of the flattened [G * M, N]) and columns col0 + 8j + {0, 1}.
+  struct Place {
+    int64_t row0;
+    bool row0_ok, row1_ok;
+    int col0;
+  };
+  __device__ static Place place(const Fp8GemmParams& p, const Tile& t, int slice, int warp_in_wg, int lane) {
+    const int row = t.a_row + slice * 64 + warp_in_wg * 16 + lane / 4;
+    return {(kType == GemmType::KGrouped ? static_cast<int64_t>(t.group) * p.m : 0) + row, row < t.row_end,
+            row + 8 < t.row_end, t.n_block * kBlockN + (lane % 4) * 2};
+  }
+
+  // This thread's C slots of 64-row slice `slice` of the tile: element i at [i * 128] (a warp's lanes on consecutive
+  // words).
+  __device__ static float* c_slots(uint8_t* staging, int slice, int warp_in_wg, int lane) {
+    return reinterpret_cast<float*>(staging) + slice * (kBlockN / 2) * 128 + warp_in_wg * 32 + lane;
+  }
+
+  // Tile start: the copies of C for this thread's elements of the warpgroup's kWaves slices (k-grouped: C[g]; C may
+  // be D itself, each element read here and written in store_direct by the same thread). Nothing without them.
+  template <int kWaves>
+  __device__ static void prefetch_c(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
+                                    uint8_t* staging) {
+    if constexpr (kPrefetchC) {
+      asm volatile("" ::: "memory");  // the previous tile's reads of the slots stay before these copies
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w) {
+        const int slice = math_wg * kWaves + w;
+        const Place at = place(p, t, slice, warp_in_wg, lane);
+        float* slots = c_slots(staging, slice, warp_in_wg, lane);
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) {
+          const int col = at.col0 + i / 4 * 8 + i % 2;
+          const bool second_row = i % 4 >= 2;
+          const bool ok = (second_row ? at.row1_ok : at.row0_ok) && col < kN;
+          const float* src = ok ? p.c + (at.row0 + (second_row ? 8 : 0)) * p.ldc + col : p.c;
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(*src, slots[i * 128], ok);
+        }
+      }
+    }
   }
 
   // Stores the pair (v0, v1) at columns col, col + 1 of `row`; col is even. `paired` = the row stride is even, so
   // the pair is aligned for one vector access.
   __device__ static void store_pair(const Fp8GemmParams& p, int64_t row, int col, float v0, float v1, bool paired) {
-    if constexpr (kHasC) {
-      const float* c = p.c + row * p.ldc + col;
-      if (paired && col + 1 < kN) {
-        const float2 cv = load_c(reinterpret_cast<const float2*>(c));
-        v0 += cv.x;
-        v1 += cv.y;
-      } else {
-        v0 += load_c(c);
-        if (col + 1 < kN) v1 += load_c(c + 1);
-      }
-    }
     if constexpr (kOutFp32) {
       float* d = static_cast<float*>(p.d) + row * p.ldd + col;
       if (paired && col + 1 < kN) {
@@ -62,21 +101,42 @@ struct Epilogue {
     }
   }
 
-  // The tile's 64-row slice `slice`. K-grouped: group g's tile goes to D[g] (and adds C[g]), rows g * M + row of
-  // the flattened [G * M, N].
-  __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int slice, int warp_in_wg, int lane,
-                                      const float (&acc)[kBlockN / 2]) {
-    const int row = t.a_row + slice * 64 + warp_in_wg * 16 + lane / 4;
-    const bool row0_ok = row < t.row_end, row1_ok = row + 8 < t.row_end;
-    const int64_t row0 = (kType == GemmType::KGrouped ? static_cast<int64_t>(t.group) * p.m : 0) + row;
-    const bool paired = (p.ldd % 2 == 0) && (!kHasC || p.ldc % 2 == 0);
-    const int col0 = t.n_block * kBlockN + (lane % 4) * 2;
+  // C at element i of slice `slice` for this thread (its slot, or from global memory; 0 outside D or without C).
+  __device__ static float c_value(const Fp8GemmParams& p, const Place& at, int i, const float* slots) {
+    if constexpr (kPrefetchC) {
+      return slots[i * 128];
+    } else if constexpr (kHasC) {
+      const int col = at.col0 + i / 4 * 8 + i % 2;
+      const bool second_row = i % 4 >= 2;
+      const bool ok = (second_row ? at.row1_ok : at.row0_ok) && col < kN;
+      return ok ? __ldg(p.c + (at.row0 + (second_row ? 8 : 0)) * p.ldc + col) : 0.0f;
+    } else {
+      return 0.0f;
+    }
+  }
+
+  // Bounds-checked stores of the warpgroup's kWaves slices (acc[w]: slice math_wg * kWaves + w), plus C (from this
+  // thread's slots once its copies have landed).
+  template <int kWaves>
+  __device__ static void store_direct(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
+                                      const float (&acc)[kWaves][kBlockN / 2], uint8_t* staging) {
+    if constexpr (kPrefetchC) cute::cp_async_wait<0>();
+    const bool paired = p.ldd % 2 == 0;
 #pragma unroll
-    for (int j = 0; j < kBlockN / 8; ++j) {
-      const int col = col0 + j * 8;
-      if (col >= kN) break;
-      if (row0_ok) store_pair(p, row0, col, acc[4 * j + 0], acc[4 * j + 1], paired);
-      if (row1_ok) store_pair(p, row0 + 8, col, acc[4 * j + 2], acc[4 * j + 3], paired);
+    for (int w = 0; w < kWaves; ++w) {
+      const int slice = math_wg * kWaves + w;
+      const Place at = place(p, t, slice, warp_in_wg, lane);
+      [[maybe_unused]] const float* slots = c_slots(staging, slice, warp_in_wg, lane);
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+        const int col = at.col0 + j * 8;
+        if (col >= kN) break;
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[e] = acc[w][4 * j + e] + c_value(p, at, 4 * j + e, slots);
+        if (at.row0_ok) store_pair(p, at.row0, col, v[0], v[1], paired);
+        if (at.row1_ok) store_pair(p, at.row0 + 8, col, v[2], v[3], paired);
+      }
     }
   }
 

@@ -16,10 +16,9 @@ namespace deepgemm_ops::kernels {
 
 __host__ __device__ constexpr int num_threads(int block_m) { return (math_warpgroups(block_m) + 1) * 128; }
 
-// Only bf16 outputs stage D in shared memory (TMA-store epilogue).
-template <int kBlockM, int kBlockN, int kStages, bool kOutFp32>
+template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, bool kHasC>
 constexpr int smem_bytes() {
-  return SmemLayout<kBlockM, kBlockN, kStages, !kOutFp32>::total;
+  return SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC)>::total;
 }
 
 // Wgmma: the CuTe wgmma atom m64 x kBlockN x k32 (e4m3 x e4m3 -> f32, SS, K-major A and B).
@@ -38,9 +37,9 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
   static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
-  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, !kOutFp32, kCluster, Wgmma>;
-  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster>;
   using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
+  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, Epi::kStagingBytes, kCluster, Wgmma>;
+  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster>;
   // Register split: the producer needs few; the math warpgroups hold three BLOCK_N/2 arrays each (accumulators and
   // partials).
   constexpr uint32_t kProducerRegs = 40;
@@ -87,17 +86,17 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     Tile t;
     constexpr int kWaves = Loop::kWaves;
     float acc[kWaves][kBlockN / 2];
-    uint8_t* smem_d = smem + Loop::Layout::d + math_wg * kWaves * Epi::kSliceBytes;
+    uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
+      Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
       if constexpr (!kOutFp32) {
         if (p.store_d_by_tma) {
-          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, smem_d, tma_d);
+          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);
           continue;
         }
       }
-#pragma unroll
-      for (int w = 0; w < kWaves; ++w) Epi::store_direct(p, t, math_wg * kWaves + w, warp_in_wg, lane, acc[w]);
+      Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
     if constexpr (!kOutFp32) {
       if (p.store_d_by_tma) Epi::drain(warp_in_wg);

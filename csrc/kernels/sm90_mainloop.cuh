@@ -5,7 +5,7 @@
 // warp, because sfb is K-major and its rows need not be 16-byte aligned for TMA): with the 1x128 recipe one per column
 // of the tile; with the 128x128 recipe only two, those of the 128-column blocks the tile touches (see kSfbGcd).
 // full[s] completes when the TMA bytes have landed and the 32 SFB lanes have arrived; empty[s] when every math warp
-// has finished reading the stage.
+// has finished reading the stage (every local math lane arrives).
 #pragma once
 #include "params.h"
 #include "sm90_primitives.cuh"
@@ -20,23 +20,22 @@ constexpr int kNumSfbLoaderLanes = 32;
 constexpr int align_up(int x, int a) { return (x + a - 1) / a * a; }
 
 // Byte offsets inside dynamic shared memory. _heuristics.smem_bytes() mirrors total(); the generated source
-// static_asserts that the two agree. kSmemD: a BLOCK_M x BLOCK_N bf16 staging tile for the TMA-store epilogue.
-template <int kBlockM, int kBlockN, int kStages, bool kSmemD>
+// static_asserts that the two agree. The epilogue's staging tile (staging_bytes(), sm90_epilogue.cuh) comes first.
+template <int kBlockM, int kBlockN, int kStages, int kStagingBytes>
 struct SmemLayout {
-  static constexpr int kDBytes = kSmemD ? kBlockM * kBlockN * 2 : 0;
   static constexpr int kABytes = kBlockM * kBlockK;        // one fp8 byte per element, 128 B per row
   static constexpr int kBBytes = kBlockN * kBlockK;
   static constexpr int kSfaBytes = align_up(kBlockM * 4, 128);  // TMA destinations want 128 B alignment
   static constexpr int kSfbBytes = kBlockN * 4;  // the 128x128 recipe uses the first 8 bytes
-  static constexpr int d = 0;
-  static constexpr int a = d + kDBytes;
+  static constexpr int staging = 0;
+  static constexpr int a = staging + kStagingBytes;
   static constexpr int b = a + kStages * kABytes;
   static constexpr int sfa = b + kStages * kBBytes;
   static constexpr int sfb = sfa + kStages * kSfaBytes;
   static constexpr int full_bar = sfb + kStages * kSfbBytes;
   static constexpr int empty_bar = full_bar + kStages * 8;
   static constexpr int total = empty_bar + kStages * 8;
-  static_assert(kDBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
+  static_assert(kStagingBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
                 "128B-swizzled tiles must stay 1024-byte aligned");
   static_assert(kSfbBytes % 8 == 0, "barriers need 8-byte alignment");
 };
@@ -57,16 +56,16 @@ struct PipelineState {
 // kCluster == 2: the two CTAs of a cluster work on tiles that share one operand tile — the same n-block (64/128-row
 // tiles: B is shared) or, for 256-row tiles, the same m-block (A is shared; cluster_multicasts_a). Each CTA loads half
 // of the shared tile's rows and multicasts it into both CTAs' stage, so a stage may be refilled only when the
-// consumers of both CTAs released it: empty[s] counts the math warps of the whole cluster (each warp arrives on its
-// own and the peer's barrier).
+// consumers of both CTAs released it: empty[s] counts every local math lane and one arrival per math warp of the peer
+// (see release()).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
-template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, bool kSmemD,
+template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
           int kCluster, class Wgmma>
 struct Mainloop {
   static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM);
   static_assert(kCluster == 1 || (kCluster == 2 && (kMulticastA || kBlockN % 16 == 0)),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
-  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kSmemD>;
+  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes>;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = math_warpgroups(kBlockM);
   static constexpr int kWaves = kBlockM / 64 / kNumMathWarpgroups;  // 64-row slices per math warpgroup
@@ -91,7 +90,7 @@ struct Mainloop {
   __device__ void init_barriers() const {
     for (int s = 0; s < kStages; ++s) {
       Barrier::init(full(s), 1 + kNumSfbLoaderLanes);
-      Barrier::init(empty(s), kCluster * kNumMathWarpgroups * 4);  // one arrival per math warp of the cluster
+      Barrier::init(empty(s), kNumMathWarpgroups * 4 * (32 + kCluster - 1));  // every local math lane + the peer's warps
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -338,6 +337,12 @@ struct Mainloop {
   // acc[w]: the warpgroup's 64-row slice math_wg * kWaves + w. A tile without k-blocks (an empty k-group) gives zeros.
   __device__ void consume(PipelineState<kStages>& st, const Tile& t, int math_wg, int warp_in_wg, int lane,
                           float (&acc)[kWaves][kBlockN / 2]) const {
+    if constexpr (kType == GemmType::Masked && kWaves == 1) {
+      if (t.a_row + math_wg * 64 >= t.row_end) {  // (warpgroup-uniform) no valid row in this warpgroup's slice
+        pass_through(st, t, lane, acc[0]);
+        return;
+      }
+    }
     with_second_block_group(t.n_block, [&](auto second) {
       if constexpr (kWaves > 1) {
         consume_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
@@ -347,6 +352,20 @@ struct Mainloop {
         consume_single(st, t, second, math_wg, warp_in_wg, lane, acc[0]);
       }
     });
+  }
+
+  // A masked group's last tile often ends inside its first 64 rows: the warpgroup whose slice holds no valid row
+  // skips the wgmmas and the promotion (the other one then has the tensor cores alone) and only keeps the pipeline
+  // going, releasing each stage once full; its zeros are never stored (rows past masked_m).
+  __device__ void pass_through(PipelineState<kStages>& st, const Tile& t, int lane, float (&acc)[kBlockN / 2]) const {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
+    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+#pragma unroll 1
+    for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
+      wait_barrier(full(st.stage), st.phase);
+      release(st.stage, lane);
+    }
   }
 
   // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
@@ -420,13 +439,15 @@ struct Mainloop {
     }
   }
 
-  // One math warp is done with stage s (every lane's reads of it are complete).
+  // This lane is done with stage s. Every lane arrives on its own CTA's empty[s] after its own reads of the stage (its
+  // scale loads), so each read is ordered before the producer's cp.async refill by the barrier itself, not by warp
+  // convergence (ptxas drops a __syncwarp before a lane-0 arrive, and compute-sanitizer's racecheck then reports the
+  // other lanes' reads as racing with the refill). In a cluster, lane 0 also arrives on the peer's empty[s] for the
+  // warp: the peer multicasts into this CTA's stage.
   __device__ void release(int s, int lane) const {
-    __syncwarp();
-    if constexpr (kCluster == 1) {
-      if (lane == 0) Barrier::arrive(empty(s));
-    } else {
-      if (lane < kCluster) Barrier::arrive(empty(s), static_cast<uint32_t>(lane), 1u);  // lane r: CTA r of the cluster
+    Barrier::arrive(empty(s));
+    if constexpr (kCluster > 1) {
+      if (lane == 0) Barrier::arrive(empty(s), static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u, 1u);
     }
   }
 };

@@ -20,7 +20,8 @@ from .measure import FP32_BYTES, Timer, device_copy, gbps, tflops
 # (kind, rows, cols) of a bf16 input; per_token_transposed casts x.t() of a row-major [rows, cols] x (the
 # weight-gradient operand layout: q is [cols, rows], scales per 128 of the rows)
 CAST_CASES = (("per_token", 4096, 7168), ("per_token", 128, 7168), ("per_block", 7168, 16384),
-              ("per_token_transposed", 4096, 7168), ("per_block_and_transpose", 7168, 4096))
+              ("per_token_transposed", 4096, 7168), ("per_block_and_transpose", 7168, 4096),
+              ("per_token_and_transpose", 8192, 7168))
 # (tokens, N, K): x [tokens, K] bf16, W [N, K]
 LINEAR_CASES = ((4096, 4096, 7168), (8192, 7168, 2048), (128, 4096, 7168))
 # (tokens, in, out) of a training step (forward + backward) of one layer
@@ -45,8 +46,9 @@ def cast_bytes(kind: str, rows: int, cols: int, in_bytes: int = 2) -> int:
     scales = {"per_token": rows * ceil_div(cols, SCALE_BLOCK),
               "per_token_transposed": cols * ceil_div(rows, SCALE_BLOCK),
               "per_block": ceil_div(rows, SCALE_BLOCK) * ceil_div(cols, SCALE_BLOCK),
-              "per_block_and_transpose": 2 * ceil_div(rows, SCALE_BLOCK) * ceil_div(cols, SCALE_BLOCK)}[kind]
-    out_bytes = 2 if kind == "per_block_and_transpose" else 1  # q, and q_t
+              "per_block_and_transpose": 2 * ceil_div(rows, SCALE_BLOCK) * ceil_div(cols, SCALE_BLOCK),
+              "per_token_and_transpose": rows * ceil_div(cols, SCALE_BLOCK) + cols * ceil_div(rows, SCALE_BLOCK)}[kind]
+    out_bytes = 2 if kind.endswith("_and_transpose") else 1  # q, and q_t
     return rows * cols * (in_bytes + out_bytes) + scales * FP32_BYTES
 
 
@@ -61,6 +63,10 @@ def _cast_candidates(kind: str, x: torch.Tensor, torchao) -> dict:
             return q.view(torch.uint8).t().contiguous(), sf.t().contiguous()
 
         return {"ours": lambda: ops.per_block_cast_to_fp8_and_transpose(x), "ours_two_steps": two_steps}
+    elif kind == "per_token_and_transpose":  # against the two per-token casts it fuses (one of x, one of x.t())
+        return {"ours": lambda: ops.per_token_cast_to_fp8_and_transpose(x, True, True),
+                "ours_two_steps": lambda: (ops.per_token_cast_to_fp8(x, mn_major_scales=True),
+                                           ops.per_token_cast_to_fp8(x.t(), mn_major_scales=True))}
     elif kind == "per_token_transposed":  # torchao takes the row-major tensor and transposes inside
         fns = {"ours": lambda: ops.per_token_cast_to_fp8(x.t()),
                "ours_mn_major": lambda: ops.per_token_cast_to_fp8(x.t(), mn_major_scales=True)}
