@@ -2,6 +2,7 @@
 loss curves and how far apart they end.
 
     python examples/train_fp8_mlp.py [--steps 300] [--device cuda] [--json losses.json] [--plot losses.png]
+    python examples/train_fp8_mlp.py --curves losses.json --plot losses.png   # plot curves saved by --json
 
 The task: regress a fixed random teacher MLP (1024 -> 4096 -> 1024, GELU) from Gaussian inputs, AdamW, 8192 tokens
 per step. Both students start from the same weights; the FP8 one is the bf16 one with its linear layers converted by
@@ -44,6 +45,16 @@ def train(model: nn.Module, teacher: nn.Module, steps: int, tokens: int, d_model
     return losses
 
 
+def train_both(steps: int, tokens: int, device) -> dict:
+    """The loss curves of the bf16 student and of its FP8Linear copy, trained on the same data."""
+    d_model, d_hidden = 1024, 4096
+    torch.manual_seed(0)
+    teacher = mlp(d_model, d_hidden, device, torch.bfloat16).requires_grad_(False)
+    student = mlp(d_model, d_hidden, device, torch.bfloat16)
+    return {name: train(model, teacher, steps, tokens, d_model, device, seed=1)
+            for name, model in (("bf16", copy.deepcopy(student)), ("fp8", to_fp8(copy.deepcopy(student))))}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -51,15 +62,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write both loss curves to this file")
     parser.add_argument("--plot", help="plot both loss curves to this PNG (needs matplotlib)")
+    parser.add_argument("--curves", help="load the loss curves from this file (written by --json) instead of training")
     args = parser.parse_args(argv)
-    d_model, d_hidden = 1024, 4096
-    torch.manual_seed(0)
-    teacher = mlp(d_model, d_hidden, args.device, torch.bfloat16).requires_grad_(False)
-    student = mlp(d_model, d_hidden, args.device, torch.bfloat16)
-    curves = {}
-    for name, model in (("bf16", copy.deepcopy(student)), ("fp8", to_fp8(copy.deepcopy(student)))):
-        curves[name] = train(model, teacher, args.steps, args.tokens, d_model, args.device, seed=1)
-    for step in sorted({0, 9, 49, 99, 199, args.steps - 1} & set(range(args.steps))):
+    if args.curves:
+        with open(args.curves) as f:
+            curves = json.load(f)
+    else:
+        curves = train_both(args.steps, args.tokens, args.device)
+    steps = len(curves["bf16"])
+    for step in sorted({0, 9, 49, 99, 199, steps - 1} & set(range(steps))):
         print(f"step {step + 1:4d}: bf16 {curves['bf16'][step]:.5f}  fp8 {curves['fp8'][step]:.5f}")
     tail = slice(-10, None)  # the last 10 steps, averaged: one step's loss is noisy
     bf16_end = sum(curves["bf16"][tail]) / len(curves["bf16"][tail])

@@ -124,3 +124,25 @@ def test_transposed_weight_cast_is_the_forward_cast_transposed():
     assert wq_t.is_contiguous() and ws_t.is_contiguous()
     assert _quantize_weight(w, with_transpose=False)[2:] == (None, None)
 
+
+
+def test_example_trains_saves_and_replots_its_curves(tmp_path):
+    """examples/train_fp8_mlp.py on the CPU reference path: two short runs from the same start, curves saved with
+    --json and drawn again from that file with --curves (the README's plot comes from such a file)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_fp8_mlp.py"
+    spec = importlib.util.spec_from_file_location("train_fp8_mlp", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    saved = tmp_path / "losses.json"
+    assert example.main(["--steps", "2", "--tokens", "32", "--device", "cpu", "--json", str(saved)]) == 0
+    curves = json.loads(saved.read_text())
+    assert sorted(curves) == ["bf16", "fp8"] and all(len(c) == 2 for c in curves.values())
+    assert curves["bf16"][0] == pytest.approx(curves["fp8"][0], rel=0.01)  # same start, FP8 error only
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "losses.png"
+    assert example.main(["--curves", str(saved), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
