@@ -204,7 +204,10 @@ class TestCastKernelCompile(TestCase):
                               "per_token_transposed": 8 if dtype == "float32" else 4}[kind]
                 self.assertEqual(len(loads), per_thread)
                 self.assertLess(max(loads), first_reduction)
-                if kind.endswith("transposed") or kind.endswith("transposing"):  # q / q_t leave in 16-byte stores
+                if kind == "per_token_transposing":  # a thread's rows of one column leave as one store of q_t
+                    self.assertIn("STG.E.128" if dtype == "float32" else "STG.E.64", sass)
+                    self.assertNotIn("LDS.U8", sass)  # no byte-wise transpose through shared memory
+                elif kind.endswith("transposed") or kind.endswith("transposing"):  # q / q_t leave in 16-byte stores
                     self.assertIn("STG.E.128", sass)
 
     def test_source(self):

@@ -70,6 +70,7 @@ struct DivideByFinite {
   float divisor, reciprocal;
 
   __device__ __forceinline__ explicit DivideByFinite(float d) : divisor(d), reciprocal(reciprocal_of(d)) {}
+  __device__ __forceinline__ DivideByFinite(float d, float r) : divisor(d), reciprocal(r) {}
 
   __device__ __forceinline__ static float reciprocal_of(float d) {
     float estimate;
@@ -94,15 +95,29 @@ struct DivideByAny {
 
 template <int kElems, class Divide>
 __device__ __forceinline__ void store_e4m3(uint8_t* q, const float (&v)[kElems], const Divide& div) {
+  static_assert(kElems == 4 || kElems == 8 || kElems == 16, "one 4-, 8- or 16-byte store");
   uint32_t words[kElems / 4];
 #pragma unroll
   for (int i = 0; i < kElems / 4; ++i) {
     words[i] = to_e4m3x2(div(v[4 * i]), div(v[4 * i + 1])) | to_e4m3x2(div(v[4 * i + 2]), div(v[4 * i + 3])) << 16;
   }
-  if constexpr (kElems == 8) {
+  if constexpr (kElems == 16) {
+    *reinterpret_cast<uint4*>(q) = make_uint4(words[0], words[1], words[2], words[3]);
+  } else if constexpr (kElems == 8) {
     *reinterpret_cast<uint2*>(q) = make_uint2(words[0], words[1]);
   } else {
     *reinterpret_cast<uint32_t*>(q) = words[0];
+  }
+}
+
+// store_e4m3 with a scale whose reciprocal was formed once for many stores: scale = (divisor, reciprocal of a finite
+// divisor); a non-finite divisor takes the full division.
+template <int kElems>
+__device__ __forceinline__ void store_e4m3_scaled(uint8_t* q, const float (&v)[kElems], float2 scale) {
+  if (isfinite(scale.x)) {
+    store_e4m3(q, v, DivideByFinite(scale.x, scale.y));
+  } else {
+    store_e4m3(q, v, DivideByAny{scale.x});
   }
 }
 
@@ -281,103 +296,109 @@ __device__ __forceinline__ void per_block_transposing_cast(const Fp8CastParams& 
   per_block_cast_impl<kDtype, true>(p);
 }
 
-// x / d for the values of one column whose scale d may be non-finite (the per-column dividers of the transposing
-// per-token cast: one column's special case must not slow the others).
-struct ColumnDivider {
-  float divisor = 1.0f, reciprocal = 1.0f;
-  bool finite = true;
-  __device__ __forceinline__ void set(float d) {
-    divisor = d;
-    finite = isfinite(d);
-    reciprocal = DivideByFinite::reciprocal_of(finite ? d : 1.0f);
-  }
-  __device__ __forceinline__ float operator()(float x) const {
-    return finite ? DivideByFinite::quotient(x, divisor, reciprocal) : __fdiv_rn(x, divisor);
-  }
-};
-
 // The per-token cast of x (1 x 128 groups along its rows) and of its transpose (1 x 128 groups along its columns,
 // written as q_t [cols, rows]) from one read of x: what a linear layer's activations need for the forward GEMM (K =
-// features) and the weight gradient (K = tokens). One 128 x 128 block per CTA, laid out as in the per-block cast:
-// each row's amax is reduced over the row's kLanes threads (cast_row_group), each column's over the passes in
-// registers, then over the lanes of a warp that hold the same columns, then over the warps through shared memory; the
-// transpose is quantized with one divider per column and staged for write_transposed_block.
+// features) and the weight gradient (K = tokens). One 128 x 128 block per CTA; each thread holds kRows consecutive
+// rows of kVec columns (16 bytes of x per row), so a column's kRows quantized values leave as one store of q_t and
+// nothing is transposed through shared memory. Row amaxes: a reduce-scatter over the kLanes threads of a row (each
+// step halves the values a lane keeps; the lane pair (2j, 2j + 1) ends with row j); column amaxes: in registers over
+// the thread's rows, then over the row groups through shared memory. Each row's and column's scale is formed once
+// and shared through shared memory.
 template <CastDtype kDtype>
 __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& p) {
-  using T = BlockThreads<kDtype>;
-  using Vec = typename T::Vec;
-  constexpr int kVec = T::kVec, kLanes = T::kLanes, kRowsPerPass = T::kRowsPerPass, kPasses = T::kPasses;
-  constexpr int kWarps = T::kWarps;
-  static_assert(kLanes <= 32 && 32 % kLanes == 0, "a row's lanes lie in one warp");
-  __shared__ uint32_t column_amax[kWarps][kCastGroup];
-  __shared__ __align__(16) uint8_t staged[kCastGroup * kStagedLine];
+  using Vec = CastVector<kDtype>;
+  constexpr int kVec = Vec::kElems;                  // columns per thread
+  constexpr int kLanes = kCastGroup / kVec;          // threads across a row: 16 (16-bit x) or 32 (fp32)
+  constexpr int kRowGroups = kCastThreads / kLanes;  // 16 or 8
+  constexpr int kRows = kCastGroup / kRowGroups;     // consecutive rows per thread: 8 or 16
+  static_assert(kLanes <= 32 && kRows == kLanes / 2, "a row's lanes lie in one warp and end as lane pairs");
+  static_assert(kCastThreads >= kCastGroup, "one thread per column forms the column scales");
+  __shared__ uint32_t column_amax[kRowGroups][kCastGroup];
+  __shared__ __align__(16) float2 row_scale[kCastGroup];  // (scale, reciprocal) per row of the block
+  __shared__ __align__(16) float2 col_scale[kCastGroup];
 
-  const T t;
-  const int64_t row_block = t.row_block, col_block = t.col_block, col = t.col, row0 = t.row0;
-  const int col_in_block = t.col_in_block, row_in_block = t.row_in_block;
+  const int64_t row_block = blockIdx.x, col_block = blockIdx.y;
+  const int lane = threadIdx.x % kLanes, group = threadIdx.x / kLanes;
+  const int col_in_block = lane * kVec, row_in_block = group * kRows;
+  const int64_t col = col_block * kCastGroup + col_in_block, row0 = row_block * kCastGroup + row_in_block;
   const bool col_valid = col < p.cols;
-  uint4 raw[kPasses];
-  t.load(p, raw);
-
-  // Along the rows: q and sf, as the per-token cast writes them; and each column's amax over this thread's passes.
-  uint32_t col_bits[kVec] = {};
+  uint4 raw[kRows];
 #pragma unroll
-  for (int i = 0; i < kPasses; ++i) {
+  for (int r = 0; r < kRows; ++r) {
+    raw[r] = row0 + r < p.rows && col_valid ? load_vector<kVec>(p, row0 + r, col) : make_uint4(0, 0, 0, 0);
+  }
+
+  uint32_t row_bits[kRows], col_bits[kVec] = {};
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
     float v[kVec];
-    Vec::unpack(raw[i], v);
+    Vec::unpack(raw[r], v);
+    row_bits[r] = abs_max_bits(v, kVec, 0);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) col_bits[e] = max(col_bits[e], __float_as_uint(v[e]) & kAbsMask);
-    cast_row_group<kLanes>(p, row0 + i * kRowsPerPass, col, col_valid, col_block, v);
   }
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) column_amax[group][col_in_block + e] = col_bits[e];
 
-  // Along the columns: the lanes of a warp that share columns, then the warps.
+  // Reduce-scatter of the kRows row amaxes over the row's lanes: at offset o a lane keeps the upper half of its values
+  // if (lane & o), the lower half otherwise, and takes the partner's copy of that half.
 #pragma unroll
-  for (int e = 0; e < kVec; ++e) {
+  for (int step = 0; (kLanes / 4 >> step) >= 1; ++step) {
+    const int offset = kLanes / 2 >> step, half = kRows / 2 >> step;
+    const bool upper = lane & offset;
 #pragma unroll
-    for (int offset = kLanes; offset < 32; offset *= 2) {
-      col_bits[e] = max(col_bits[e], __shfl_xor_sync(0xffffffffu, col_bits[e], offset));
+    for (int i = 0; i < half; ++i) {
+      const uint32_t send = upper ? row_bits[i] : row_bits[i + half];
+      const uint32_t keep = upper ? row_bits[i + half] : row_bits[i];
+      row_bits[i] = max(keep, __shfl_xor_sync(0xffffffffu, send, offset));
     }
   }
-  if (threadIdx.x % 32 < kLanes) {
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) column_amax[threadIdx.x / 32][col_in_block + e] = col_bits[e];
+  row_bits[0] = max(row_bits[0], __shfl_xor_sync(0xffffffffu, row_bits[0], 1));
+  if (lane % 2 == 0) {
+    const int row = row_in_block + lane / 2;
+    const float scale = scale_of(row_bits[0]);
+    row_scale[row] = make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+    if (row_block * kCastGroup + row < p.rows) {
+      p.sf[(row_block * kCastGroup + row) * p.sf_stride_row + col_block * p.sf_stride_col] = scale;
+    }
   }
   __syncthreads();
-  ColumnDivider divide[kVec];
-#pragma unroll
-  for (int e = 0; e < kVec; ++e) {
+  if (threadIdx.x < kCastGroup) {  // column threadIdx.x of the block
     uint32_t amax = 0;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) amax = max(amax, column_amax[w][col_in_block + e]);
-    divide[e].set(scale_of(amax));
-  }
-  if (threadIdx.x < kLanes) {  // the first row's lanes write the block's column scales
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) {
-      if (col + e < p.cols) p.sf_t[(col + e) * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = divide[e].divisor;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kPasses; ++i) {
-    float v[kVec];
-    Vec::unpack(raw[i], v);
-    uint32_t words[kVec / 4];
-#pragma unroll
-    for (int w = 0; w < kVec / 4; ++w) {
-      float quotient[4];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) quotient[b] = divide[4 * w + b](v[4 * w + b]);
-      words[w] = to_e4m3x2(quotient[0], quotient[1]) | to_e4m3x2(quotient[2], quotient[3]) << 16;
-    }
-    uint8_t* dst = staged + (row_in_block + i * kRowsPerPass) * kStagedLine + col_in_block;
-    if constexpr (kVec == 8) {
-      *reinterpret_cast<uint2*>(dst) = make_uint2(words[0], words[1]);
-    } else {
-      *reinterpret_cast<uint32_t*>(dst) = words[0];
-    }
+    for (int g = 0; g < kRowGroups; ++g) amax = max(amax, column_amax[g][threadIdx.x]);
+    const float scale = scale_of(amax);
+    col_scale[threadIdx.x] = make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+    const int64_t c = col_block * kCastGroup + threadIdx.x;
+    if (c < p.cols) p.sf_t[c * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = scale;
   }
   __syncthreads();
-  write_transposed_block(p, staged, row_block, col_block);
+
+  // Along the rows: row r's kVec values into q.
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float v[kVec];
+    Vec::unpack(raw[r], v);
+    if (row0 + r < p.rows && col_valid) {
+      store_e4m3_scaled(static_cast<uint8_t*>(p.q) + (row0 + r) * p.ld_q + col, v, row_scale[row_in_block + r]);
+    }
+  }
+  // Along the columns: column e's kRows values into q_t row col + e (rows % 16 == 0, checked by the host, so the
+  // thread's rows are all inside x or all outside).
+  if (row0 >= p.rows) return;
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    float v[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float row_values[kVec];
+      Vec::unpack(raw[r], row_values);
+      v[r] = row_values[e];
+    }
+    if (col + e < p.cols) {
+      store_e4m3_scaled(static_cast<uint8_t*>(p.q_t) + (col + e) * p.rows + row0, v, col_scale[col_in_block + e]);
+    }
+  }
 }
 
 // The per-token cast of a transposed view: x is stored [cols, rows] row-major (ld_x between its rows) and the result
