@@ -79,12 +79,10 @@ struct DivideByFinite {
   }
 
   // copysignf: the correction step turns -0 / d into +0; the quotient's sign is always x's.
-  __device__ __forceinline__ static float quotient(float x, float d, float r) {
-    const float q = __fmul_rn(x, r);
-    return copysignf(__fmaf_rn(r, __fmaf_rn(-d, q, x), q), x);
+  __device__ __forceinline__ float operator()(float x) const {
+    const float q = __fmul_rn(x, reciprocal);
+    return copysignf(__fmaf_rn(reciprocal, __fmaf_rn(-divisor, q, x), q), x);
   }
-
-  __device__ __forceinline__ float operator()(float x) const { return quotient(x, divisor, reciprocal); }
 };
 
 // A non-finite scale (the group holds Inf or NaN): the full division, whose special cases the reference shares.
@@ -110,8 +108,14 @@ __device__ __forceinline__ void store_e4m3(uint8_t* q, const float (&v)[kElems],
   }
 }
 
-// store_e4m3 with a scale whose reciprocal was formed once for many stores: scale = (divisor, reciprocal of a finite
-// divisor); a non-finite divisor takes the full division.
+// The scale of a group with amax bits `amax_bits` and, for store_e4m3_scaled, the reciprocal of it when finite: formed
+// once, shared by the stores that use the scale.
+__device__ __forceinline__ float2 scale_and_reciprocal(uint32_t amax_bits) {
+  const float scale = scale_of(amax_bits);
+  return make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+}
+
+// store_e4m3 with a scale from scale_and_reciprocal; a non-finite scale takes the full division.
 template <int kElems>
 __device__ __forceinline__ void store_e4m3_scaled(uint8_t* q, const float (&v)[kElems], float2 scale) {
   if (isfinite(scale.x)) {
@@ -207,49 +211,32 @@ __device__ __forceinline__ void write_transposed_block(const Fp8CastParams& p, c
   }
 }
 
-// The threads of a CTA casting one 128 x 128 block (grid: x over the 128-row blocks, y over the 128-column blocks):
-// kLanes threads per row, kVec columns (16 bytes of x) each, kPasses rows kRowsPerPass apart; load() issues all of a
-// thread's loads first (zeros outside x).
-template <CastDtype kDtype>
-struct BlockThreads {
-  using Vec = CastVector<kDtype>;
-  static constexpr int kVec = Vec::kElems;
-  static constexpr int kLanes = kCastGroup / kVec;
-  static constexpr int kRowsPerPass = kCastThreads / kLanes;
-  static constexpr int kPasses = kCastGroup / kRowsPerPass;
-  static constexpr int kWarps = kCastThreads / 32;
-
-  int64_t row_block = blockIdx.x, col_block = blockIdx.y;
-  int col_in_block = (threadIdx.x % kLanes) * kVec, row_in_block = threadIdx.x / kLanes;
-  int64_t col = col_block * kCastGroup + col_in_block, row0 = row_block * kCastGroup + row_in_block;
-
-  __device__ __forceinline__ int64_t row(int pass) const { return row0 + pass * kRowsPerPass; }
-
-  __device__ __forceinline__ void load(const Fp8CastParams& p, uint4 (&raw)[kPasses]) const {
-#pragma unroll
-    for (int i = 0; i < kPasses; ++i) {
-      raw[i] = row(i) < p.rows && col < p.cols ? load_vector<kVec>(p, row(i), col) : make_uint4(0, 0, 0, 0);
-    }
-  }
-};
-
 // One 128 x 128 block per CTA: every thread loads its rows' vectors, the CTA reduces amax, then quantizes from
 // registers. Grid: x over the 128-row blocks, y over the 128-column blocks. kTransposed: the CTA also writes the
 // block's transpose (128 x 128 blocks transpose exactly: q_t = q transposed, sf_t = sf transposed) through shared
 // memory (write_transposed_block).
 template <CastDtype kDtype, bool kTransposed>
 __device__ __forceinline__ void per_block_cast_impl(const Fp8CastParams& p) {
-  using T = BlockThreads<kDtype>;
-  using Vec = typename T::Vec;
-  constexpr int kVec = T::kVec, kRowsPerPass = T::kRowsPerPass, kPasses = T::kPasses, kWarps = T::kWarps;
+  using Vec = CastVector<kDtype>;
+  constexpr int kVec = Vec::kElems;
+  constexpr int kLanes = kCastGroup / kVec;
+  constexpr int kRowsPerPass = kCastThreads / kLanes;
+  constexpr int kPasses = kCastGroup / kRowsPerPass;
+  constexpr int kWarps = kCastThreads / 32;
   __shared__ uint32_t warp_amax[kWarps];
   __shared__ __align__(16) uint8_t staged[kTransposed ? kCastGroup * kStagedLine : 16];
 
-  const T t;
-  const int64_t row_block = t.row_block, col_block = t.col_block, col = t.col, row0 = t.row0;
-  const int col_in_block = t.col_in_block, row_in_block = t.row_in_block;
+  const int64_t row_block = blockIdx.x, col_block = blockIdx.y;
+  const int col_in_block = (threadIdx.x % kLanes) * kVec, row_in_block = threadIdx.x / kLanes;
+  const int64_t col = col_block * kCastGroup + col_in_block;
+  const int64_t row0 = row_block * kCastGroup + row_in_block;
+
   uint4 raw[kPasses];
-  t.load(p, raw);
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int64_t row = row0 + i * kRowsPerPass;
+    raw[i] = row < p.rows && col < p.cols ? load_vector<kVec>(p, row, col) : make_uint4(0, 0, 0, 0);
+  }
   uint32_t amax = 0;
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
@@ -356,10 +343,10 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
   row_bits[0] = max(row_bits[0], __shfl_xor_sync(0xffffffffu, row_bits[0], 1));
   if (lane % 2 == 0) {
     const int row = row_in_block + lane / 2;
-    const float scale = scale_of(row_bits[0]);
-    row_scale[row] = make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+    const float2 scale = scale_and_reciprocal(row_bits[0]);
+    row_scale[row] = scale;
     if (row_block * kCastGroup + row < p.rows) {
-      p.sf[(row_block * kCastGroup + row) * p.sf_stride_row + col_block * p.sf_stride_col] = scale;
+      p.sf[(row_block * kCastGroup + row) * p.sf_stride_row + col_block * p.sf_stride_col] = scale.x;
     }
   }
   __syncthreads();
@@ -367,10 +354,10 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
     uint32_t amax = 0;
 #pragma unroll
     for (int g = 0; g < kRowGroups; ++g) amax = max(amax, column_amax[g][threadIdx.x]);
-    const float scale = scale_of(amax);
-    col_scale[threadIdx.x] = make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+    const float2 scale = scale_and_reciprocal(amax);
+    col_scale[threadIdx.x] = scale;
     const int64_t c = col_block * kCastGroup + threadIdx.x;
-    if (c < p.cols) p.sf_t[c * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = scale;
+    if (c < p.cols) p.sf_t[c * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = scale.x;
   }
   __syncthreads();
 

@@ -49,6 +49,15 @@ struct Epilogue {
             row + 8 < t.row_end, t.n_block * kBlockN + (lane % 4) * 2};
   }
 
+  // C's element i of this thread (row at.row0 or at.row0 + 8, column at.col0 + i / 4 * 8 + i % 2): its address, and
+  // whether it lies inside D (else the address is p.c itself, never read).
+  __device__ static const float* c_element(const Fp8GemmParams& p, const Place& at, int i, bool& ok) {
+    const int col = at.col0 + i / 4 * 8 + i % 2;
+    const bool second_row = i % 4 >= 2;
+    ok = (second_row ? at.row1_ok : at.row0_ok) && col < kN;
+    return ok ? p.c + (at.row0 + (second_row ? 8 : 0)) * p.ldc + col : p.c;
+  }
+
   // This thread's C slots of 64-row slice `slice` of the tile: element i at [i * 128] (a warp's lanes on consecutive
   // words).
   __device__ static float* c_slots(uint8_t* staging, int slice, int warp_in_wg, int lane) {
@@ -69,10 +78,8 @@ struct Epilogue {
         float* slots = c_slots(staging, slice, warp_in_wg, lane);
 #pragma unroll
         for (int i = 0; i < kBlockN / 2; ++i) {
-          const int col = at.col0 + i / 4 * 8 + i % 2;
-          const bool second_row = i % 4 >= 2;
-          const bool ok = (second_row ? at.row1_ok : at.row0_ok) && col < kN;
-          const float* src = ok ? p.c + (at.row0 + (second_row ? 8 : 0)) * p.ldc + col : p.c;
+          bool ok;
+          const float* src = c_element(p, at, i, ok);
           cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(*src, slots[i * 128], ok);
         }
       }
@@ -106,10 +113,9 @@ struct Epilogue {
     if constexpr (kPrefetchC) {
       return slots[i * 128];
     } else if constexpr (kHasC) {
-      const int col = at.col0 + i / 4 * 8 + i % 2;
-      const bool second_row = i % 4 >= 2;
-      const bool ok = (second_row ? at.row1_ok : at.row0_ok) && col < kN;
-      return ok ? __ldg(p.c + (at.row0 + (second_row ? 8 : 0)) * p.ldc + col) : 0.0f;
+      bool ok;
+      const float* src = c_element(p, at, i, ok);
+      return ok ? __ldg(src) : 0.0f;
     } else {
       return 0.0f;
     }
