@@ -95,29 +95,35 @@ _GEMM_TYPES = {"normal": 0, "contiguous": 1, "masked": 2, "k_grouped": 3}
 _OUT_CODES = {None: -1, torch.bfloat16: 0, torch.float32: 1}
 
 
-def _door(gemm_type: str, a, sfa, b, sfb, c=None, out=None, grouped_layout=None, expected_m=0, out_dtype=None):
+def _door(gemm_type: str, a, sfa, b, sfb, c=None, out=None, grouped_layout=None, expected_m=0, out_dtype=None,
+          bias=None):
     """One pass through the C++ door (csrc/host/gemm_door.cpp): the output / True when an installed plan launched,
     None when the call must be planned first."""
-    result = _runtime.host_module().gemm_door(_GEMM_TYPES[gemm_type], a, sfa, b, sfb, c, out, grouped_layout,
+    result = _runtime.host_module().gemm_door(_GEMM_TYPES[gemm_type], a, sfa, b, sfb, c, bias, out, grouped_layout,
                                               expected_m, _OUT_CODES.get(out_dtype, 2), _sms.num_sms_setting())
     if isinstance(result, str):
         _runtime.check(result)
     return result
 
 
-def _plan_and_launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None):
+def _plan_and_launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, grouped_layout=None, expected_m=None,
+                     bias=None):
     """The planning path, for a call the door did not take: the problem is validated (p); zero-sized problems are
     finished here; otherwise choose the config, compile and load its kernel, install the plan and launch through
     the door. Operands the door does not read in place (grouped B whose groups are not back to back, C with a
     column stride) are made so first."""
     if p.m == 0 or p.n == 0 or p.num_groups == 0:
         return
-    if p.k == 0:  # empty sum over K: D = C (or zeros)
+    if p.k == 0:  # empty sum over K: D = C (or zeros), + bias
         out.copy_(c) if c is not None else out.zero_()
+        if bias is not None:
+            out.add_(bias)
         return
     check_gpu_gemm(a, b, p.k, out)
     if c is not None and c.stride(-1) != 1:
         c = c.contiguous()
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
     # Grouped operands as one buffer of rows (a copy only when the groups are apart).
     if a.dim() == 3:
         a = a.reshape(-1, p.k).view(a.shape)
@@ -136,7 +142,7 @@ def _plan_and_launch(gemm_type, a, sfa, b, sfb, c, out, p: V.GemmProblem, groupe
         device, _GEMM_TYPES[gemm_type], p.m, p.n, p.k, p.num_groups, expected_m or 0,
         _heuristics.SFB_RECIPES.index(p.sfb_recipe), _heuristics.OUT_DTYPES.index(out_dtype), c is not None,
         num_sms, key, cfg))
-    if _door(gemm_type, a, sfa, b, sfb, c, out, grouped_layout, expected_m or 0) is not True:
+    if _door(gemm_type, a, sfa, b, sfb, c, out, grouped_layout, expected_m or 0, bias=bias) is not True:
         raise RuntimeError(f"deepgemm_ops internal error: the GEMM door refused a validated {gemm_type} call after "
                            f"its plan ({key}) was installed")
 
@@ -154,20 +160,20 @@ def clear_plans() -> int:
 # TORCH_LIBRARY_IMPL would have to call back into Python under the GIL on every miss. The trampoline costs about a
 # microsecond per call (fp8_gemm_nt 10 µs per eager call against aten mm's 11 on the H200, docs/PERF.md).
 @_impl("fp8_gemm_nt", "CUDA")
-def _fp8_gemm_nt_cuda(a, sfa, b, sfb, c=None, out_dtype=None):
-    out = _door("normal", a, sfa, b, sfb, c, out_dtype=out_dtype)
+def _fp8_gemm_nt_cuda(a, sfa, b, sfb, c=None, out_dtype=None, bias=None):
+    out = _door("normal", a, sfa, b, sfb, c, out_dtype=out_dtype, bias=bias)
     if out is not None:
         return out
-    p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
+    p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype, bias)
     out = gemm_output(a, p)
-    _plan_and_launch("normal", a, sfa, b, sfb, c, out, p)
+    _plan_and_launch("normal", a, sfa, b, sfb, c, out, p, bias=bias)
     return out
 
 
 @_impl("fp8_gemm_nt_out", "CUDA")
-def _fp8_gemm_nt_out_cuda(a, sfa, b, sfb, out, c=None):
-    if _door("normal", a, sfa, b, sfb, c, out) is None:
-        _plan_and_launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c))
+def _fp8_gemm_nt_out_cuda(a, sfa, b, sfb, out, c=None, bias=None):
+    if _door("normal", a, sfa, b, sfb, c, out, bias=bias) is None:
+        _plan_and_launch("normal", a, sfa, b, sfb, c, out, check_gemm_out(a, sfa, b, sfb, out, c, bias), bias=bias)
 
 
 # Grouped layouts: m_indices / masked_m are read by the kernel on the device (no host sync, CUDA-graph safe).

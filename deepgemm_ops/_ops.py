@@ -18,11 +18,12 @@ _GEMM_TAGS = (torch.Tag.needs_fixed_stride_order,)
 # name -> (schema, tags). The only place the op signatures are written.
 SCHEMAS = {
     "fp8_gemm_nt": (
-        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor? c=None, ScalarType? out_dtype=None) -> Tensor",
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor? c=None, ScalarType? out_dtype=None, Tensor? bias=None) "
+        "-> Tensor",
         _GEMM_TAGS,
     ),
     "fp8_gemm_nt_out": (
-        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor(a!) out, Tensor? c=None) -> ()",
+        "(Tensor a, Tensor sfa, Tensor b, Tensor sfb, Tensor(a!) out, Tensor? c=None, Tensor? bias=None) -> ()",
         _GEMM_TAGS,
     ),
     "m_grouped_fp8_gemm_nt_contiguous": (
@@ -114,8 +115,10 @@ def groups_out(p: V.GemmProblem, a, out) -> V.GemmProblem:
     return p
 
 
-def check_gemm_out(a, sfa, b, sfb, out, c):
-    return rows_out(V.check_gemm_nt(a, sfa, b, sfb, c), a, out, c is not None)
+def check_gemm_out(a, sfa, b, sfb, out, c, bias=None):
+    p = rows_out(V.check_gemm_nt(a, sfa, b, sfb, c), a, out, c is not None)
+    V.check_bias(bias, p.n, out.dtype, a.device)
+    return p
 
 
 def check_contiguous_out(a, sfa, b, sfb, m_indices, out):
@@ -130,13 +133,13 @@ def check_masked_out(a, sfa, b, sfb, masked_m, expected_m, out):
 
 
 @_fake("fp8_gemm_nt")
-def _fp8_gemm_nt_fake(a, sfa, b, sfb, c=None, out_dtype=None):
-    return gemm_output(a, V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype))
+def _fp8_gemm_nt_fake(a, sfa, b, sfb, c=None, out_dtype=None, bias=None):
+    return gemm_output(a, V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype, bias))
 
 
 @_fake("fp8_gemm_nt_out")
-def _fp8_gemm_nt_out_fake(a, sfa, b, sfb, out, c=None):
-    check_gemm_out(a, sfa, b, sfb, out, c)
+def _fp8_gemm_nt_out_fake(a, sfa, b, sfb, out, c=None, bias=None):
+    check_gemm_out(a, sfa, b, sfb, out, c, bias)
 
 
 @_fake("m_grouped_fp8_gemm_nt_contiguous")
@@ -201,22 +204,23 @@ def _get_mn_major_tma_aligned_tensor_fake(sf):
 # --- CPU reference kernels -----------------------------------------------------------------------------------------
 
 
-def reference_gemm(a, sfa, b, sfb, recipe: str, c=None) -> torch.Tensor:
-    """fp32 D = C + dequant(A) @ dequant(B)^T for one group."""
+def reference_gemm(a, sfa, b, sfb, recipe: str, c=None, bias=None) -> torch.Tensor:
+    """fp32 D = C + dequant(A) @ dequant(B)^T (+ bias, broadcast over the rows) for one group."""
     d = _layout.dequantize_rows(a, sfa) @ _layout.dequantize_b(b, sfb, recipe).t()
-    return d if c is None else d + c
+    d = d if c is None else d + c
+    return d if bias is None else d + bias.float()
 
 
 @_impl("fp8_gemm_nt", "CPU")
-def _fp8_gemm_nt_cpu(a, sfa, b, sfb, c=None, out_dtype=None):
-    p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype)
-    return reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c).to(p.out_dtype)
+def _fp8_gemm_nt_cpu(a, sfa, b, sfb, c=None, out_dtype=None, bias=None):
+    p = V.check_gemm_nt(a, sfa, b, sfb, c, out_dtype, bias)
+    return reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c, bias).to(p.out_dtype)
 
 
 @_impl("fp8_gemm_nt_out", "CPU")
-def _fp8_gemm_nt_out_cpu(a, sfa, b, sfb, out, c=None):
-    p = check_gemm_out(a, sfa, b, sfb, out, c)
-    out.copy_(reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c))
+def _fp8_gemm_nt_out_cpu(a, sfa, b, sfb, out, c=None, bias=None):
+    p = check_gemm_out(a, sfa, b, sfb, out, c, bias)
+    out.copy_(reference_gemm(a, sfa, b, sfb, p.sfb_recipe, c, bias))
 
 
 def _check_m_indices(m_indices, num_groups: int) -> None:

@@ -137,8 +137,9 @@ def check_out(out, shape_names: Sequence[str], shape: Sequence[Dim], device, has
     return out.dtype
 
 
-def check_gemm_nt(a, sfa, b, sfb, c=None, out_dtype=None) -> GemmProblem:
-    """fp8_gemm_nt: a [M, K], sfa [M, ceil(K/128)], b [N, K], sfb (either recipe), c [M, N] fp32."""
+def check_gemm_nt(a, sfa, b, sfb, c=None, out_dtype=None, bias=None) -> GemmProblem:
+    """fp8_gemm_nt: a [M, K], sfa [M, ceil(K/128)], b [N, K], sfb (either recipe), c [M, N] fp32, bias [N] in the
+    output's dtype (the _out form checks its bias against ``out``: check_bias)."""
     check_tensor("a", a, FP8, ("M", "K"), (None, None))
     m, k = a.shape
     check_tensor("b", b, FP8, ("N", "K"), (None, k))
@@ -148,7 +149,21 @@ def check_gemm_nt(a, sfa, b, sfb, c=None, out_dtype=None) -> GemmProblem:
     if c is not None:
         check_tensor("c", c, torch.float32, ("M", "N"), (m, n))
     _check_common(a, b, (("sfa", sfa), ("b", b), ("sfb", sfb), ("c", c)))
-    return GemmProblem(m, n, k, 1, recipe, resolve_out_dtype(out_dtype, c is not None))
+    resolved = resolve_out_dtype(out_dtype, c is not None)
+    check_bias(bias, n, resolved, a.device)
+    return GemmProblem(m, n, k, 1, recipe, resolved)
+
+
+def check_bias(bias, n: int, out_dtype: torch.dtype, device) -> None:
+    """The optional bias of a dense GEMM: [N] in the output's dtype (added to the fp32 accumulator before the one
+    rounding to it), on the operands' device, no zero stride."""
+    if bias is None:
+        return
+    if isinstance(bias, torch.Tensor) and bias.dtype != out_dtype:
+        raise ValueError(f"bias must have the output's dtype, {dtype_name(out_dtype)}, got {describe(bias)}")
+    check_tensor("bias", bias, out_dtype, ("N",), (n,))
+    check_no_broadcast("bias", bias)
+    check_device("bias", bias, device)
 
 
 def check_grouped_contiguous(a, sfa, b, sfb, m_indices) -> GemmProblem:

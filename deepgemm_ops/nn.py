@@ -29,13 +29,18 @@ def _gemm_out_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float32 else torch.bfloat16
 
 
-def _gemm(a, sfa, b, sfb, dtype: torch.dtype) -> Tensor:
-    """``fp8_gemm_nt`` with the result in ``dtype`` (bf16 or fp32 from the kernel, converted only when it differs).
+def _gemm(a, sfa, b, sfb, dtype: torch.dtype, bias: Tensor | None = None) -> Tensor:
+    """``fp8_gemm_nt`` (+ bias) with the result in ``dtype`` (bf16 or fp32 from the kernel, converted only when it
+    differs). The kernel adds a bias of its output dtype in its epilogue (one rounding, no extra pass over D); a bias
+    of another dtype (fp16 layers) is added afterwards.
 
     No ``.to`` when the dtype already matches: under torch.compile in torch 2.11, an autograd.Function whose forward
     returns ``t.to(t.dtype)`` (t itself) gets zeros as its output gradient (fixed in later releases; test_nn.py)."""
-    out = _ops.fp8_gemm_nt(a, sfa, b, sfb, None, _gemm_out_dtype(dtype))
-    return out if out.dtype == dtype else out.to(dtype)
+    out_dtype = _gemm_out_dtype(dtype)
+    fused = bias if bias is not None and bias.dtype == out_dtype else None
+    out = _ops.fp8_gemm_nt(a, sfa, b, sfb, None, out_dtype, fused)
+    out = out if out.dtype == dtype else out.to(dtype)
+    return out if bias is None or fused is not None else out + bias
 
 
 def _quantize_weight(weight: Tensor, with_transpose: bool) -> tuple:
@@ -66,25 +71,27 @@ def _activation_casts(t: Tensor, with_transpose: bool, transpose_is_a: bool) -> 
 
 
 class _FP8LinearFunction(torch.autograd.Function):
-    """x2 and weight are the differentiable inputs; the casts of x (xq, xs and, for the weight gradient, xq_t, xs_t)
-    and of the weight come in precomputed, so that the saved activation is FP8 xᵀ instead of x."""
+    """x2, weight and bias (or None) are the differentiable inputs; the casts of x (xq, xs and, for the weight
+    gradient, xq_t, xs_t) and of the weight come in precomputed, so that the saved activation is FP8 xᵀ instead of x.
+    The bias is added in the forward GEMM's epilogue."""
 
     @staticmethod
-    def forward(x2: Tensor, weight: Tensor, xq: Tensor, xs: Tensor, xq_t, xs_t, wq: Tensor, ws: Tensor, wq_t,
+    def forward(x2: Tensor, weight: Tensor, bias, xq: Tensor, xs: Tensor, xq_t, xs_t, wq: Tensor, ws: Tensor, wq_t,
                 ws_t) -> Tensor:
-        return _gemm(xq, xs, wq, ws, x2.dtype)
+        return _gemm(xq, xs, wq, ws, x2.dtype, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x2, weight, _, _, xq_t, xs_t, _, _, wq_t, ws_t = inputs
+        x2, weight, bias, _, _, xq_t, xs_t, _, _, wq_t, ws_t = inputs
         ctx.save_for_backward(x2 if xq_t is None else None, xq_t, xs_t, wq_t, ws_t)
         ctx.x_dtype = x2.dtype
         ctx.weight_dtype = weight.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         x2, xq_t, xs_t, wq_t, ws_t = ctx.saved_tensors
-        dx = dw = None
+        dx = dw = db = None
         dy = dy.contiguous()
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dyq, dys, dy_t, dy_ts = _activation_casts(dy, need_dw, True) if need_dx else (None, None, None, None)
@@ -97,7 +104,9 @@ class _FP8LinearFunction(torch.autograd.Function):
                 xq_t, xs_t = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
             # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
             dw = _gemm(dy_t, dy_ts, xq_t, xs_t, ctx.weight_dtype)
-        return dx, dw, None, None, None, None, None, None, None, None
+        if ctx.needs_input_grad[2]:
+            db = dy.sum(0).to(ctx.bias_dtype)
+        return dx, dw, db, None, None, None, None, None, None, None, None
 
 
 def _check_features(weight: Tensor) -> None:
@@ -124,9 +133,8 @@ def fp8_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     wq, ws, wq_t, ws_t = quantized_weight
     x2 = x.reshape(-1, x.shape[-1])
     xq, xs, xq_t, xs_t = _activation_casts(x2.detach(), torch.is_grad_enabled() and weight.requires_grad, False)
-    y = _FP8LinearFunction.apply(x2, weight, xq, xs, xq_t, xs_t, wq, ws, wq_t, ws_t)
-    y = y.reshape(*x.shape[:-1], weight.shape[0])
-    return y if bias is None else y + bias
+    y = _FP8LinearFunction.apply(x2, weight, bias, xq, xs, xq_t, xs_t, wq, ws, wq_t, ws_t)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 class FP8Linear(nn.Linear):

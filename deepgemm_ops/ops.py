@@ -19,20 +19,23 @@ _ops = torch.ops.deepgemm
 
 
 def fp8_gemm_nt(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, c: Tensor | None = None,
-                out_dtype: torch.dtype | None = None) -> Tensor:
-    """D = C + A·Bᵀ with fine-grained scaling.
+                out_dtype: torch.dtype | None = None, bias: Tensor | None = None) -> Tensor:
+    """D = C + A·Bᵀ (+ bias) with fine-grained scaling.
 
     a: e4m3 [M, K] with sfa fp32 [M, ceil(K/128)]; b: e4m3 [N, K] with sfb fp32 [ceil(N/128), ceil(K/128)] (128x128
     blocks) or [N, ceil(K/128)] (1x128 rows); c: optional fp32 [M, N]. Returns bf16 [M, N], or fp32 when
-    ``out_dtype=torch.float32`` or ``c`` is given. Both operands K-major.
+    ``out_dtype=torch.float32`` or ``c`` is given. Both operands K-major. ``bias``: optional [N] in the output's
+    dtype, added to every row in the kernel's epilogue (fp32 accumulator + bias, rounded once), as a linear layer's
+    bias.
     """
-    return _ops.fp8_gemm_nt.default(a, sfa, b, sfb, c, out_dtype)
+    return _ops.fp8_gemm_nt.default(a, sfa, b, sfb, c, out_dtype, bias)
 
 
-def fp8_gemm_nt_out(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, out: Tensor, c: Tensor | None = None) -> None:
+def fp8_gemm_nt_out(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, out: Tensor, c: Tensor | None = None,
+                    bias: Tensor | None = None) -> None:
     """:func:`fp8_gemm_nt` into ``out`` (bf16 or fp32 [M, N]; fp32 with ``c``; may be a row-strided slice or ``c``
-    itself)."""
-    _ops.fp8_gemm_nt_out.default(a, sfa, b, sfb, out, c)
+    itself; ``bias`` in out's dtype)."""
+    _ops.fp8_gemm_nt_out.default(a, sfa, b, sfb, out, c, bias)
 
 
 def m_grouped_fp8_gemm_nt_contiguous(a: Tensor, sfa: Tensor, b: Tensor, sfb: Tensor, m_indices: Tensor) -> Tensor:

@@ -354,6 +354,35 @@ def test_forced_tiles(force_tile, m, n, k, recipe, with_c, tile):
     check_gemm(m, n, k, recipe, with_c=with_c, seed=m + k)
 
 
+BIAS_CASES = [  # both epilogues (TMA store: N % 8 == 0; direct stores: fp32, or N % 8 != 0), C, tails, 256-row tiles
+    (65, 2112, 576, "128x128", torch.bfloat16, False, None),
+    (65, 2100, 576, "1x128", torch.bfloat16, False, None),
+    (300, 576, 7168, "1x128", torch.float32, True, None),
+    (4096, 7168, 2048, "128x128", torch.bfloat16, False, (256, 128, 2)),
+    (520, 576, 2112, "1x128", torch.bfloat16, False, (256, 128, 2)),
+]
+
+
+@pytest.mark.parametrize("m,n,k,recipe,out_dtype,with_c,tile", BIAS_CASES)
+def test_bias_in_the_epilogue(force_tile, m, n, k, recipe, out_dtype, with_c, tile):
+    if tile:
+        force_tile(*tile)
+    a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=with_c, seed=n)
+    bias = (torch.randn(n, device="cuda") * 4).to(out_dtype)
+    ref = reference(a, sfa, b, sfb, c) + bias.float()
+    got = ops.fp8_gemm_nt(a, sfa, b, sfb, c, out_dtype, bias)
+    assert got.dtype == out_dtype and not got.isnan().any()
+    assert rel_err(got, ref) < (4e-3 if out_dtype == torch.bfloat16 else 1e-3)
+    assert torch.equal(ops.fp8_gemm_nt(a, sfa, b, sfb, c, out_dtype, bias), got)  # the door's launch of the plan
+    # the _out form, with a bias read through a stride (made contiguous on the way); and the same plan without bias
+    strided = torch.stack([bias, torch.full_like(bias, float("nan"))], 1).flatten()[::2]
+    out = torch.full((m, n), float("nan"), dtype=out_dtype, device="cuda")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out, c, strided)
+    assert torch.equal(out, got)
+    plain = ops.fp8_gemm_nt(a, sfa, b, sfb, c, out_dtype)
+    assert rel_err(plain, reference(a, sfa, b, sfb, c)) < (4e-3 if out_dtype == torch.bfloat16 else 1e-3)
+
+
 @pytest.mark.parametrize("block_n", [128, 64])
 def test_forced_256_row_tiles_masked(force_tile, block_n):
     force_tile(256, block_n, 1)

@@ -53,16 +53,17 @@ CASES = {
 # Instructions in the innermost loop around the QGMMAs (one k-block, or a ping-pong pair) per warp: the larger of
 # NVRTC's (through nvJitLink) and nvcc's count when the kernels moved onto CuTe's primitives with 32-bit, warp-uniform
 # descriptor advances (the hand-written PTX layer before: 286, 254, 214, 354, 300, 311); +1-2 since every math lane
-# arrives on empty[s] (206, 206, 156 with a lane-0 arrive). A change that lengthens the
+# arrives on empty[s] (206, 206, 156 with a lane-0 arrive); +1 in the two bf16 TMA-store kernels since the epilogue
+# can add a bias (register allocation; 207 before). A change that lengthens the
 # main loop fails here; lower a bound when the loop gets shorter.
 MAIN_LOOP_BOUND = {
-    "dense_bf16_large": 207,
+    "dense_bf16_large": 208,
     "dense_fp32_c_1x128_k576": 223,
     "dense_fp32_bn144": 195,
     "dense_bm64_bn112_pingpong": 315,
     "contiguous_1x128": 276,
     "masked_k576": 289,
-    "dense_bm256_cl2": 207,
+    "dense_bm256_cl2": 208,
     "dense_bn192_n2112": 158,  # 236 with the B-scale block choice made at run time (DeepGEMM: 140)
     "k_grouped_c": 392,
     "k_grouped_bm64": 392,

@@ -51,6 +51,24 @@ def test_fp8_gemm_nt_out_writes_a_slice_in_place():
     assert rel_err(acc, float64_gemm(a, sfa, b, sfb, c)) < FP32_TOL
 
 
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_fp8_gemm_nt_adds_a_bias_before_rounding(recipe):
+    a, sfa, b, sfb, c = gemm_inputs(65, 576, 576, recipe, with_c=True)
+    gen = torch.Generator().manual_seed(7)
+    bias = torch.randn(576, generator=gen) * 4
+    want = float64_gemm(a, sfa, b, sfb) + bias.double()
+    d = ops.fp8_gemm_nt(a, sfa, b, sfb, bias=bias.bfloat16())
+    assert d.dtype == torch.bfloat16
+    assert rel_err(d, float64_gemm(a, sfa, b, sfb) + bias.bfloat16().double()) < BF16_TOL
+    assert rel_err(ops.fp8_gemm_nt(a, sfa, b, sfb, out_dtype=torch.float32, bias=bias), want) < FP32_TOL
+    assert rel_err(ops.fp8_gemm_nt(a, sfa, b, sfb, c, bias=bias), want + c.double()) < FP32_TOL
+    # _out form, a bias with a stride (a view of every other element)
+    strided = torch.stack([bias, torch.full_like(bias, float("nan"))], 1).flatten()[::2]
+    out = torch.empty(65, 576)
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out, c, bias=strided)
+    assert rel_err(out, want + c.double()) < FP32_TOL
+
+
 def test_fp8_gemm_nt_accepts_any_scale_strides():
     a, sfa, b, sfb, _ = gemm_inputs(65, 576, 576)
     mn_major = ops.get_mn_major_tma_aligned_tensor(sfa)

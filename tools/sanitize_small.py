@@ -4,7 +4,7 @@
 
     (tools/sanitize.sh runs it under memcheck, racecheck and synccheck)
 
-Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with C, the 1x128 recipe, the contiguous
+Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with C, a bias, the 1x128 recipe, the contiguous
 layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
@@ -42,6 +42,9 @@ for recipe, with_c in (("128x128", False), ("1x128", True)):
         print(f"dense {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
     ops.fp8_gemm_nt_out(a, sfa, b, sfb, d, c)
     print(f"dense_out {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+    bias = torch.randn(576, device="cuda").to(d.dtype)  # the bias in each epilogue (bf16 TMA store, fp32 + C)
+    d = ops.fp8_gemm_nt(a, sfa, b, sfb, c, d.dtype, bias)
+    print(f"dense bias {recipe} c={with_c}: {err(d.cpu(), ref + bias.cpu().float()):.1e}")
 a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
 ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
 keep = m_indices.cpu() >= 0

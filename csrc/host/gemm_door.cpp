@@ -6,8 +6,9 @@
 //
 // The predicate is a subset of what the Python validation accepts, so a door hit never skips an error: it checks
 // dtypes, shapes, devices, the K-major / TMA alignment / 32-bit extent rules of the kernels and the absence of
-// zero strides; zero-sized problems always take the Python path. It makes the layouts the kernel reads the way
-// the Python path does (sfa MN-major with the TMA-aligned M stride, sfb contiguous).
+// zero strides (a bias: [N], unit stride, D's dtype); zero-sized problems always take the Python path. It makes the
+// layouts the kernel reads the way the Python path does (sfa MN-major with the TMA-aligned M stride, sfb
+// contiguous).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
@@ -54,7 +55,7 @@ int sfb_recipe_of(const at::Tensor& sfb, const at::Device& device, int64_t group
 // num_sms: the set_num_sms value, 0 when unset (then the SM count of the inputs' device).
 pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Tensor& sfa, const at::Tensor& b,
                            const at::Tensor& sfb, const std::optional<at::Tensor>& c,
-                           const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& grouped_layout,
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& grouped_layout,
                            int64_t expected_m, int64_t out_code, int64_t num_sms) {
   const auto none = pybind11::none();
   if (!a.is_cuda()) return none;
@@ -84,6 +85,11 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
   const int out_dtype = door::out_dtype_code(out, device, masked, grouped, groups, m, n, has_c, out_code);
   const int sms = door::sm_budget(num_sms, device);
   if (out_dtype < 0 || sms == 0) return none;
+  // bias: normal GEMMs, [N] contiguous in D's dtype.
+  if (bias && (grouped || !on(*bias, device, out_dtype == 1 ? at::kFloat : at::kBFloat16, 1) || bias->size(0) != n ||
+               bias->stride(0) != 1)) {
+    return none;
+  }
   const std::optional<Plan> plan =
       plans().find(door::plan_key(device.index(), gemm_type, recipe, m, n, k, groups, expected_m, out_dtype, has_c,
                                   sms));
@@ -103,6 +109,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     args.b = b.data_ptr();
     args.sfb = sfb_c.data_ptr<float>();
     args.c = has_c ? c->data_ptr<float>() : nullptr;
+    args.bias = bias ? bias->data_ptr() : nullptr;
     args.d = d.data_ptr();
     args.grouped_layout = grouped ? layout.data_ptr<int32_t>() : nullptr;
     args.m = static_cast<int>(m);

@@ -56,6 +56,7 @@ struct Fp8GemmArgs {
   const void* b;
   const float* sfb;
   const float* c;                // nullptr unless the kernel was built with has_c
+  const void* bias;              // [N] in d's dtype, or nullptr (normal GEMMs only)
   void* d;                       // bf16 or fp32 as the kernel's out_dtype
   const int32_t* grouped_layout;  // m_indices (contiguous) / masked_m (masked) / ks (k-grouped); nullptr for normal
   int m;
@@ -153,6 +154,7 @@ inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArg
   if (type == GemmType::Normal) {
     expect(x.num_groups == 1, "a normal GEMM needs num_groups == 1, got " + s(x.num_groups));
   } else {
+    expect(x.bias == nullptr, "grouped GEMMs take no bias");
     expect(x.num_groups >= 1, "a grouped GEMM needs num_groups >= 1, got " + s(x.num_groups));
     expect(x.grouped_layout != nullptr, "a grouped GEMM needs grouped_layout (m_indices / masked_m / ks)");
     expect(!cfg.has_c || type == GemmType::KGrouped, "m-grouped GEMMs take no C operand");
@@ -234,6 +236,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   Fp8GemmParams params{};
   params.d = x.d;
   params.c = x.c;
+  params.bias = x.bias;
   params.sfb = x.sfb;
   params.grouped_layout = x.grouped_layout;
   params.m = x.m;

@@ -37,6 +37,7 @@ constexpr bool cluster_multicasts_a(int block_m) { return block_m == 256; }
 struct Fp8GemmParams {
   void* d;                    // bf16 or fp32 output, row stride ldd elements
   const float* c;             // optional fp32 addend, row stride ldc elements (nullptr when the kernel has no C)
+  const void* bias;           // optional [N] addend in D's dtype, the same for every row (normal GEMMs; else nullptr)
   const float* sfb;           // B scales, row-major: [G, ceil(N/128), ceil(K/128)] or [G, N, ceil(K/128)]
   const int* grouped_layout;  // contiguous: m_indices [m]; masked: masked_m [num_groups]; k-grouped: ks [num_groups];
                               // normal: unused

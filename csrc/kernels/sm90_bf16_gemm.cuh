@@ -74,7 +74,7 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
       loop.consume(st, math_wg, lane, acc[0]);
       if constexpr (!kOutFp32) {
         if (p.store_d_by_tma) {
-          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, staging + math_wg * Epi::kSliceBytes, tma_d);
+          Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * Epi::kSliceBytes, tma_d);
           continue;
         }
       }

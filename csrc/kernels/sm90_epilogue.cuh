@@ -7,6 +7,8 @@
 // warp 0 TMA-stores one chunk per lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
 // store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
 // Otherwise (fp32 output, C, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns per lane.
+// A bias (normal GEMMs, p.bias in D's dtype) is added to the fp32 accumulator before the one rounding to D's dtype;
+// each thread reads the BLOCK_N / 4 values of its columns once per tile.
 //
 // C (fp32 output), 64/128-row tiles: when a tile starts, each math thread copies the C values of its accumulator
 // elements into its own slots of the staging tile (cp.async, zero-filled outside D), so C's read runs under the main
@@ -121,6 +123,30 @@ struct Epilogue {
     }
   }
 
+  // This thread's bias values for its columns of the tile: column col0 + 8j + e at [2j + e]; 0 past N or without a
+  // bias (a warp-uniform branch: the pointer is the same for the whole grid).
+  using BiasT = cute::conditional_t<kOutFp32, float, __nv_bfloat16>;
+  struct Bias {
+    float v[kBlockN / 4];
+  };
+  __device__ static Bias load_bias(const Fp8GemmParams& p, const Tile& t, int lane) {
+    Bias b{};
+    if constexpr (kType == GemmType::Normal) {
+      if (p.bias != nullptr) {
+        const BiasT* bias = static_cast<const BiasT*>(p.bias);
+        const int col0 = t.n_block * kBlockN + (lane % 4) * 2;
+#pragma unroll
+        for (int i = 0; i < kBlockN / 4; ++i) {
+          const int col = col0 + i / 2 * 8 + i % 2;
+          if (col < kN) b.v[i] = static_cast<float>(bias[col]);
+        }
+      }
+    }
+    return b;
+  }
+  // The bias of accumulator element i (column col0 + i / 4 * 8 + i % 2).
+  __device__ static float bias_of(const Bias& b, int i) { return b.v[i / 4 * 2 + i % 2]; }
+
   // Bounds-checked stores of the warpgroup's kWaves slices (acc[w]: slice math_wg * kWaves + w), plus C (from this
   // thread's slots once its copies have landed).
   template <int kWaves>
@@ -128,6 +154,7 @@ struct Epilogue {
                                       const float (&acc)[kWaves][kBlockN / 2], uint8_t* staging) {
     if constexpr (kPrefetchC) cute::cp_async_wait<0>();
     const bool paired = p.ldd % 2 == 0;
+    const Bias bias = load_bias(p, t, lane);
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
       const int slice = math_wg * kWaves + w;
@@ -139,7 +166,7 @@ struct Epilogue {
         if (col >= kN) break;
         float v[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) v[e] = acc[w][4 * j + e] + c_value(p, at, 4 * j + e, slots);
+        for (int e = 0; e < 4; ++e) v[e] = acc[w][4 * j + e] + c_value(p, at, 4 * j + e, slots) + bias_of(bias, 4 * j + e);
         if (at.row0_ok) store_pair(p, at.row0, col, v[0], v[1], paired);
         if (at.row1_ok) store_pair(p, at.row0 + 8, col, v[2], v[3], paired);
       }
@@ -171,8 +198,9 @@ struct Epilogue {
 
   // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers.
   template <int kWaves>
-  __device__ static void store_tma(const Tile& t, int math_wg, int warp_in_wg, int lane,
+  __device__ static void store_tma(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
                                    const float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
+    const Bias bias = load_bias(p, t, lane);  // before the barrier: its latency overlaps the wait
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
     if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
@@ -181,7 +209,9 @@ struct Epilogue {
     const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
-      const float(&a)[kBlockN / 2] = acc[w];
+      float a[kBlockN / 2];
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) a[i] = acc[w][i] + bias_of(bias, i);
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; j += 2) {
         uint8_t* dst = smem_d + w * kSliceBytes + staged_offset(row, j + q / 2);

@@ -92,7 +92,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
       if constexpr (!kOutFp32) {
         if (p.store_d_by_tma) {
-          Epi::store_tma(t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);
+          Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);
           continue;
         }
       }
