@@ -54,7 +54,7 @@ class TestHostModuleBuild(unittest.TestCase):
             print("has_kernel", m.has_kernel("nothing", 0), "loaded", m.loaded_kernels())
             a = torch.zeros(64, 128).to(torch.float8_e4m3fn)
             sf = torch.ones(64, 1)
-            print("door on CPU tensors", m.gemm_door(0, a, sf, a, sf, None, None, None, 0, -1, 0))
+            print("door on CPU tensors", m.gemm_door(0, a, sf, a, sf, None, None, None, None, 0, -1, 0))
             ks = torch.tensor([128], dtype=torch.int32)
             print("k-grouped door on CPU tensors", m.k_grouped_gemm_door(a, sf, a, sf, ks, None, None, 0))
             cfg = [128, 128, 128, 5, 2, 384, 1, 8, 100000, 132, 0, 0, 0, 0]
