@@ -6,6 +6,7 @@ CPU op itself for the small ones; both were checked against an independent float
 """
 
 import itertools
+import threading
 
 import pytest
 import torch
@@ -219,6 +220,36 @@ def test_non_default_stream():
         out = ops.fp8_gemm_nt(a, sfa, b, sfb)
     torch.cuda.current_stream().wait_stream(stream)
     assert rel_err(out, ref) < 4e-3
+
+
+def test_launches_from_a_thread_whose_first_cuda_work_is_ours():
+    # Autograd runs backward on its own thread; torch leaves no context current there until its first runtime call,
+    # and a driver-API launch must bind one itself. Each op gets a fresh thread.
+    a, sfa, b, sfb, _ = gemm_inputs(256, 2112, 7168, device="cuda", seed=5)
+    x = torch.randn(256, 7168, device="cuda", dtype=torch.bfloat16)
+    want_gemm, want_cast = ops.fp8_gemm_nt(a, sfa, b, sfb), ops.per_token_cast_to_fp8(x)
+    out = torch.full_like(want_gemm, float("nan"))
+    got = {}
+
+    def in_a_fresh_thread(name, fn):
+        def run():
+            try:
+                got[name] = fn()
+            except Exception as e:  # re-raised below, in the test's thread
+                got[name] = e
+        torch.cuda.synchronize()
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        if isinstance(got[name], Exception):
+            raise got[name]
+        torch.cuda.synchronize()
+        return got[name]
+
+    in_a_fresh_thread("gemm", lambda: ops.fp8_gemm_nt_out(a, sfa, b, sfb, out))
+    assert torch.equal(out, want_gemm)
+    q, sf = in_a_fresh_thread("cast", lambda: ops.per_token_cast_to_fp8(x))
+    assert torch.equal(q.view(torch.uint8), want_cast[0].view(torch.uint8)) and torch.equal(sf, want_cast[1])
 
 
 def test_cuda_graph_replay_with_new_inputs():

@@ -36,7 +36,7 @@ void launch_cast(const LoadedKernel& kernel, const Fp8CastParams& params, unsign
   launch.blockDimZ = 1;
   launch.hStream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   void* args[] = {const_cast<Fp8CastParams*>(&params)};
-  check_cu(driver().LaunchKernelEx(&launch, kernel.function, args, nullptr), "cuLaunchKernelEx(fp8 cast)");
+  launch_kernel(launch, kernel.function, args, "cuLaunchKernelEx(fp8 cast)");
 }
 
 // The same order as deepgemm_ops._codegen.CAST_KINDS.

@@ -25,6 +25,7 @@ struct DriverApi {
   decltype(&cuModuleGetFunction) ModuleGetFunction;
   decltype(&cuModuleUnload) ModuleUnload;
   decltype(&cuFuncLoad) FuncLoad;
+  decltype(&cuCtxGetCurrent) CtxGetCurrent;
 };
 
 namespace detail {
@@ -54,6 +55,7 @@ inline const DriverApi& driver() {
     detail::load_symbol(a.ModuleGetFunction, "cuModuleGetFunction");
     detail::load_symbol(a.ModuleUnload, "cuModuleUnload");
     detail::load_symbol(a.FuncLoad, "cuFuncLoad");
+    detail::load_symbol(a.CtxGetCurrent, "cuCtxGetCurrent");
     return a;
   }();
   return api;
@@ -78,6 +80,21 @@ inline void check_cu(CUresult res, const char* what) {
   driver().GetErrorString(res, &msg);
   throw std::runtime_error(std::string("deepgemm_ops: ") + what + " failed: " + (msg ? msg : "unknown CUDA error") +
                            " (CUresult " + std::to_string(static_cast<int>(res)) + ")");
+}
+
+// Makes the primary context of the runtime's current device (the caller's CUDAGuard) current on this thread. The
+// driver API needs a current context, and torch does not always leave one: CUDAGuard skips cudaSetDevice when the
+// device already matches, so a thread whose first CUDA work is ours (autograd's backward thread) has none.
+inline void bind_current_context() {
+  CUcontext context = nullptr;
+  check_cu(driver().CtxGetCurrent(&context), "cuCtxGetCurrent");
+  if (context == nullptr) check_cuda(cudaFree(nullptr), "cudaFree(nullptr) (context initialisation)");
+}
+
+// Every kernel launch goes through here: the context first, then the launch, its failure named by `what`.
+inline void launch_kernel(const CUlaunchConfig& config, CUfunction function, void** args, const char* what) {
+  bind_current_context();
+  check_cu(driver().LaunchKernelEx(&config, function, args, nullptr), what);
 }
 
 }  // namespace deepgemm_ops

@@ -70,7 +70,7 @@ class KernelRegistry {
 
     // Torch's primary context of `device` must be current: the driver API loads into the current context.
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    check_cuda(cudaFree(nullptr), "cudaFree(nullptr) (context initialisation)");
+    bind_current_context();
     const DriverApi& cu = driver();
     LoadedKernel loaded;
     loaded.dynamic_smem_bytes = image.dynamic_smem_bytes;

@@ -160,7 +160,7 @@ inline void launch_bf16_gemm(CUfunction fn, const Bf16GemmKernelConfig& cfg, con
   launch.sharedMemBytes = static_cast<unsigned>(cfg.smem_bytes);
   launch.hStream = stream;
   void* kernel_args[] = {&params, const_cast<CUtensorMap*>(&tma_a), const_cast<CUtensorMap*>(&tma_b), &tma_d};
-  check_cu(driver().LaunchKernelEx(&launch, fn, kernel_args, nullptr), "cuLaunchKernelEx(bf16 gemm)");
+  launch_kernel(launch, fn, kernel_args, "cuLaunchKernelEx(bf16 gemm)");
 }
 
 }  // namespace deepgemm_ops

@@ -267,7 +267,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   launch.numAttrs = 1;
   void* kernel_args[] = {&params, const_cast<CUtensorMap*>(&tma_a), const_cast<CUtensorMap*>(&tma_b),
                          const_cast<CUtensorMap*>(&tma_sfa), &tma_d};
-  check_cu(driver().LaunchKernelEx(&launch, fn, kernel_args, nullptr), "cuLaunchKernelEx(fp8 gemm)");
+  launch_kernel(launch, fn, kernel_args, "cuLaunchKernelEx(fp8 gemm)");
 }
 
 }  // namespace deepgemm_ops
