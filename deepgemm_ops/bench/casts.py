@@ -145,6 +145,12 @@ def format_linear(rows: list[dict]) -> str:
 
 
 def _train_step(layer, x, dy) -> None:
+    """One step as a training loop runs it: gradients cleared the way ``zero_grad()`` does by default (set to None,
+    host only), then forward and backward. x stands for the previous layer's output, whose gradient is handed on, not
+    accumulated: without the clearing both candidates would also time adding into x.grad and weight.grad (elementwise
+    kernels, ~0.2 ms at 8192 x 7168)."""
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
     layer(x).backward(dy)
 
 
