@@ -1,7 +1,8 @@
 """Compile representative FP8 and BF16 GEMM kernel configs for sm_90a with NVRTC (the default) and nvcc, with SASS checks
 (CPU machine, no GPU needed).
 
-Checks per kernel and compiler: ptxas reports no stack frame and no spills and does not serialise the wgmmas
+Checks per kernel and compiler: ptxas reports no stack frame and no spills (TILE_SPILL_BYTES: a bounded spill, never in
+the main loop) and does not serialise the wgmmas
 (C7510-C7519: an injected wait or a serialised pipeline), the SASS has FP8 wgmma (QGMMA) and no local-memory traffic
 (LDL/STL), and the main loop (the innermost loop around the QGMMAs) has no more instructions than MAIN_LOOP_BOUND
 allows. Skips a compiler that is not installed, and everything without cuobjdump.
@@ -43,6 +44,8 @@ CASES = {
     "masked_k576": _cfg(256, 576, 576, gemm_type="masked", groups=8),
     "dense_bm256_cl2": _cfg(4096, 7168, 2048, force=(256, 128, 2)),  # two waves per warpgroup, A multicast
     "dense_bn192_n2112": _cfg(4096, 2112, 7168),  # single-buffer loop, one per start offset in the scale block
+    # the dense weight gradient (1x128 on both, bf16 out): 256-row tiles, the k-block's B scales held in registers
+    "dense_wgrad_bm256_1x128": _cfg(7168, 7168, 8192, recipe="1x128"),
     # the weight gradient: run-time K per group (ks on the device), fp32 (+ C) into [G, M, N]; 128- and 64-row tiles
     "k_grouped_c": _cfg(4096, 7168, 8192, out="fp32", recipe="1x128", has_c=True, gemm_type="k_grouped", groups=4),
     "k_grouped_bm64": _cfg(256, 576, 2048, out="fp32", recipe="1x128", gemm_type="k_grouped", groups=8,
@@ -65,27 +68,42 @@ MAIN_LOOP_BOUND = {
     "masked_k576": 289,
     "dense_bm256_cl2": 208,
     "dense_bn192_n2112": 158,  # 236 with the B-scale block choice made at run time (DeepGEMM: 140)
+    "dense_wgrad_bm256_1x128": 353,  # two waves of 64 FMUL + 64 FFMA each (351 reading the B scales per wave)
     "k_grouped_c": 392,
     "k_grouped_bm64": 392,
 }
+
+# Kernels allowed to spill this many bytes, never inside the main loop: the weight-gradient kernel's math warpgroups
+# keep a few tile coordinates in local memory across each tile's main loop (one store and one load each per tile of
+# 64 k-blocks) to hold the k-block's B scales in registers; as fast as the spill-free 256x112 tile (811-813 against
+# 810-814 µs at 7168 x 7168 x 8192, H200, docs/PERF.md) and without its extra waves at N = 4096.
+TILE_SPILL_BYTES = {"dense_wgrad_bm256_1x128": 64}
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-9_.]*[^;]*);")
 _BACK_BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:!?U?P\w+,\s*)?(0x[0-9a-f]+)")
 
 
-def main_loop_instructions(sass: str) -> int:
-    """Instruction count of the smallest loop (a backward branch and its target) whose body issues a QGMMA."""
+def main_loop(sass: str) -> list[str]:
+    """The instructions of the smallest loop (a backward branch and its target) whose body issues a QGMMA."""
     code = [(int(addr, 16), text) for addr, text in _INSTRUCTION.findall(sass)]
-    sizes = []
+    loops = []
     for addr, text in code:
         m = _BACK_BRANCH.search(text)
         if m and int(m.group(1), 16) < addr:
             body = [t for a, t in code if int(m.group(1), 16) <= a <= addr]
             if any("QGMMA" in t for t in body):
-                sizes.append(len(body))
-    if not sizes:
+                loops.append(body)
+    if not loops:
         raise AssertionError("no loop with a QGMMA in the SASS")
-    return min(sizes)
+    return min(loops, key=len)
+
+
+def main_loop_instructions(sass: str) -> int:
+    return len(main_loop(sass))
+
+
+def main_loop_sass(sass: str) -> str:
+    return "\n".join(main_loop(sass))
 
 
 def _compile(compiler, name, cfg, n, k, out_dir):
@@ -121,11 +139,14 @@ class _KernelCompile:
         for name, (symbol, ptxas, sass) in self.results.items():
             with self.subTest(kernel=name):
                 self.assertIn(symbol, ptxas)
-                self.assertRegex(ptxas, r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads")
+                spill = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", ptxas)
+                self.assertLessEqual(max(int(g) for g in spill.groups()), TILE_SPILL_BYTES.get(name, 0))
                 self.assertNotIn("C7508", ptxas)  # setmaxnreg ignored
                 self.assertIsNone(re.search(r"\(C751\d\)", ptxas), "ptxas serialised or waited on wgmma")
                 self.assertRegex(sass, r"QGMMA\.64x\d+x32\.F32\.E4M3\.E4M3")
-                self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
+                if name not in TILE_SPILL_BYTES:
+                    self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
+                self.assertNotRegex(main_loop_sass(sass), r"\b(LDL|STL)\b", "local-memory traffic in the main loop")
 
     def test_main_loop_length(self):
         for name, (_, _, sass) in self.results.items():

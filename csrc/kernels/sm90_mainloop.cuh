@@ -243,18 +243,10 @@ struct Mainloop {
       promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
     } else if constexpr (kLaneOrderSfb) {
       const float* mine = sfb + (lane % 4) * 4;
+      float4 sbv[kBlockN / 16];
 #pragma unroll
-      for (int j = 0; j < kBlockN / 8; j += 2) {
-        const float4 sb = *reinterpret_cast<const float4*>(mine + j * 8);  // groups j and j + 1
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
-        acc[4 * j + 4] = fmaf(part[4 * j + 4], sa0 * sb.z, acc[4 * j + 4]);
-        acc[4 * j + 5] = fmaf(part[4 * j + 5], sa0 * sb.w, acc[4 * j + 5]);
-        acc[4 * j + 6] = fmaf(part[4 * j + 6], sa1 * sb.z, acc[4 * j + 6]);
-        acc[4 * j + 7] = fmaf(part[4 * j + 7], sa1 * sb.w, acc[4 * j + 7]);
-      }
+      for (int j = 0; j < kBlockN / 8; j += 2) sbv[j / 2] = *reinterpret_cast<const float4*>(mine + j * 8);
+      promote_lane_order(part, sa0, sa1, sbv, acc);
     } else {
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
@@ -263,6 +255,26 @@ struct Mainloop {
         acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
         acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
         acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+      }
+    }
+  }
+
+  // 1x128 recipe, lane-ordered B scales already in registers (sbv[j / 2]: groups j and j + 1).
+  __device__ __forceinline__ static void promote_lane_order(const float (&part)[kBlockN / 2], float sa0, float sa1,
+                                                            const float4 (&sbv)[kBlockN / 16],
+                                                            float (&acc)[kBlockN / 2]) {
+    {
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; j += 2) {
+        const float4 sb = sbv[j / 2];
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+        acc[4 * j + 4] = fmaf(part[4 * j + 4], sa0 * sb.z, acc[4 * j + 4]);
+        acc[4 * j + 5] = fmaf(part[4 * j + 5], sa0 * sb.w, acc[4 * j + 5]);
+        acc[4 * j + 6] = fmaf(part[4 * j + 6], sa1 * sb.z, acc[4 * j + 6]);
+        acc[4 * j + 7] = fmaf(part[4 * j + 7], sa1 * sb.w, acc[4 * j + 7]);
       }
     }
   }
@@ -370,13 +382,18 @@ struct Mainloop {
 
   // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
   // partial buffer would not fit beside two accumulators); the other warpgroup's wgmmas run while this one promotes.
-  // With 128x128 B scales every scale of the k-block is read into registers first, so the stage is released as soon
-  // as the last wave's wgmmas have drained, before its promotion: with the 3 stages that fit, a release after the
-  // promotion left the producer a stage short. (1x128: a lane's BLOCK_N / 4 column scales stay in shared memory, the
-  // release waits for the last promotion.)
+  // Every scale of the k-block is read into registers first, once for all waves, so the stage is released as soon as
+  // the last wave's wgmmas have drained, before its promotion: with the 3 stages that fit, a release after the
+  // promotion left the producer a stage short. With 1x128 B scales, reading a lane's BLOCK_N / 4 column scales per
+  // wave made the shared-memory pipe the limit (ncu: its wavefronts at 77% of peak, the tensor pipe at 52%), hence
+  // once per k-block (-4 to -9% weight-gradient time, docs/PERF.md). They take BLOCK_N / 4 registers more: at BLOCK_N =
+  // 128 ptxas keeps a few tile coordinates in local memory across the tile's main loop (test_kernel_compile
+  // TILE_SPILL_BYTES). Other 1x128 layouts keep reading them per wave and release after the last promotion.
   template <class Second>
   __device__ void consume_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
                                 int lane, float (&acc)[kWaves][kBlockN / 2]) const {
+    constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
+    constexpr bool kEarlyRelease = kBlockScales || kLaneOrderSfb;
     float part[kBlockN / 2];
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
@@ -388,13 +405,19 @@ struct Mainloop {
 #pragma unroll 1
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
-      constexpr bool kEarlyRelease = kRecipe == SfbRecipe::Block128x128;
       const float* sfa = sfa_stage(st.stage);
       const float* sfb = sfb_stage(st.stage);
       float sa[kWaves][2];
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) sa[w][0] = sfa[r0 + w * 64], sa[w][1] = sfa[r0 + w * 64 + 8];
-      [[maybe_unused]] const float2 sb = kEarlyRelease ? *reinterpret_cast<const float2*>(sfb) : float2{};
+      [[maybe_unused]] const float2 sb = kBlockScales ? *reinterpret_cast<const float2*>(sfb) : float2{};
+      [[maybe_unused]] float4 sbv[kLaneOrderSfb ? kBlockN / 16 : 1];
+      if constexpr (kLaneOrderSfb) {
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; j += 2) {
+          sbv[j / 2] = *reinterpret_cast<const float4*>(sfb + (lane % 4) * 4 + j * 8);
+        }
+      }
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
         issue_kblock(st.stage, math_wg * kWaves + w, part);
@@ -403,7 +426,11 @@ struct Mainloop {
         for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(part[i]);
         if constexpr (kEarlyRelease) {
           if (w == kWaves - 1) release(st.stage, lane);
+        }
+        if constexpr (kBlockScales) {
           promote_blocks(part, sa[w][0], sa[w][1], sb, second, acc[w]);
+        } else if constexpr (kLaneOrderSfb) {
+          promote_lane_order(part, sa[w][0], sa[w][1], sbv, acc[w]);
         } else {
           promote(part, sa[w][0], sa[w][1], sfb, lane, second, acc[w]);
         }
