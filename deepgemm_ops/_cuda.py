@@ -408,13 +408,14 @@ _CAST_DTYPE_CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 
 
 def _fused_cast(x: torch.Tensor, per_block: bool, mn_major_scales: bool, with_transpose: bool = False,
-                mn_major_scales_t: bool = False):
-    """(q, sf) (with_transpose: (q, sf, q_t, sf_t)) from the fused kernel that reads x in place, or None (then the
-    torch composite runs). The layout rules live in C++ (csrc/host/cast_ops.cpp, fused_cast_reads); the first cast of
-    a kind on a device compiles, loads and installs its kernel."""
+                mn_major_scales_t: bool = False, with_sums: bool = False):
+    """(q, sf) (with_transpose: (q, sf, q_t, sf_t); with_sums: and x's fp32 column sums) from the fused kernel that
+    reads x in place, or None (then the torch composite runs). The layout rules live in C++
+    (csrc/host/cast_ops.cpp, fused_cast_reads); the first cast of a kind on a device compiles, loads and installs its
+    kernel."""
     module = _runtime.host_module()
     code = _CAST_DTYPE_CODES[x.dtype]
-    args = (x, per_block, mn_major_scales, with_transpose, mn_major_scales_t, code)
+    args = (x, per_block, mn_major_scales, with_transpose, mn_major_scales_t, with_sums, code)
     out = module.fp8_cast(*args)
     if isinstance(out, int):  # the kernel of this kind is not installed on this device yet
         kind, dtype = CAST_KINDS[out], V.dtype_name(x.dtype)
@@ -454,6 +455,16 @@ def _per_token_cast_to_fp8_and_transpose_cuda(x, mn_major_scales=False, mn_major
     V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
     out = _fused_cast(x, False, mn_major_scales, with_transpose=True, mn_major_scales_t=mn_major_scales_t)
     return out if out is not None else _layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t)
+
+
+@_impl("per_token_cast_to_fp8_transpose_and_sum", "CUDA")
+def _per_token_cast_to_fp8_transpose_and_sum_cuda(x, mn_major_scales=False, mn_major_scales_t=False):
+    V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
+    out = _fused_cast(x, False, mn_major_scales, with_transpose=True, mn_major_scales_t=mn_major_scales_t,
+                      with_sums=True)
+    if out is not None:
+        return out
+    return *_layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t), _layout.column_sums(x)
 
 
 def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:

@@ -109,6 +109,11 @@ def per_token_cast_and_transpose(x: torch.Tensor, mn_major_scales: bool = False,
     return q, sf, q_t, sf_t
 
 
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    """fp32 [K]: the sums of x [M, K] over its rows, accumulated in fp32 (a linear layer's bias gradient)."""
+    return x.sum(0, dtype=torch.float32)
+
+
 def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
     """fp32 values of an FP8 [R, K] tensor whose rows carry 1x128 scales sf [R, ceil(K/128)]."""
     k = x.shape[-1]

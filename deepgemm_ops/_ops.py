@@ -67,6 +67,9 @@ SCHEMAS = {
     "per_block_cast_to_fp8_and_transpose": ("(Tensor x) -> (Tensor, Tensor, Tensor, Tensor)", ()),
     "per_token_cast_to_fp8_and_transpose": (
         "(Tensor x, bool mn_major_scales=False, bool mn_major_scales_t=False) -> (Tensor, Tensor, Tensor, Tensor)", ()),
+    "per_token_cast_to_fp8_transpose_and_sum": (
+        "(Tensor x, bool mn_major_scales=False, bool mn_major_scales_t=False) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)", ()),
     "get_mn_major_tma_aligned_tensor": ("(Tensor sf) -> Tensor", ()),
 }
 
@@ -193,6 +196,12 @@ def _per_token_cast_to_fp8_and_transpose_fake(x, mn_major_scales=False, mn_major
     x_t = x.new_empty((x.shape[1], x.shape[0]))
     q_t, sf_t = _cast_outputs(x_t, (x.shape[1], V.ceil_div(x.shape[0], V.SCALE_BLOCK)), mn_major_scales_t)
     return q, sf, q_t, sf_t
+
+
+@_fake("per_token_cast_to_fp8_transpose_and_sum")
+def _per_token_cast_to_fp8_transpose_and_sum_fake(x, mn_major_scales=False, mn_major_scales_t=False):
+    casts = _per_token_cast_to_fp8_and_transpose_fake(x, mn_major_scales, mn_major_scales_t)
+    return *casts, x.new_empty((x.shape[1],), dtype=torch.float32)
 
 
 @_fake("get_mn_major_tma_aligned_tensor")
@@ -325,6 +334,12 @@ def _per_block_cast_to_fp8_and_transpose_composite(x):
 def _per_token_cast_to_fp8_and_transpose_composite(x, mn_major_scales=False, mn_major_scales_t=False):
     V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
     return _layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t)
+
+
+@_impl("per_token_cast_to_fp8_transpose_and_sum", "CompositeExplicitAutograd")
+def _per_token_cast_to_fp8_transpose_and_sum_composite(x, mn_major_scales=False, mn_major_scales_t=False):
+    V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
+    return *_layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t), _layout.column_sums(x)
 
 
 @_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")

@@ -6,7 +6,8 @@ GEMM reads), the weight 128x128, and ``fp8_gemm_nt`` computes ``y = x Wᵀ``. Ba
 exactly, so the FP8 weight cast from Wᵀ is the forward's transposed, bit for bit; wgrad ``dW = dyᵀ x`` is
 ``fp8_gemm_nt`` of dyᵀ and xᵀ, each cast 1x128 along the tokens, accumulated in fp32: on the GPU x and xᵀ come from
 one read of x in the forward (``per_token_cast_to_fp8_and_transpose``), which saves FP8 xᵀ for the backward instead
-of x, and dy and dyᵀ likewise in the backward.
+of x, and dy and dyᵀ likewise in the backward, where the same read of dy also gives the bias gradient
+(``per_token_cast_to_fp8_transpose_and_sum``); the bias itself is added in the forward GEMM's epilogue.
 Every GEMM and cast is a ``torch.ops.deepgemm`` op, so the layer runs on the CPU (the reference path), traces under
 ``torch.compile`` and captures in CUDA graphs (inference).
 """
@@ -59,15 +60,18 @@ def _pad_tokens(t: Tensor) -> Tensor:
     return t if padded == rows else F.pad(t, (0, 0, 0, padded - rows))
 
 
-def _activation_casts(t: Tensor, with_transpose: bool, transpose_is_a: bool) -> tuple:
-    """(q, sf) of t cast 1x128 along its features, scales MN-major (the GEMM's A operand), and with_transpose also
-    (q_t, sf_t), t's transpose cast 1x128 along the tokens for the weight gradient (its A operand, MN-major scales, when
-    transpose_is_a; else its B operand) from the same read of t on the GPU; (q_t, sf_t) = (None, None) otherwise, or
-    when the token count is not a multiple of 16 (the weight gradient then pads and casts t itself)."""
+def _activation_casts(t: Tensor, with_transpose: bool, transpose_is_a: bool, with_sums: bool = False) -> tuple:
+    """(q, sf, q_t, sf_t, sums): q, sf = t cast 1x128 along its features, scales MN-major (the GEMM's A operand);
+    with_transpose also q_t, sf_t = t's transpose cast 1x128 along the tokens for the weight gradient (its A operand,
+    MN-major scales, when transpose_is_a; else its B operand) from the same read of t on the GPU, else None, None (also
+    when the token count is not a multiple of 16: the weight gradient then pads and casts t itself); with_sums also
+    t's fp32 column sums (a bias gradient), from that same read when the transpose is cast, else None."""
     if with_transpose and t.shape[0] % _FEATURE_MULTIPLE == 0:
-        return _ops.per_token_cast_to_fp8_and_transpose(t, True, transpose_is_a)
+        if with_sums:
+            return _ops.per_token_cast_to_fp8_transpose_and_sum(t, True, transpose_is_a)
+        return *_ops.per_token_cast_to_fp8_and_transpose(t, True, transpose_is_a), None
     q, sf = _ops.per_token_cast_to_fp8(t, SCALE_BLOCK, True)
-    return q, sf, None, None
+    return q, sf, None, None, None
 
 
 class _FP8LinearFunction(torch.autograd.Function):
@@ -93,8 +97,9 @@ class _FP8LinearFunction(torch.autograd.Function):
         x2, xq_t, xs_t, wq_t, ws_t = ctx.saved_tensors
         dx = dw = db = None
         dy = dy.contiguous()
-        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dyq, dys, dy_t, dy_ts = _activation_casts(dy, need_dw, True) if need_dx else (None, None, None, None)
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        dyq, dys, dy_t, dy_ts, dy_sums = (_activation_casts(dy, need_dw, True, need_db) if need_dx
+                                          else (None, None, None, None, None))
         if need_dx:
             dx = _gemm(dyq, dys, wq_t, ws_t, ctx.x_dtype)
         if need_dw:
@@ -104,8 +109,8 @@ class _FP8LinearFunction(torch.autograd.Function):
                 xq_t, xs_t = _ops.per_token_cast_to_fp8(_pad_tokens(x2).t(), SCALE_BLOCK, False)
             # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
             dw = _gemm(dy_t, dy_ts, xq_t, xs_t, ctx.weight_dtype)
-        if ctx.needs_input_grad[2]:
-            db = dy.sum(0).to(ctx.bias_dtype)
+        if need_db:  # from the dy cast's read of dy when it casts dyᵀ too
+            db = (dy_sums if dy_sums is not None else dy.sum(0, dtype=torch.float32)).to(ctx.bias_dtype)
         return dx, dw, db, None, None, None, None, None, None, None, None
 
 
@@ -132,7 +137,7 @@ def fp8_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         quantized_weight = _quantize_weight(weight.detach(), torch.is_grad_enabled() and x.requires_grad)
     wq, ws, wq_t, ws_t = quantized_weight
     x2 = x.reshape(-1, x.shape[-1])
-    xq, xs, xq_t, xs_t = _activation_casts(x2.detach(), torch.is_grad_enabled() and weight.requires_grad, False)
+    xq, xs, xq_t, xs_t, _ = _activation_casts(x2.detach(), torch.is_grad_enabled() and weight.requires_grad, False)
     y = _FP8LinearFunction.apply(x2, weight, bias, xq, xs, xq_t, xs_t, wq, ws, wq_t, ws_t)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 

@@ -99,6 +99,15 @@ def per_token_cast_to_fp8_and_transpose(x: Tensor, mn_major_scales: bool = False
     return _ops.per_token_cast_to_fp8_and_transpose.default(x, mn_major_scales, mn_major_scales_t)
 
 
+def per_token_cast_to_fp8_transpose_and_sum(
+        x: Tensor, mn_major_scales: bool = False, mn_major_scales_t: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`per_token_cast_to_fp8_and_transpose` and, from the same pass over x, its column sums (fp32 [K], summed
+    in fp32 in a fixed order: deterministic): a linear layer's output gradient cast for the input- and weight-gradient
+    GEMMs together with its bias gradient."""
+    return _ops.per_token_cast_to_fp8_transpose_and_sum.default(x, mn_major_scales, mn_major_scales_t)
+
+
 def get_mn_major_tma_aligned_tensor(sf: Tensor) -> Tensor:
     """The same scale values ([MN, KB] or [G, MN, KB]) stored MN-major with the MN stride rounded up to 16 bytes,
     the layout the GEMM kernels read; always a new tensor."""
@@ -196,5 +205,6 @@ __all__ = [
     "per_block_cast_to_fp8",
     "per_block_cast_to_fp8_and_transpose",
     "per_token_cast_to_fp8_and_transpose",
+    "per_token_cast_to_fp8_transpose_and_sum",
     "per_token_cast_to_fp8",
 ]

@@ -107,6 +107,7 @@ def op_samples(device="cpu"):
         ("per_block_cast_to_fp8_and_transpose", (x,)),
         ("per_token_cast_to_fp8_and_transpose", (x,)),
         ("per_token_cast_to_fp8_and_transpose", (x, True, True)),
+        ("per_token_cast_to_fp8_transpose_and_sum", (x, True, True)),
         ("get_mn_major_tma_aligned_tensor", (sfa,)),
         *bf16_samples(device),
         *k_grouped_samples(device),
@@ -164,6 +165,8 @@ def bad_inputs(device="cpu"):
                                           (torch.ones(4, 256, dtype=torch.int32, device=device),)),
         "token cast and transpose, 1-D": (ops.per_token_cast_to_fp8_and_transpose,
                                           (torch.ones(256, device=device),)),
+        "token cast, transpose and sum, fp64": (ops.per_token_cast_to_fp8_transpose_and_sum,
+                                                (torch.ones(4, 256, dtype=torch.float64, device=device),)),
     }
 
 

@@ -84,6 +84,22 @@ def test_per_token_cast_and_transpose(rows, cols, dtype, mn_major):
     assert q_t.is_contiguous() and sf.stride() == sf_ref.stride() and sf_t.stride() == sf_t_ref.stride()
 
 
+# The fused kernel (rows % 16 == 0) and the composite: the casts as without the sums, the sums against float64.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(8192, 4096), (272, 400), (130, 200), (0, 256)])
+def test_per_token_cast_transpose_and_sum(rows, cols, dtype):
+    x = random_x(rows, cols, dtype, seed=5 * rows + cols).cuda()
+    *casts, sums = ops.per_token_cast_to_fp8_transpose_and_sum(x, True, True)
+    want = ops.per_token_cast_to_fp8_and_transpose(x, True, True)
+    assert_same_cast(casts[:2], want[:2])
+    assert_same_cast(casts[2:], want[2:])
+    exact = x.double().sum(0)
+    assert sums.dtype == torch.float32 and sums.shape == (cols,)
+    assert (sums.double() - exact).abs().max().item() <= 1e-5 * max(x.double().abs().sum(0).max().item(), 1.0)
+    # Deterministic: a fixed summation order, no atomics.
+    assert torch.equal(ops.per_token_cast_to_fp8_transpose_and_sum(x, True, True)[4], sums)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens,cols", [(4096, 7168), (200, 72), (128, 8), (1, 4096), (333, 1000)])
 def test_per_token_cast_of_a_transpose(tokens, cols, dtype):

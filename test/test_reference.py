@@ -147,6 +147,19 @@ def test_per_token_cast_mn_major_scales(rows):
     assert torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sf_mn).stride() == sf_mn.stride()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cast_transpose_and_sum(dtype):
+    x = (torch.randn(272, 300) * 10).to(dtype)
+    *casts, sums = ops.per_token_cast_to_fp8_transpose_and_sum(x, True, False)
+    for got, want in zip(casts, ops.per_token_cast_to_fp8_and_transpose(x, True, False)):
+        assert torch.equal(got.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else got,
+                           want.view(torch.uint8) if want.dtype == torch.float8_e4m3fn else want)
+        assert got.stride() == want.stride()
+    exact = x.double().sum(0)
+    assert sums.dtype == torch.float32 and sums.shape == (300,)
+    assert (sums.double() - exact).abs().max() <= 1e-5 * x.double().abs().sum(0).max()
+
+
 def test_cast_of_zeros_is_finite():
     q, sf = ops.per_token_cast_to_fp8(torch.zeros(2, 256))
     assert torch.equal(q.float(), torch.zeros(2, 256)) and (sf > 0).all()

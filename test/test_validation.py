@@ -145,7 +145,8 @@ cast float64: x must be a 2-D bfloat16, float16 or float32 tensor, got float64 [
 cast group 0: group_size must be an int >= 1, got 0
 block cast 3-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [1, 4, 256]
 block cast and transpose, int: x must be a 2-D bfloat16, float16 or float32 tensor, got int32 [4, 256]
-token cast and transpose, 1-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [256]""")
+token cast and transpose, 1-D: x must be a 2-D bfloat16, float16 or float32 tensor, got float32 [256]
+token cast, transpose and sum, fp64: x must be a 2-D bfloat16, float16 or float32 tensor, got float64 [4, 256]""")
         with FakeTensorMode():
             def fake_cuda(x):  # same shape, strides and dtype; values do not matter to validation
                 if not isinstance(x, torch.Tensor):

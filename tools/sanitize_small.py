@@ -126,4 +126,8 @@ for dtype in (torch.bfloat16, torch.float32):
                           ("per_token and transpose",
                            lambda t: ops.per_token_cast_to_fp8_and_transpose(t, True, False), x16)):
         print(f"{name} {dtype}: {'same as CPU' if same_cast(fn(arg), fn(arg.cpu())) else 'DIFFERS'}")
+    *casts, sums = ops.per_token_cast_to_fp8_transpose_and_sum(x16, True, False)
+    *want, want_sums = ops.per_token_cast_to_fp8_transpose_and_sum(x16.cpu(), True, False)
+    print(f"per_token transpose and sum {dtype}: casts {'same as CPU' if same_cast(casts, want) else 'DIFFERS'}, "
+          f"sums {err(sums.cpu(), want_sums):.1e}")
 torch.cuda.synchronize()

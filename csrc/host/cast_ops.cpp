@@ -86,13 +86,16 @@ at::Tensor per_token_scales(int64_t rows, int64_t groups, bool mn_major, const a
 // x validated by the caller (2-D bfloat16 / float16 / float32, group 128). per_block: the 128 x 128 recipe, else
 // per-token (x contiguous along K, or the transpose of a row-major tensor). mn_major_sf (per-token): scales MN-major.
 // with_transpose: also the cast of x's transpose, (q_t, sf_t) — per-block: q_t and sf_t are q and sf transposed;
-// per-token: 1 x 128 groups along x's columns, sf_t [cols, ceil(rows/128)] MN-major when mn_major_sf_t. Returns (q,
-// sf) or (q, sf, q_t, sf_t); None when no fused kernel reads x in place (the caller runs the torch composite); the
-// kind (an int) whose kernel is not installed on x's device yet (the caller loads it, installs it and calls again);
-// or an error text.
+// per-token: 1 x 128 groups along x's columns, sf_t [cols, ceil(rows/128)] MN-major when mn_major_sf_t. with_sums
+// (per-token with_transpose only): also x's column sums, fp32 [cols]. Returns (q, sf), (q, sf, q_t, sf_t) or (q, sf,
+// q_t, sf_t, sums); None when no fused kernel reads x in place (the caller runs the torch composite); the kind (an
+// int) whose kernel is not installed on x's device yet (the caller loads it, installs it and calls again); or an
+// error text.
 pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf, bool with_transpose,
-                          bool mn_major_sf_t, int64_t dtype_code) {
+                          bool mn_major_sf_t, bool with_sums, int64_t dtype_code) {
   if (!x.is_cuda() || x.dim() != 2 || dtype_code < 0 || dtype_code > 2) return pybind11::none();
+  if (with_sums && (per_block || !with_transpose)) return pybind11::str("ValueError: fp8_cast: with_sums needs the "
+                                                                        "per-token transposing cast");
   const auto dtype = static_cast<CastDtype>(dtype_code);
   if (x.scalar_type() != cast_input_type(dtype)) return pybind11::none();
   const int64_t vec = cast_vector_elems(dtype);
@@ -111,7 +114,7 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
     if (!installed) return pybind11::int_(kind);
     kernel = *installed;
   }
-  at::Tensor q, sf, q_t, sf_t;
+  at::Tensor q, sf, q_t, sf_t, sums;
   const std::string error = no_throw([&] {
     const int64_t groups = ceil_div(cols, kScaleBlock);
     c10::cuda::CUDAGuard guard(x.device());
@@ -123,6 +126,11 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
       q_t = at::empty({cols, rows}, options.dtype(at::kFloat8_e4m3fn));
       sf_t = block_scales ? at::empty({groups, sf_rows}, options.dtype(at::kFloat))
                           : per_token_scales(cols, ceil_div(rows, kScaleBlock), mn_major_sf_t, options);
+    }
+    at::Tensor block_sums;  // per 128-row block, summed below in a fixed order (deterministic, unlike atomics)
+    if (with_sums) {
+      if (kernel == nullptr) sums = at::zeros({cols}, options.dtype(at::kFloat));
+      else block_sums = at::empty({ceil_div(rows, kScaleBlock), cols}, options.dtype(at::kFloat));
     }
     if (kernel == nullptr) return;  // nothing to cast
     Fp8CastParams params{};
@@ -145,14 +153,17 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
       params.sf_t_stride_row = sf_t.stride(0);
       params.sf_t_stride_col = sf_t.stride(1);
     }
+    params.col_sums = with_sums ? block_sums.data_ptr<float>() : nullptr;
     const int64_t rows_per_cta = kind == kPerToken             ? per_token_rows_per_cta(dtype)
                                  : kind == kPerTokenTransposed ? kTransposeTileRows
                                                                : kScaleBlock;
     const int64_t grid_x = ceil_div(rows, rows_per_cta);
     require(grid_x <= 0x7fffffff, "fp8_cast: ", rows, " rows exceed the grid");
     launch_cast(*kernel, params, static_cast<unsigned>(grid_x), static_cast<unsigned>(groups), x.device());
+    if (with_sums) sums = block_sums.sum(0);
   });
   if (!error.empty()) return pybind11::str(error);
+  if (with_sums) return pybind11::make_tuple(q, sf, q_t, sf_t, sums);
   if (with_transpose) return pybind11::make_tuple(q, sf, q_t, sf_t);
   return pybind11::make_tuple(q, sf);
 }

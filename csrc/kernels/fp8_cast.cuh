@@ -301,6 +301,7 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
   static_assert(kLanes <= 32 && kRows == kLanes / 2, "a row's lanes lie in one warp and end as lane pairs");
   static_assert(kCastThreads >= kCastGroup, "one thread per column forms the column scales");
   __shared__ uint32_t column_amax[kRowGroups][kCastGroup];
+  __shared__ float column_sum[kRowGroups][kCastGroup];  // with p.col_sums only
   __shared__ __align__(16) float2 row_scale[kCastGroup];  // (scale, reciprocal) per row of the block
   __shared__ __align__(16) float2 col_scale[kCastGroup];
 
@@ -326,6 +327,18 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
   }
 #pragma unroll
   for (int e = 0; e < kVec; ++e) column_amax[group][col_in_block + e] = col_bits[e];
+  if (p.col_sums != nullptr) {  // (block-uniform) a bias gradient's column sums from the same registers, in fp32
+    float sums[kVec] = {};
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float v[kVec];
+      Vec::unpack(raw[r], v);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) sums[e] += v[e];
+    }
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) column_sum[group][col_in_block + e] = sums[e];
+  }
 
   // Reduce-scatter of the kRows row amaxes over the row's lanes: at offset o a lane keeps the upper half of its values
   // if (lane & o), the lower half otherwise, and takes the partner's copy of that half.
@@ -358,6 +371,12 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
     col_scale[threadIdx.x] = scale;
     const int64_t c = col_block * kCastGroup + threadIdx.x;
     if (c < p.cols) p.sf_t[c * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = scale.x;
+    if (p.col_sums != nullptr && c < p.cols) {  // fixed order over the row groups: deterministic
+      float sum = 0.0f;
+#pragma unroll
+      for (int g = 0; g < kRowGroups; ++g) sum += column_sum[g][threadIdx.x];
+      p.col_sums[row_block * p.cols + c] = sum;
+    }
   }
   __syncthreads();
 
