@@ -88,7 +88,7 @@ def test_per_token_cast_and_transpose(rows, cols, dtype, mn_major):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows,cols", [(8192, 4096), (272, 400), (130, 200), (0, 256)])
 def test_per_token_cast_transpose_and_sum(rows, cols, dtype):
-    x = random_x(rows, cols, dtype, seed=5 * rows + cols).cuda()
+    x = random_x(rows, cols, dtype, seed=5 * rows + cols, scale_rows=False).cuda()  # finite column sums in fp16
     *casts, sums = ops.per_token_cast_to_fp8_transpose_and_sum(x, True, True)
     want = ops.per_token_cast_to_fp8_and_transpose(x, True, True)
     assert_same_cast(casts[:2], want[:2])
