@@ -83,6 +83,22 @@ _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-
 _BACK_BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:!?U?P\w+,\s*)?(0x[0-9a-f]+)")
 
 
+def register_split_problem(symbol: str, ptxas: str, sass: str, math_warpgroups: int) -> str | None:
+    """Why the kernel's setmaxnreg split can never complete, or None. The math warpgroups' setmaxnreg.inc takes
+    registers only from those the producer warpgroup released with setmaxnreg.dec (not from the SM's unallocated
+    ones): with the launch allocation R per thread, (R - producer) * 128 must cover (math - R) * 128 per math
+    warpgroup, else the math warps wait forever (a 48-register producer hung every 2-warpgroup kernel, docs/PERF.md)."""
+    used = re.search(rf"Function properties for {symbol}\n(?:.*\n)*?.*Used (\d+) registers", ptxas)
+    math = re.search(r"USETMAXREG\.TRY_ALLOC\.CTAPOOL \w+, (0x[0-9a-f]+)", sass)
+    producer = re.search(r"USETMAXREG\.DEALLOC\.CTAPOOL (0x[0-9a-f]+)", sass)
+    if not (used and math and producer):
+        return "no setmaxnreg pair or register count found"
+    launch = -(-int(used.group(1)) // 8) * 8  # allocated per warp in units of 8 registers per thread
+    released = (launch - int(producer.group(1), 16)) * 128
+    needed = (int(math.group(1), 16) - launch) * 128 * math_warpgroups
+    return None if released >= needed else f"producer releases {released} registers, math warpgroups need {needed}"
+
+
 def main_loop(sass: str) -> list[str]:
     """The instructions of the smallest loop (a backward branch and its target) whose body issues a QGMMA."""
     code = [(int(addr, 16), text) for addr, text in _INSTRUCTION.findall(sass)]
@@ -147,6 +163,11 @@ class _KernelCompile:
                 if name not in TILE_SPILL_BYTES:
                     self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
                 self.assertNotRegex(main_loop_sass(sass), r"\b(LDL|STL)\b", "local-memory traffic in the main loop")
+
+    def test_register_split_completes(self):
+        for name, (symbol, ptxas, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                self.assertIsNone(register_split_problem(symbol, ptxas, sass, CASES[name][0].num_math_warpgroups))
 
     def test_main_loop_length(self):
         for name, (_, _, sass) in self.results.items():
@@ -402,6 +423,12 @@ class TestBf16KernelCompile(TestCase):
                 hgmma = set(re.findall(r"HGMMA\.64x(\d+)x16\.F32\.BF16 R\d+, gdesc\[UR\d+\]([.\w]*)", sass))
                 self.assertEqual(hgmma, {(str(cfg.block_n), _BF16_TRANSPOSE[cfg.layout])})
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
+
+    def test_register_split_completes(self):
+        for name, (symbol, ptxas, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                cfg = BF16_CASES[name][0]
+                self.assertIsNone(register_split_problem(symbol, ptxas, sass, cfg.num_math_warpgroups))
 
     def test_bf16_epilogue_uses_stmatrix_and_tma_store(self):
         _, _, sass = self.results["nt_bf16_bn256"]
