@@ -242,10 +242,8 @@ struct Mainloop {
     if constexpr (kRecipe == SfbRecipe::Block128x128) {
       promote_blocks(part, sa0, sa1, *reinterpret_cast<const float2*>(sfb), second, acc);
     } else if constexpr (kLaneOrderSfb) {
-      const float* mine = sfb + (lane % 4) * 4;
       float4 sbv[kBlockN / 16];
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; j += 2) sbv[j / 2] = *reinterpret_cast<const float4*>(mine + j * 8);
+      load_lane_order_sfb(sfb, lane, sbv);
       promote_lane_order(part, sa0, sa1, sbv, acc);
     } else {
 #pragma unroll
@@ -259,23 +257,28 @@ struct Mainloop {
     }
   }
 
-  // 1x128 recipe, lane-ordered B scales already in registers (sbv[j / 2]: groups j and j + 1).
+  // 1x128 recipe, lane-ordered layout (kLaneOrderSfb): the lane's BLOCK_N / 4 column scales of a stage, sbv[j / 2]
+  // holding those of 8-column groups j and j + 1.
+  __device__ __forceinline__ static void load_lane_order_sfb(const float* sfb, int lane, float4 (&sbv)[kBlockN / 16]) {
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; j += 2) sbv[j / 2] = *reinterpret_cast<const float4*>(sfb + (lane % 4) * 4 + j * 8);
+  }
+
+  // 1x128 recipe, lane-ordered B scales already in registers (load_lane_order_sfb).
   __device__ __forceinline__ static void promote_lane_order(const float (&part)[kBlockN / 2], float sa0, float sa1,
                                                             const float4 (&sbv)[kBlockN / 16],
                                                             float (&acc)[kBlockN / 2]) {
-    {
 #pragma unroll
-      for (int j = 0; j < kBlockN / 8; j += 2) {
-        const float4 sb = sbv[j / 2];
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
-        acc[4 * j + 4] = fmaf(part[4 * j + 4], sa0 * sb.z, acc[4 * j + 4]);
-        acc[4 * j + 5] = fmaf(part[4 * j + 5], sa0 * sb.w, acc[4 * j + 5]);
-        acc[4 * j + 6] = fmaf(part[4 * j + 6], sa1 * sb.z, acc[4 * j + 6]);
-        acc[4 * j + 7] = fmaf(part[4 * j + 7], sa1 * sb.w, acc[4 * j + 7]);
-      }
+    for (int j = 0; j < kBlockN / 8; j += 2) {
+      const float4 sb = sbv[j / 2];
+      acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb.x, acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb.y, acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb.x, acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb.y, acc[4 * j + 3]);
+      acc[4 * j + 4] = fmaf(part[4 * j + 4], sa0 * sb.z, acc[4 * j + 4]);
+      acc[4 * j + 5] = fmaf(part[4 * j + 5], sa0 * sb.w, acc[4 * j + 5]);
+      acc[4 * j + 6] = fmaf(part[4 * j + 6], sa1 * sb.z, acc[4 * j + 6]);
+      acc[4 * j + 7] = fmaf(part[4 * j + 7], sa1 * sb.w, acc[4 * j + 7]);
     }
   }
 
@@ -411,13 +414,8 @@ struct Mainloop {
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) sa[w][0] = sfa[r0 + w * 64], sa[w][1] = sfa[r0 + w * 64 + 8];
       [[maybe_unused]] const float2 sb = kBlockScales ? *reinterpret_cast<const float2*>(sfb) : float2{};
-      [[maybe_unused]] float4 sbv[kLaneOrderSfb ? kBlockN / 16 : 1];
-      if constexpr (kLaneOrderSfb) {
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; j += 2) {
-          sbv[j / 2] = *reinterpret_cast<const float4*>(sfb + (lane % 4) * 4 + j * 8);
-        }
-      }
+      [[maybe_unused]] float4 sbv[kBlockN / 16];
+      if constexpr (kLaneOrderSfb) load_lane_order_sfb(sfb, lane, sbv);
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
         issue_kblock(st.stage, math_wg * kWaves + w, part);
