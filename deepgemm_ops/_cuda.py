@@ -462,9 +462,7 @@ def _per_token_cast_to_fp8_transpose_and_sum_cuda(x, mn_major_scales=False, mn_m
     V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
     out = _fused_cast(x, False, mn_major_scales, with_transpose=True, mn_major_scales_t=mn_major_scales_t,
                       with_sums=True)
-    if out is not None:
-        return out
-    return *_layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t), _layout.column_sums(x)
+    return out if out is not None else _layout.per_token_cast_transpose_and_sum(x, mn_major_scales, mn_major_scales_t)
 
 
 def load_kernel(key: str, cfg, n: int, k: int, device: int) -> None:

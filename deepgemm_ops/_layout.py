@@ -114,6 +114,11 @@ def column_sums(x: torch.Tensor) -> torch.Tensor:
     return x.sum(0, dtype=torch.float32)
 
 
+def per_token_cast_transpose_and_sum(x: torch.Tensor, mn_major_scales: bool = False, mn_major_scales_t: bool = False):
+    """(q, sf, q_t, sf_t, sums): per_token_cast_and_transpose and column_sums of x."""
+    return *per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t), column_sums(x)
+
+
 def dequantize_rows(x: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
     """fp32 values of an FP8 [R, K] tensor whose rows carry 1x128 scales sf [R, ceil(K/128)]."""
     k = x.shape[-1]

@@ -339,7 +339,7 @@ def _per_token_cast_to_fp8_and_transpose_composite(x, mn_major_scales=False, mn_
 @_impl("per_token_cast_to_fp8_transpose_and_sum", "CompositeExplicitAutograd")
 def _per_token_cast_to_fp8_transpose_and_sum_composite(x, mn_major_scales=False, mn_major_scales_t=False):
     V.check_cast_input("x", x, "group_size", V.SCALE_BLOCK)
-    return *_layout.per_token_cast_and_transpose(x, mn_major_scales, mn_major_scales_t), _layout.column_sums(x)
+    return _layout.per_token_cast_transpose_and_sum(x, mn_major_scales, mn_major_scales_t)
 
 
 @_impl("get_mn_major_tma_aligned_tensor", "CompositeExplicitAutograd")

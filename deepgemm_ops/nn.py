@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _layout
 from ._constants import SCALE_BLOCK
 
 _ops = torch.ops.deepgemm
@@ -110,7 +111,7 @@ class _FP8LinearFunction(torch.autograd.Function):
             # The kernel accumulates in fp32 either way; a bf16 weight gets its gradient written as bf16 directly.
             dw = _gemm(dy_t, dy_ts, xq_t, xs_t, ctx.weight_dtype)
         if need_db:  # from the dy cast's read of dy when it casts dyᵀ too
-            db = (dy_sums if dy_sums is not None else dy.sum(0, dtype=torch.float32)).to(ctx.bias_dtype)
+            db = (dy_sums if dy_sums is not None else _layout.column_sums(dy)).to(ctx.bias_dtype)
         return dx, dw, db, None, None, None, None, None, None, None, None
 
 

@@ -55,7 +55,8 @@ int sfb_recipe_of(const at::Tensor& sfb, const at::Device& device, int64_t group
 // num_sms: the set_num_sms value, 0 when unset (then the SM count of the inputs' device).
 pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Tensor& sfa, const at::Tensor& b,
                            const at::Tensor& sfb, const std::optional<at::Tensor>& c,
-                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& grouped_layout,
+                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& out,
+                           const std::optional<at::Tensor>& grouped_layout,
                            int64_t expected_m, int64_t out_code, int64_t num_sms) {
   const auto none = pybind11::none();
   if (!a.is_cuda()) return none;
