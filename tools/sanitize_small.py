@@ -10,8 +10,8 @@ group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
 C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view,
-per-block, per-block and per-token with the transpose; partial groups and blocks). Prints the max relative error per
-GEMM case and whether each cast matched the CPU.
+per-block, per-block and per-token with the transpose; partial groups and blocks; a shape with more blocks than the
+casts run CTAs at once). Prints the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
@@ -130,4 +130,10 @@ for dtype in (torch.bfloat16, torch.float32):
     *want, want_sums = ops.per_token_cast_to_fp8_transpose_and_sum(x16.cpu(), True, False)
     print(f"per_token transpose and sum {dtype}: casts {'same as CPU' if same_cast(casts, want) else 'DIFFERS'}, "
           f"sums {err(sums.cpu(), want_sums):.1e}")
+    # more 128 x 128 blocks (9 x 38) than one wave of CTAs (2-3 per SM)
+    xb = torch.randn(1152, 4864, dtype=dtype, device="cuda")
+    for name, fn in (("per_block", ops.per_block_cast_to_fp8),
+                     ("per_block and transpose", ops.per_block_cast_to_fp8_and_transpose),
+                     ("per_token and transpose", lambda t: ops.per_token_cast_to_fp8_and_transpose(t, True, False))):
+        print(f"{name} {dtype} [1152, 4864]: {'same as CPU' if same_cast(fn(xb), fn(xb.cpu())) else 'DIFFERS'}")
 torch.cuda.synchronize()
