@@ -10,8 +10,8 @@ group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
 C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view,
-per-block, per-block and per-token with the transpose; partial groups and blocks; a shape with more blocks than the
-casts run CTAs at once). Prints the max relative error per GEMM case and whether each cast matched the CPU.
+per-block, per-block and per-token with the transpose; partial groups and blocks; a shape of more 128 x 128 blocks
+than one wave of CTAs). Prints the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
