@@ -221,7 +221,8 @@ extern "C" __global__ void __launch_bounds__({cfg.num_threads}, 1)
 
 
 # The FP8 casts (csrc/kernels/fp8_cast.cuh): one kernel per (kind, input dtype), no shape constants.
-CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing", "per_token_transposing")
+CAST_KINDS = ("per_token", "per_block", "per_token_transposed", "per_block_transposing", "per_token_transposing",
+              "per_token_transposing_summing")
 CAST_DTYPES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32"}
 
 
@@ -230,7 +231,7 @@ def fp8_cast_min_ctas_per_sm(kind: str, dtype: str) -> int:
     16-bit x holds a 128 x 128 block per CTA and waits on its loads, so a third resident CTA keeps DRAM busier: capped
     at 80 registers (from 94-128) it ran 11% faster on the H200 (docs/PERF.md, session 8). The others keep ptxas's
     choice (one)."""
-    return 3 if kind == "per_token_transposing" and dtype != "float32" else 1
+    return 3 if kind.startswith("per_token_transposing") and dtype != "float32" else 1
 
 
 def fp8_cast_source(kind: str, dtype: str) -> tuple[str, str]:

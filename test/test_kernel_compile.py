@@ -250,11 +250,11 @@ class TestCastKernelCompile(TestCase):
                 first_reduction = next(i for i, line in enumerate(sass.splitlines()) if re.search(r"SHFL|REDUX", line))
                 per_block = 16 if dtype == "float32" else 8
                 per_thread = {"per_token": 4, "per_block": per_block, "per_block_transposing": per_block,
-                              "per_token_transposing": per_block,
+                              "per_token_transposing": per_block, "per_token_transposing_summing": per_block,
                               "per_token_transposed": 8 if dtype == "float32" else 4}[kind]
                 self.assertEqual(len(loads), per_thread)
                 self.assertLess(max(loads), first_reduction)
-                if kind == "per_token_transposing":  # a thread's rows of one column leave as one store of q_t
+                if kind.startswith("per_token_transposing"):  # a thread's rows of a column leave as one q_t store
                     self.assertIn("STG.E.128" if dtype == "float32" else "STG.E.64", sass)
                     self.assertNotIn("LDS.U8", sass)  # no byte-wise transpose through shared memory
                 elif kind.endswith("transposed") or kind.endswith("transposing"):  # q / q_t leave in 16-byte stores
@@ -274,7 +274,7 @@ dg_fp8_per_token_cast_bfloat16(const __grid_constant__ deepgemm_ops::Fp8CastPara
 """)
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_cast_source("per_row", "float64")
-        self.assertExpectedInline(str(e.exception), """no FP8 cast kernel for kind='per_row', dtype='float64': kinds ('per_token', 'per_block', 'per_token_transposed', 'per_block_transposing', 'per_token_transposing'), dtypes ('bfloat16', 'float16', 'float32')""")
+        self.assertExpectedInline(str(e.exception), """no FP8 cast kernel for kind='per_row', dtype='float64': kinds ('per_token', 'per_block', 'per_token_transposed', 'per_block_transposing', 'per_token_transposing', 'per_token_transposing_summing'), dtypes ('bfloat16', 'float16', 'float32')""")
 
 
 class TestGeneratedSource(TestCase):

@@ -45,9 +45,10 @@ enum CastKind : int64_t {
   kPerBlock = 1,
   kPerTokenTransposed = 2,
   kPerBlockTransposing = 3,
-  kPerTokenTransposing = 4
+  kPerTokenTransposing = 4,
+  kPerTokenTransposingSumming = 5
 };
-constexpr int64_t kNumCastKinds = 5;
+constexpr int64_t kNumCastKinds = 6;
 
 // Whether the kernel of `kind` reads x in place: 16-byte vectors along the contiguous dimension (K for the direct
 // casts, the rows of the stored tensor for the transposed one), 16-byte aligned lines, the grid's y limit.
@@ -59,7 +60,8 @@ bool fused_cast_reads(int64_t kind, const at::Tensor& x, int64_t vec) {
   if (kind == kPerTokenTransposed) {  // x is the transpose of a [cols, rows] row-major tensor
     return (rows == 1 || x.stride(0) == 1) && rows % vec == 0 && (cols == 1 || x.stride(1) % vec == 0);
   }
-  if ((kind == kPerBlockTransposing || kind == kPerTokenTransposing) && rows % 16 != 0) {
+  if ((kind == kPerBlockTransposing || kind == kPerTokenTransposing || kind == kPerTokenTransposingSumming) &&
+      rows % 16 != 0) {
     return false;  // q_t's rows are 16-byte vectors of x's rows
   }
   return (cols <= 1 || x.stride(1) == 1) && cols % vec == 0 && (rows <= 1 || x.stride(0) % vec == 0);
@@ -99,7 +101,8 @@ pybind11::object fp8_cast(const at::Tensor& x, bool per_block, bool mn_major_sf,
   const auto dtype = static_cast<CastDtype>(dtype_code);
   if (x.scalar_type() != cast_input_type(dtype)) return pybind11::none();
   const int64_t vec = cast_vector_elems(dtype);
-  int64_t kind = with_transpose ? (per_block ? kPerBlockTransposing : kPerTokenTransposing)
+  int64_t kind = with_transpose ? (per_block ? kPerBlockTransposing
+                                             : with_sums ? kPerTokenTransposingSumming : kPerTokenTransposing)
                                 : per_block ? kPerBlock : kPerToken;
   if (!fused_cast_reads(kind, x, vec)) {
     if (kind != kPerToken || !fused_cast_reads(kPerTokenTransposed, x, vec)) return pybind11::none();

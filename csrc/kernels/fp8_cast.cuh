@@ -302,9 +302,10 @@ __device__ __forceinline__ void per_block_transposing_cast(const Fp8CastParams& 
 // nothing is transposed through shared memory. Row amaxes: a reduce-scatter over the kLanes threads of a row (each
 // step halves the values a lane keeps; the lane pair (2j, 2j + 1) ends with row j); column amaxes: in registers over
 // the thread's rows, then over the row groups through shared memory. Each row's and column's scale is formed once
-// and shared through shared memory.
-template <CastDtype kDtype>
-__device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& p) {
+// and shared through shared memory. kSums: also x's fp32 column sums over the block into p.col_sums (a bias gradient),
+// a compile-time choice so that the cast without them keeps its registers.
+template <CastDtype kDtype, bool kSums>
+__device__ __forceinline__ void per_token_transposing_cast_impl(const Fp8CastParams& p) {
   using Vec = CastVector<kDtype>;
   constexpr int kVec = Vec::kElems;                  // columns per thread
   constexpr int kLanes = kCastGroup / kVec;          // threads across a row: 16 (16-bit x) or 32 (fp32)
@@ -313,7 +314,8 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
   static_assert(kLanes <= 32 && kRows == kLanes / 2, "a row's lanes lie in one warp and end as lane pairs");
   static_assert(kCastThreads >= kCastGroup, "one thread per column forms the column scales");
   __shared__ uint32_t column_amax[kRowGroups][kCastGroup];
-  __shared__ float column_sum[kRowGroups][kCastGroup];  // with p.col_sums only
+  constexpr int kWarps = kCastThreads / 32;
+  __shared__ float column_sum[kSums ? kWarps : 1][kCastGroup];  // per warp, its row groups combined
   __shared__ __align__(16) float2 row_scale[kCastGroup];  // (scale, reciprocal) per row of the block
   __shared__ __align__(16) float2 col_scale[kCastGroup];
 
@@ -339,18 +341,6 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
   }
 #pragma unroll
   for (int e = 0; e < kVec; ++e) column_amax[group][col_in_block + e] = col_bits[e];
-  if (p.col_sums != nullptr) {  // (block-uniform) a bias gradient's column sums from the same registers, in fp32
-    float sums[kVec] = {};
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      float v[kVec];
-      Vec::unpack(raw[r], v);
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) sums[e] += v[e];
-    }
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) column_sum[group][col_in_block + e] = sums[e];
-  }
 
   // Reduce-scatter of the kRows row amaxes over the row's lanes: at offset o a lane keeps the upper half of its values
   // if (lane & o), the lower half otherwise, and takes the partner's copy of that half.
@@ -383,12 +373,6 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
     col_scale[threadIdx.x] = scale;
     const int64_t c = col_block * kCastGroup + threadIdx.x;
     if (c < p.cols) p.sf_t[c * p.sf_t_stride_row + row_block * p.sf_t_stride_col] = scale.x;
-    if (p.col_sums != nullptr && c < p.cols) {  // fixed order over the row groups: deterministic
-      float sum = 0.0f;
-#pragma unroll
-      for (int g = 0; g < kRowGroups; ++g) sum += column_sum[g][threadIdx.x];
-      p.col_sums[row_block * p.cols + c] = sum;
-    }
   }
   __syncthreads();
 
@@ -402,8 +386,10 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
     }
   }
   // Along the columns: column e's kRows values into q_t row col + e (rows % 16 == 0, checked by the host, so the
-  // thread's rows are all inside x or all outside).
-  if (row0 >= p.rows) return;
+  // thread's rows are all inside x or all outside; rows outside were loaded as zeros). kSums: also their fp32 sum,
+  // here where the column's values are in registers anyway (beside the amaxes, the sums would hold registers through
+  // the scale exchange).
+  const int warp = threadIdx.x / 32;
 #pragma unroll
   for (int e = 0; e < kVec; ++e) {
     float v[kRows];
@@ -413,10 +399,39 @@ __device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& 
       Vec::unpack(raw[r], row_values);
       v[r] = row_values[e];
     }
-    if (col + e < p.cols) {
+    if (row0 < p.rows && col + e < p.cols) {
       store_e4m3_scaled(static_cast<uint8_t*>(p.q_t) + (col + e) * p.rows + row0, v, col_scale[col_in_block + e]);
     }
+    if constexpr (kSums) {  // the warp's row groups combined by shuffles
+      float sum = 0.0f;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) sum += v[r];
+#pragma unroll
+      for (int offset = kLanes; offset < 32; offset *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      if (threadIdx.x % 32 < kLanes) column_sum[warp][col_in_block + e] = sum;
+    }
   }
+  if constexpr (kSums) {  // the warps' partial sums in a fixed order: deterministic, unlike atomics
+    __syncthreads();
+    const int64_t c = col_block * kCastGroup + threadIdx.x;
+    if (threadIdx.x < kCastGroup && c < p.cols) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += column_sum[w][threadIdx.x];
+      p.col_sums[row_block * p.cols + c] = sum;
+    }
+  }
+}
+
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_token_transposing_cast(const Fp8CastParams& p) {
+  per_token_transposing_cast_impl<kDtype, false>(p);
+}
+
+// The per-token transposing cast that also writes x's column sums over each 128-row block.
+template <CastDtype kDtype>
+__device__ __forceinline__ void per_token_transposing_summing_cast(const Fp8CastParams& p) {
+  per_token_transposing_cast_impl<kDtype, true>(p);
 }
 
 // The per-token cast of a transposed view: x is stored [cols, rows] row-major (ld_x between its rows) and the result

@@ -84,7 +84,7 @@ struct Fp8CastParams {
                 // ceil(rows/128)] with the strides below
   int64_t sf_t_stride_row;
   int64_t sf_t_stride_col;
-  float* col_sums;  // the per-token transposing cast only, or nullptr: x's column sums over each 128-row block,
+  float* col_sums;  // the per-token transposing summing cast only: x's column sums over each 128-row block,
                     // [ceil(rows/128), cols] fp32 row-major (a torch sum over the blocks finishes them)
 };
 
