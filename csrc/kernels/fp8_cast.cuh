@@ -69,7 +69,6 @@ __device__ __forceinline__ float scale_of(uint32_t amax_bits) {
 struct DivideByFinite {
   float divisor, reciprocal;
 
-  __device__ __forceinline__ explicit DivideByFinite(float d) : divisor(d), reciprocal(reciprocal_of(d)) {}
   __device__ __forceinline__ DivideByFinite(float d, float r) : divisor(d), reciprocal(r) {}
 
   __device__ __forceinline__ static float reciprocal_of(float d) {
@@ -115,24 +114,26 @@ __device__ __forceinline__ float2 scale_and_reciprocal(uint32_t amax_bits) {
   return make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
 }
 
-// store_e4m3 with a scale from scale_and_reciprocal; a non-finite scale takes the full division.
-template <int kElems>
-__device__ __forceinline__ void store_e4m3_scaled(uint8_t* q, const float (&v)[kElems], float2 scale) {
+// Calls body(divide) with the division by scale.x: the fast one with the reciprocal scale.y (scale_and_reciprocal) when
+// the scale is finite, else the full one.
+template <class Body>
+__device__ __forceinline__ void with_divider(float2 scale, Body&& body) {
   if (isfinite(scale.x)) {
-    store_e4m3(q, v, DivideByFinite(scale.x, scale.y));
+    body(DivideByFinite(scale.x, scale.y));
   } else {
-    store_e4m3(q, v, DivideByAny{scale.x});
+    body(DivideByAny{scale.x});
   }
 }
 
-// Calls body(divide) with the division for `scale`: the per-group fast one when it is finite, else the full one.
 template <class Body>
 __device__ __forceinline__ void with_divider(float scale, Body&& body) {
-  if (isfinite(scale)) {
-    body(DivideByFinite(scale));
-  } else {
-    body(DivideByAny{scale});
-  }
+  with_divider(make_float2(scale, DivideByFinite::reciprocal_of(scale)), body);
+}
+
+// store_e4m3 with a scale from scale_and_reciprocal.
+template <int kElems>
+__device__ __forceinline__ void store_e4m3_scaled(uint8_t* q, const float (&v)[kElems], float2 scale) {
+  with_divider(scale, [&](const auto& div) { store_e4m3(q, v, div); });
 }
 
 // Quantizes kElems values with `scale` and stores their bytes at q (kElems-byte aligned).
