@@ -187,40 +187,28 @@ __device__ __forceinline__ void per_token_cast(const Fp8CastParams& p) {
 }
 
 // A quantized 128 x 128 block staged in shared memory (row r of the block at staged + r * kStagedLine) written as its
-// transpose into q_t [cols, rows]. A thread takes 4 columns x 16 rows: 16 word reads (a warp reads one staged row's
-// 128 contiguous bytes: conflict-free), a 4 x 4 byte transpose per 4 rows in registers (byte_perm), then each of its
-// columns leaves as one 16-byte store of 16 consecutive x rows into its q_t row (rows % 16 == 0, checked by the host).
-// A byte-wise read per value made the kernel wait on the shared-memory pipe (MIO throttle).
+// transpose into q_t [cols, rows]: q_t row c (x's column) takes 16 consecutive x rows per 16-byte store (rows % 16 ==
+// 0, checked by the host); consecutive threads take consecutive c, so a warp's shared-memory reads of one staged row
+// are conflict-free.
 constexpr int kStagedLine = kCastGroup + 16;  // bytes per staged row: 16-byte aligned, rows 4 banks apart
 
 __device__ __forceinline__ void write_transposed_block(const Fp8CastParams& p, const uint8_t* staged,
                                                        int64_t row_block, int64_t col_block) {
-  static_assert(kCastThreads == (kCastGroup / 4) * (kCastGroup / 16), "one pass of 4 columns x 16 rows per thread");
-  const int col0 = threadIdx.x % (kCastGroup / 4) * 4, row0 = threadIdx.x / (kCastGroup / 4) * 16;
-  const int64_t q_t_col = row_block * kCastGroup + row0;
-  if (q_t_col >= p.rows) return;
-  uint32_t out[4][4];  // out[k][w]: column col0 + k, rows row0 + 4w .. row0 + 4w + 3
+  const int c = threadIdx.x % kCastGroup;
+  const int64_t q_t_row = col_block * kCastGroup + c;
 #pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    uint32_t in[4];  // rows row0 + 4w + i, columns col0 .. col0 + 3
+  for (int chunk = threadIdx.x / kCastGroup; chunk < kCastGroup / 16; chunk += kCastThreads / kCastGroup) {
+    const int64_t q_t_col = row_block * kCastGroup + chunk * 16;
+    if (q_t_row >= p.cols || q_t_col >= p.rows) continue;
+    uint32_t words[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      in[i] = *reinterpret_cast<const uint32_t*>(staged + (row0 + 4 * w + i) * kStagedLine + col0);
+    for (int w = 0; w < 4; ++w) {
+      words[w] = 0;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) words[w] |= uint32_t{staged[(chunk * 16 + w * 4 + b) * kStagedLine + c]} << (8 * b);
     }
-    const uint32_t lo01 = __byte_perm(in[0], in[1], 0x5140), hi01 = __byte_perm(in[0], in[1], 0x7362);
-    const uint32_t lo23 = __byte_perm(in[2], in[3], 0x5140), hi23 = __byte_perm(in[2], in[3], 0x7362);
-    out[0][w] = __byte_perm(lo01, lo23, 0x5410);
-    out[1][w] = __byte_perm(lo01, lo23, 0x7632);
-    out[2][w] = __byte_perm(hi01, hi23, 0x5410);
-    out[3][w] = __byte_perm(hi01, hi23, 0x7632);
-  }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int64_t q_t_row = col_block * kCastGroup + col0 + k;
-    if (q_t_row < p.cols) {
-      *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.q_t) + q_t_row * p.rows + q_t_col) =
-          make_uint4(out[k][0], out[k][1], out[k][2], out[k][3]);
-    }
+    *reinterpret_cast<uint4*>(static_cast<uint8_t*>(p.q_t) + q_t_row * p.rows + q_t_col) =
+        make_uint4(words[0], words[1], words[2], words[3]);
   }
 }
 
