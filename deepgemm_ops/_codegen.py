@@ -228,9 +228,9 @@ CAST_DTYPES = {"bfloat16": "BFloat16", "float16": "Float16", "float32": "Float32
 
 def fp8_cast_min_ctas_per_sm(kind: str, dtype: str) -> int:
     """The CTAs per SM the ``kind`` cast kernel's launch bounds ask ptxas to fit. The per-token transposing cast of
-    16-bit x holds a 128 x 128 block per CTA and waits on its loads, so a third resident CTA keeps DRAM busier: capped
-    at 80 registers (from 94-128) it ran 11% faster on the H200 (docs/PERF.md, session 8). The others keep ptxas's
-    choice (one)."""
+    16-bit x (with or without the column sums) holds a 128 x 128 block per CTA and waits on its loads, so a third
+    resident CTA keeps DRAM busier: capped at 80 registers (from 94-128) it ran 11% faster on the H200 (docs/PERF.md,
+    session 8). The others keep ptxas's choice (one)."""
     return 3 if kind.startswith("per_token_transposing") and dtype != "float32" else 1
 
 

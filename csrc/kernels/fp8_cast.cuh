@@ -107,11 +107,14 @@ __device__ __forceinline__ void store_e4m3(uint8_t* q, const float (&v)[kElems],
   }
 }
 
-// The scale of a group with amax bits `amax_bits` and, for store_e4m3_scaled, the reciprocal of it when finite: formed
-// once, shared by the stores that use the scale.
-__device__ __forceinline__ float2 scale_and_reciprocal(uint32_t amax_bits) {
-  const float scale = scale_of(amax_bits);
+// (scale, its reciprocal when finite): what with_divider takes, formed once and shared by the stores that use it.
+__device__ __forceinline__ float2 with_reciprocal(float scale) {
   return make_float2(scale, DivideByFinite::reciprocal_of(isfinite(scale) ? scale : 1.0f));
+}
+
+// The scale of a group with amax bits `amax_bits`, with its reciprocal.
+__device__ __forceinline__ float2 scale_and_reciprocal(uint32_t amax_bits) {
+  return with_reciprocal(scale_of(amax_bits));
 }
 
 // Calls body(divide) with the division by scale.x: the fast one with the reciprocal scale.y (scale_and_reciprocal) when
@@ -127,7 +130,7 @@ __device__ __forceinline__ void with_divider(float2 scale, Body&& body) {
 
 template <class Body>
 __device__ __forceinline__ void with_divider(float scale, Body&& body) {
-  with_divider(make_float2(scale, DivideByFinite::reciprocal_of(scale)), body);
+  with_divider(with_reciprocal(scale), body);
 }
 
 // store_e4m3 with a scale from scale_and_reciprocal.
