@@ -12,6 +12,7 @@ from . import (
 from ._cuda import warmup
 from ._heuristics import get_mk_alignment_for_contiguous_layout
 from ._layout import get_tma_aligned_size
+from ._pdl import get_pdl, set_pdl
 from ._precompile import GemmCall, precompile
 from ._sms import get_num_sms, set_num_sms
 from .ops import *  # noqa: F403  (the typed op functions: deepgemm_ops.fp8_gemm_nt, ...)
@@ -24,6 +25,8 @@ __all__ = [
     "get_mk_alignment_for_contiguous_layout",
     "get_num_sms",
     "set_num_sms",
+    "get_pdl",
+    "set_pdl",
     "warmup",
 ]
 __version__ = "0.1.0"

@@ -246,6 +246,7 @@ def fp8_cast_source(kind: str, dtype: str) -> tuple[str, str]:
 
 extern "C" __global__ void __launch_bounds__(deepgemm_ops::kCastThreads, {fp8_cast_min_ctas_per_sm(kind, dtype)})
 {name}(const __grid_constant__ deepgemm_ops::Fp8CastParams params) {{
+  deepgemm_ops::kernels::enter_dependent_grid();
   deepgemm_ops::kernels::{kind}_cast<deepgemm_ops::CastDtype::{CAST_DTYPES[dtype]}>(params);
 }}
 """

@@ -26,7 +26,7 @@ from types import ModuleType
 
 import torch
 
-from . import _jit, _toolchain
+from . import _jit, _pdl, _toolchain
 
 _CFLAGS = ("-O3",)
 _MODULE_PREFIX = "deepgemm_ops_host"
@@ -176,13 +176,23 @@ def host_module() -> ModuleType:
             # The stamp is written after a successful build: a library without a matching one may be half-linked.
             stamp = build_dir / f"{name}.so.ok"
             if library.is_file() and stamp.is_file() and stamp.read_text() == _stamp(library):
-                _module = _import_extension(name, library)
+                module = _import_extension(name, library)
                 if _jit.debug_enabled():
                     _jit.debug_log(f"host module {name} loaded from {library}")
             else:
-                _module = _build(name, sources, build_dir)
+                module = _build(name, sources, build_dir)
                 stamp.write_text(_stamp(library))
+            module.set_pdl(_pdl.get_pdl())  # before it is published: no launch may miss the setting
+            _module = module
     return _module
+
+
+def apply_pdl_setting() -> None:
+    """Hands deepgemm_ops.set_pdl's value to the host module if it is loaded (builds nothing); host_module() hands it
+    over when it loads. Under the load lock, so a module being loaded cannot miss a change."""
+    with _lock:
+        if _module is not None:
+            _module.set_pdl(_pdl.get_pdl())
 
 
 def check(error: str) -> None:

@@ -99,6 +99,24 @@ def register_split_problem(symbol: str, ptxas: str, sass: str, math_warpgroups: 
     return None if released >= needed else f"producer releases {released} registers, math warpgroups need {needed}"
 
 
+_GLOBAL_ACCESS = re.compile(r"\b(LDG|STG|LDGSTS|ATOMG|REDG?|UTMALDG|UTMASTG|UTMAREDG|UBLKCP)\b")
+
+
+def pdl_problem(sass: str) -> str | None:
+    """Why the kernel is unsafe or useless under programmatic dependent launch, or None: it must trigger the next
+    grid (PREEXIT) and wait for the previous one (ACQBULK) ahead of its first global-memory access, in code order
+    (both sit in the entry block, csrc/kernels/grid_dependency.cuh)."""
+    code = [text for _, text in _INSTRUCTION.findall(sass)]
+    first = {what: next((i for i, t in enumerate(code) if re.match(what, t)), None) for what in ("PREEXIT", "ACQBULK")}
+    access = next((i for i, t in enumerate(code) if _GLOBAL_ACCESS.search(t)), len(code))
+    missing = [what for what, i in first.items() if i is None]
+    if missing:
+        return f"no {' / '.join(missing)} in the SASS"
+    if first["ACQBULK"] > access:
+        return f"global-memory access before the wait: {code[access]!r}"
+    return None
+
+
 def main_loop(sass: str) -> list[str]:
     """The instructions of the smallest loop (a backward branch and its target) whose body issues a QGMMA."""
     code = [(int(addr, 16), text) for addr, text in _INSTRUCTION.findall(sass)]
@@ -163,6 +181,7 @@ class _KernelCompile:
                 if name not in TILE_SPILL_BYTES:
                     self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
                 self.assertNotRegex(main_loop_sass(sass), r"\b(LDL|STL)\b", "local-memory traffic in the main loop")
+                self.assertIsNone(pdl_problem(sass))
 
     def test_register_split_completes(self):
         for name, (symbol, ptxas, sass) in self.results.items():
@@ -246,6 +265,7 @@ class TestCastKernelCompile(TestCase):
                     self.assertLessEqual(int(re.search(r"(\d+) bytes stack frame", ptxas).group(1)), 64)
                 self.assertIn("F2FP.SATFINITE.E4M3.F32.PACK_AB", sass)
                 self.assertIn("FCHK", sass)  # the IEEE division's range check
+                self.assertIsNone(pdl_problem(sass))
                 loads = [i for i, line in enumerate(sass.splitlines()) if "LDG.E.128" in line]
                 first_reduction = next(i for i, line in enumerate(sass.splitlines()) if re.search(r"SHFL|REDUX", line))
                 per_block = 16 if dtype == "float32" else 8
@@ -269,6 +289,7 @@ class TestCastKernelCompile(TestCase):
 
 extern "C" __global__ void __launch_bounds__(deepgemm_ops::kCastThreads, 1)
 dg_fp8_per_token_cast_bfloat16(const __grid_constant__ deepgemm_ops::Fp8CastParams params) {
+  deepgemm_ops::kernels::enter_dependent_grid();
   deepgemm_ops::kernels::per_token_cast<deepgemm_ops::CastDtype::BFloat16>(params);
 }
 """)
@@ -430,6 +451,7 @@ class TestBf16KernelCompile(TestCase):
                 hgmma = set(re.findall(r"HGMMA\.64x(\d+)x16\.F32\.BF16 R\d+, gdesc\[UR\d+\]([.\w]*)", sass))
                 self.assertEqual(hgmma, {(str(cfg.block_n), _BF16_TRANSPOSE[cfg.layout])})
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
+                self.assertIsNone(pdl_problem(sass))
 
     def test_register_split_completes(self):
         for name, (symbol, ptxas, sass) in self.results.items():

@@ -102,6 +102,7 @@ class TestValidation(expecttest.TestCase):
         import deepgemm_ops
 
         self.assertExpectedInline(self.error(deepgemm_ops.set_num_sms, 0), """num_sms must be an int >= 1, got 0""")
+        self.assertExpectedInline(self.error(deepgemm_ops.set_pdl, 1), """enabled must be a bool, got int""")
         self.assertExpectedInline(self.error(deepgemm_ops.get_tma_aligned_size, 8, 3), """element_size must be 1, 2, 4, 8 or 16 bytes, got 3""")
 
     def test_bad_input_matrix_same_on_cpu_and_fake_cuda(self):

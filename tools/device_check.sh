@@ -14,7 +14,7 @@ if [ "$what" != bench ]; then
   for i in "${!groups[@]}"; do
     timeout 330 python3 -m pytest test/test_gpu.py -q -rfE -k "${groups[$i]}" > "$out/gpu_$i.log" 2>&1 &
   done
-  timeout 330 python3 -m pytest test/test_runtime.py test/test_gpu_cast.py test/test_gpu_nn.py test/test_multi_gpu.py -q -rfE > "$out/gpu_runtime_cast_nn.log" 2>&1 &
+  timeout 330 python3 -m pytest test/test_runtime.py test/test_gpu_cast.py test/test_gpu_nn.py test/test_gpu_pdl.py test/test_multi_gpu.py -q -rfE > "$out/gpu_runtime_cast_nn.log" 2>&1 &
   timeout 330 python3 -m pytest test/test_gpu_bf16.py -q -rfE > "$out/gpu_bf16.log" 2>&1 &
   timeout 330 python3 -m pytest test/test_gpu_kgrouped.py -q -rfE > "$out/gpu_kgrouped.log" 2>&1 &
   wait

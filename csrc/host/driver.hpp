@@ -4,6 +4,8 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -91,10 +93,29 @@ inline void bind_current_context() {
   if (context == nullptr) check_cuda(cudaFree(nullptr), "cudaFree(nullptr) (context initialisation)");
 }
 
-// Every kernel launch goes through here: the context first, then the launch, its failure named by `what`.
+// Programmatic dependent launch for every kernel (deepgemm_ops.set_pdl; on unless turned off): each kernel waits for
+// the previous grid before touching global memory (csrc/kernels/grid_dependency.cuh), so it may be launched early.
+inline std::atomic<bool>& pdl_enabled() {
+  static std::atomic<bool> enabled{true};
+  return enabled;
+}
+
+// Every kernel launch goes through here: the context first, then the launch (with the PDL attribute added to the
+// caller's), its failure named by `what`.
 inline void launch_kernel(const CUlaunchConfig& config, CUfunction function, void** args, const char* what) {
+  constexpr unsigned kMaxAttrs = 4;
+  require(config.numAttrs < kMaxAttrs, what, ": ", config.numAttrs, " launch attributes, at most ", kMaxAttrs - 1);
+  CUlaunchAttribute attrs[kMaxAttrs];
+  CUlaunchConfig launch = config;
+  if (pdl_enabled().load(std::memory_order_relaxed)) {
+    std::copy(config.attrs, config.attrs + config.numAttrs, attrs);
+    attrs[config.numAttrs].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attrs[config.numAttrs].value.programmaticStreamSerializationAllowed = 1;
+    launch.attrs = attrs;
+    launch.numAttrs = config.numAttrs + 1;
+  }
   bind_current_context();
-  check_cu(driver().LaunchKernelEx(&config, function, args, nullptr), what);
+  check_cu(driver().LaunchKernelEx(&launch, function, args, nullptr), what);
 }
 
 }  // namespace deepgemm_ops

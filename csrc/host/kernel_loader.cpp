@@ -45,6 +45,8 @@ void bind_kernel_loader(py::module_& m) {
       py::arg("key"), py::arg("device"));
   m.def("loaded_kernels", [] { return KernelRegistry::instance().loaded(); },
         "(key, device) of every loaded kernel.");
+  m.def("set_pdl", [](bool enabled) { pdl_enabled().store(enabled); }, py::arg("enabled"),
+        "Launch every later kernel with programmatic dependent launch (deepgemm_ops.set_pdl).");
 }
 
 const PythonBindings kRegister(bind_kernel_loader);

@@ -6,6 +6,7 @@
 // scale = amax / 448 and q = e4m3(x / scale), both IEEE divisions, round to nearest even. A group holding Inf gets an
 // Inf scale (finite values become 0, the Inf becomes NaN); a group holding NaN gets a NaN scale and NaN values.
 #pragma once
+#include "grid_dependency.cuh"
 #include "params.h"
 
 namespace deepgemm_ops::kernels {

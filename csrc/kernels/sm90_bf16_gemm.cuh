@@ -5,6 +5,7 @@
 // The generated source instantiates this from an extern "C" __global__ wrapper with
 // __launch_bounds__(bf16_gemm_threads(kBlockM), 1).
 #pragma once
+#include "grid_dependency.cuh"
 #include "params.h"
 #include "sm90_bf16_mainloop.cuh"
 #include "sm90_epilogue.cuh"
@@ -50,6 +51,7 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
     if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
+  enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
   __syncthreads();
 
   if (warpgroup == Loop::kNumMathWarpgroups) {

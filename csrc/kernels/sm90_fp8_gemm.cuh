@@ -8,6 +8,7 @@
 #pragma once
 #include "sm90_epilogue.cuh"
 #include "sm90_mainloop.cuh"
+#include "grid_dependency.cuh"
 #include "params.h"
 #include "sm90_primitives.cuh"
 #include "sm90_scheduler.cuh"
@@ -58,6 +59,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
+  enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
   if constexpr (kCluster > 1) {
     cute::cluster_sync();  // the peer's barriers are initialised before any multicast or remote arrive reaches them
   } else {

@@ -17,6 +17,7 @@ import torch
 from .. import _sms
 from .._heuristics import get_mk_alignment_for_contiguous_layout
 from .._layout import get_tma_aligned_size
+from .._pdl import get_pdl, set_pdl  # DeepGEMM's later releases have them (there off by default)
 from . import testing, utils  # noqa: F401  (deep_gemm.testing, deep_gemm.utils)
 from .utils import *  # noqa: F403  (DeepGEMM re-exports its utils at the top level)
 
@@ -222,9 +223,9 @@ __all__ = [
     "bf16_gemm_nn", "bf16_gemm_nt", "bf16_gemm_tn", "bf16_gemm_tt", "bf16_m_grouped_gemm_nt_masked",
     "fp8_gemm_nn", "fp8_gemm_nt", "fp8_gemm_tn", "fp8_gemm_tt", "fp8_m_grouped_gemm_nt_masked",
     "get_k_alignment_for_contiguous_layout", "get_m_alignment_for_contiguous_layout",
-    "get_mk_alignment_for_contiguous_layout", "get_num_sms", "get_tc_util", "get_tma_aligned_size",
+    "get_mk_alignment_for_contiguous_layout", "get_num_sms", "get_pdl", "get_tc_util", "get_tma_aligned_size",
     "install_as_deep_gemm", "k_grouped_fp8_gemm_tn_contiguous", "m_grouped_bf16_gemm_nt_contiguous",
     "m_grouped_bf16_gemm_nt_masked", "m_grouped_fp8_gemm_nn_contiguous", "m_grouped_fp8_gemm_nt_contiguous",
-    "m_grouped_fp8_gemm_nt_masked", "set_num_sms", "set_tc_util", "testing", "transform_sf_into_required_layout",
-    "utils", *utils.__all__,
+    "m_grouped_fp8_gemm_nt_masked", "set_num_sms", "set_pdl", "set_tc_util", "testing",
+    "transform_sf_into_required_layout", "utils", *utils.__all__,
 ]
