@@ -69,7 +69,7 @@ class TestHostModuleBuild(unittest.TestCase):
         self.assertIn(
             "exports ['bf16_gemm_door', 'clear_bf16_gemm_plans', 'clear_gemm_plans', 'fp8_cast', 'gemm_door', 'has_kernel', "
             "'install_bf16_gemm_plan', 'install_cast_kernel', 'install_gemm_plan', 'k_grouped_gemm_door', "
-            "'load_kernel', 'loaded_kernels', 'num_gemm_plans']",
+            "'load_kernel', 'loaded_kernels', 'num_gemm_plans', 'set_pdl']",
             cold.stdout,
         )
         self.assertIn("has_kernel False loaded []", cold.stdout)
