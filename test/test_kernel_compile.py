@@ -103,16 +103,15 @@ _GLOBAL_ACCESS = re.compile(r"\b(LDG|STG|LDGSTS|ATOMG|REDG?|UTMALDG|UTMASTG|UTMA
 
 
 def pdl_problem(sass: str) -> str | None:
-    """Why the kernel is unsafe or useless under programmatic dependent launch, or None: it must trigger the next
-    grid (PREEXIT) and wait for the previous one (ACQBULK) ahead of its first global-memory access, in code order
-    (both sit in the entry block, csrc/kernels/grid_dependency.cuh)."""
+    """Why the kernel is unsafe under programmatic dependent launch, or None: it must wait for the previous grid
+    (ACQBULK) ahead of its first global-memory access, in code order (the wait sits in the entry block,
+    csrc/kernels/grid_dependency.cuh)."""
     code = [text for _, text in _INSTRUCTION.findall(sass)]
-    first = {what: next((i for i, t in enumerate(code) if re.match(what, t)), None) for what in ("PREEXIT", "ACQBULK")}
+    wait = next((i for i, t in enumerate(code) if t.startswith("ACQBULK")), None)
     access = next((i for i, t in enumerate(code) if _GLOBAL_ACCESS.search(t)), len(code))
-    missing = [what for what, i in first.items() if i is None]
-    if missing:
-        return f"no {' / '.join(missing)} in the SASS"
-    if first["ACQBULK"] > access:
+    if wait is None:
+        return "no ACQBULK (griddepcontrol.wait) in the SASS"
+    if wait > access:
         return f"global-memory access before the wait: {code[access]!r}"
     return None
 

@@ -8,10 +8,11 @@
 
 namespace deepgemm_ops::kernels {
 
+// No explicit griddepcontrol.launch_dependents: the next kernel then launches as this grid's CTAs exit. Triggering at
+// the start made the next kernels' CTAs wait on SMs early, which slowed CUDA-graph decode chains of small GEMMs by
+// 2-4% (docs/PERF.md, session 10).
 __device__ __forceinline__ void enter_dependent_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Lets the next kernel launch once every CTA of this grid has started; it waits for this grid in turn.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
