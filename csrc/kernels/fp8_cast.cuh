@@ -134,15 +134,10 @@ __device__ __forceinline__ void with_divider(float scale, Body&& body) {
   with_divider(with_reciprocal(scale), body);
 }
 
-// store_e4m3 with a scale from scale_and_reciprocal.
-template <int kElems>
-__device__ __forceinline__ void store_e4m3_scaled(uint8_t* q, const float (&v)[kElems], float2 scale) {
-  with_divider(scale, [&](const auto& div) { store_e4m3(q, v, div); });
-}
-
-// Quantizes kElems values with `scale` and stores their bytes at q (kElems-byte aligned).
-template <int kElems>
-__device__ __forceinline__ void store_quantized(uint8_t* q, const float (&v)[kElems], float scale) {
+// Quantizes kElems values with `scale` (a float, or (scale, reciprocal) from scale_and_reciprocal when several stores
+// share it) and stores their bytes at q (kElems-byte aligned).
+template <int kElems, class Scale>
+__device__ __forceinline__ void store_quantized(uint8_t* q, const float (&v)[kElems], Scale scale) {
   with_divider(scale, [&](const auto& div) { store_e4m3(q, v, div); });
 }
 
@@ -375,7 +370,7 @@ __device__ __forceinline__ void per_token_transposing_cast_impl(const Fp8CastPar
     float v[kVec];
     Vec::unpack(raw[r], v);
     if (row0 + r < p.rows && col_valid) {
-      store_e4m3_scaled(static_cast<uint8_t*>(p.q) + (row0 + r) * p.ld_q + col, v, row_scale[row_in_block + r]);
+      store_quantized(static_cast<uint8_t*>(p.q) + (row0 + r) * p.ld_q + col, v, row_scale[row_in_block + r]);
     }
   }
   // Along the columns: column e's kRows values into q_t row col + e (rows % 16 == 0, checked by the host, so the
@@ -393,7 +388,7 @@ __device__ __forceinline__ void per_token_transposing_cast_impl(const Fp8CastPar
       v[r] = row_values[e];
     }
     if (row0 < p.rows && col + e < p.cols) {
-      store_e4m3_scaled(static_cast<uint8_t*>(p.q_t) + (col + e) * p.rows + row0, v, col_scale[col_in_block + e]);
+      store_quantized(static_cast<uint8_t*>(p.q_t) + (col + e) * p.rows + row0, v, col_scale[col_in_block + e]);
     }
     if constexpr (kSums) {  // the warp's row groups combined by shuffles
       float sum = 0.0f;

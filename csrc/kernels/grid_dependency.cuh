@@ -2,8 +2,8 @@
 // may start while the kernel before it in the stream is still finishing, so its launch latency and prologue hide
 // under that kernel's tail. Every kernel here therefore calls enter_dependent_grid() after its prologue (which
 // touches only shared memory and kernel parameters) and before its first global-memory read or write: the wait
-// returns once the previous grid has completed and its writes are visible. Launched without the attribute, both
-// instructions do nothing.
+// returns once the previous grid has completed and its writes are visible. Launched without the attribute, the wait
+// does nothing.
 #pragma once
 
 namespace deepgemm_ops::kernels {
