@@ -219,6 +219,25 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         self.assertTrue(all(r["deep_gemm_rel_err"] < 1e-2 and r["vs_deep_gemm"] == 2.0 for r in rows))
         self.assertIn("DeepGEMM", bf16.format_bf16(rows).splitlines()[0])
 
+    def test_grouped_cases_against_deep_gemm_api(self):
+        """--grouped --against: DeepGEMM's grouped calls (our compat facade here, on the CPU reference) run on the same
+        operands as ours; their rows carry the same run's ratio and kernel-only ratio instead of DESIGN's figure."""
+        from deepgemm_ops import compat
+        from deepgemm_ops.bench import grouped
+
+        cases = (("contiguous", 2, 128, 64, 256, 1000), ("masked", 2, 64, 64, 256, 500))
+        with mock.patch.object(grouped, "CASES", cases):
+            alone = grouped.run_grouped(_OnceTimer(), 4000.0, 1)
+            rows = grouped.run_grouped(_OnceTimer(deep_gemm_us=2.0, kernel_us=5.0), 4000.0, 1, against=compat)
+        self.assertEqual([r["vs_deepgemm"] for r in alone], [r["tflops"] / c[-1] for r, c in zip(alone, cases)])
+        self.assertTrue(all("deep_gemm_us" not in r for r in alone))
+        for r in rows:
+            self.assertEqual((r["vs_deepgemm"], r["kernel_vs_deepgemm"]), (2.0, 1.0))
+            self.assertLess(r["deep_gemm_rel_err"], 1e-2)
+            self.assertLess(r["rel_err"], 1e-2)
+        self.assertIn("kernels", grouped.format_grouped(rows).splitlines()[0])
+        self.assertNotIn("kernels", grouped.format_grouped(alone).splitlines()[0])
+
     def test_overhead_text(self):
         o = {"shape": "64x256x128", "groups": "4 groups x 128 rows",
              "us": {"aten_mm": 10.0, "aten_bmm": 20.0, "fp8_gemm_nt": 12.0, "masked_out": 15.0}}

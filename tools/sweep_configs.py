@@ -1,6 +1,6 @@
 """A/B kernel configs for a few shapes under the bench's own conditions (device tool; developer use only).
 
-    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl|MxNxK:..."
+    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages|MxNxK:..."
 
 Every variant of a shape runs on the same inputs, compiled in parallel first, timed with bench.Timer (L2 flushed,
 median); the heuristic's own choice is timed first and last, so the spread between those two is the noise.
@@ -19,8 +19,9 @@ from deepgemm_ops import _heuristics as H
 chosen = H.choose_fp8_gemm_config
 
 
-def forced(cfg, bm, bn, cl):
-    return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl)
+def forced(cfg, bm, bn, cl, stages=None):
+    """stages: pipeline depth (default: the most that fit, up to the heuristic's MAX_STAGES)."""
+    return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages)
 
 
 def main(spec: str) -> None:

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the MoE grouped cases of DESIGN §6 (contiguous and masked) instead of --shapes")
     parser.add_argument("--against", metavar="MODULE",
                         help="also time MODULE (DeepGEMM's API, e.g. deep_gemm) on the same inputs: the dense "
-                             "shapes (with every candidate's kernel-only time), --bf16 and --wgrad's k-grouped cases")
+                             "shapes and --grouped cases (with every candidate's kernel-only time), --bf16 and "
+                             "--wgrad's k-grouped cases")
     parser.add_argument("--casts", action="store_true",
                         help="run the FP8 casts (share of the copy bandwidth), an FP8 linear forward and an FP8Linear "
                              "training step against bf16 instead of --shapes")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grouped:
         from .grouped import run_grouped
 
-        report["grouped"] = run_grouped(timer, copy_gbps, args.reps)
+        report["grouped"] = run_grouped(timer, copy_gbps, args.reps, against)
     if args.casts:
         from .casts import (
             bench_casts,
