@@ -60,10 +60,10 @@ def math_warpgroups(block_m: int) -> int:
     return 1 if block_m == 64 else 2
 
 
-def cluster_multicasts_a(block_m: int) -> bool:
-    """2-CTA clusters of 256-row tiles pair n-blocks and share A; narrower tiles pair m-blocks and share B
-    (params.h)."""
-    return block_m == 256
+def cluster_multicasts_a(block_m: int, gemm_type: str) -> bool:
+    """2-CTA clusters of 256-row tiles and of m-grouped GEMMs (contiguous, masked: both CTAs then stay in one group)
+    pair n-blocks and share A; those of narrower normal tiles pair m-blocks and share B (params.h)."""
+    return block_m == 256 or gemm_type in ("contiguous", "masked")
 
 
 def get_mk_alignment_for_contiguous_layout() -> int:
