@@ -60,10 +60,12 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_n must be a multiple of 8 in [8, 256], got {cfg.block_n}")
     if cfg.cluster_size not in (1, 2):
         problems.append(f"cluster_size must be 1 or 2, got {cfg.cluster_size}")
-    elif cfg.cluster_size == 2 and (cfg.gemm_type != "normal"
-                                    or (cfg.block_n % 16 != 0 and not cluster_multicasts_a(cfg.block_m))):
+    elif cfg.cluster_size == 2 and (
+            cfg.gemm_type == "k_grouped"
+            or (cfg.block_n % 16 != 0 and not cluster_multicasts_a(cfg.block_m, cfg.gemm_type))):
         problems.append(
-            f"cluster_size 2 needs a normal GEMM and, multicasting B (block_m < 256), block_n % 16 == 0; got "
+            f"cluster_size 2 needs a GEMM that is not k-grouped and, multicasting B (normal, block_m < 256), "
+            f"block_n % 16 == 0; got "
             f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
     problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype, cfg.has_c))

@@ -44,6 +44,11 @@ _WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
 # K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees.
 _WIDE_256_EFFICIENCY = {128: 0.97}
 SWIZZLE_GROUP_N = 8
+# m-grouped GEMMs (contiguous, masked; 128x128 B scales, the measured recipe) in 2-CTA clusters of n-block pairs
+# sharing A, for problems of at least this many waves of full-height tiles. Same-run sweep beside DeepGEMM
+# (docs/PERF.md, 2026-12-03, H200): contiguous 4 x 8192 rows N 4096 K 7168 -9% time (8 x 4096: level), N 7168 K 2048
+# -3.5%; masked 32 x ~192 rows (128x192) -4%; masked 1 x 1024 (two waves) +3-6%, hence the threshold.
+_GROUPED_CLUSTER_MIN_WAVES = 4
 # BLOCK_N that k_grouped kernels skip: with C, per-column B scales and the run-time K loop their math warpgroups spill
 # registers (ptxas 13.0, sm_90a: 4-260 bytes at 128-row 128/144/160/192 and 64-row 144/192 tiles, 160 with nvcc only;
 # every width up to 112: none).
@@ -60,10 +65,10 @@ def math_warpgroups(block_m: int) -> int:
     return 1 if block_m == 64 else 2
 
 
-def cluster_multicasts_a(block_m: int) -> bool:
-    """2-CTA clusters of 256-row tiles pair n-blocks and share A; narrower tiles pair m-blocks and share B
-    (params.h)."""
-    return block_m == 256
+def cluster_multicasts_a(block_m: int, gemm_type: str) -> bool:
+    """2-CTA clusters of 256-row tiles and of m-grouped GEMMs (contiguous, masked: both CTAs then stay in one group)
+    pair n-blocks and share A; those of narrower normal tiles pair m-blocks and share B (params.h)."""
+    return block_m == 256 or gemm_type in ("contiguous", "masked")
 
 
 def get_mk_alignment_for_contiguous_layout() -> int:
@@ -242,8 +247,12 @@ def choose_fp8_gemm_config(
     # m-blocks adds no wave.
     cluster_size = 1
     m_blocks = ceil_div(m, block_m)
+    tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
     if block_m == 256:
         cluster_size = 2 if ceil_div(n, block_n) >= 2 and num_sms >= 2 else 1  # n-block pairs share A
+    elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
+            and ceil_div(n, block_n) >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
+        cluster_size = 2  # n-block pairs share A (and so one group's rows)
     elif (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
             and ceil_div(ceil_div(m_blocks, 2) * 2 * ceil_div(n, block_n), num_sms // 2 * 2)
             <= ceil_div(m_blocks * ceil_div(n, block_n), num_sms)):

@@ -414,6 +414,16 @@ def test_bias_in_the_epilogue(force_tile, m, n, k, recipe, out_dtype, with_c, ti
     assert rel_err(plain, reference(a, sfa, b, sfb, c)) < (4e-3 if out_dtype == torch.bfloat16 else 1e-3)
 
 
+# m-grouped GEMMs in 2-CTA clusters pair n-blocks and share A: odd n-block counts (the last pair's second block past
+# N), padding and empty groups (skipped in lock step by both CTAs), masked halves without valid rows, both recipes.
+@pytest.mark.parametrize("tile", [(128, 128, 2), (128, 192, 2), (64, 96, 2)])
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_forced_grouped_clusters(force_tile, tile, recipe):
+    force_tile(*tile)
+    _check_contiguous([300, 0, 57, 1024], 2112, 576, recipe, seed=tile[1])
+    _check_masked([512, 0, 300, 17], 512, 2112, 576, recipe, seed=tile[1])
+
+
 @pytest.mark.parametrize("block_n", [128, 64])
 def test_forced_256_row_tiles_masked(force_tile, block_n):
     force_tile(256, block_n, 1)

@@ -42,6 +42,9 @@ CASES = {
     "dense_bm64_bn112_pingpong": _cfg(128, 7168, 16384),  # the tightest register budget of the ping-pong loop
     "contiguous_1x128": _cfg(8192, 2112, 7168, recipe="1x128", gemm_type="contiguous", groups=4),
     "masked_k576": _cfg(256, 576, 576, gemm_type="masked", groups=8),
+    # m-grouped 2-CTA clusters: n-block pairs share (multicast) A
+    "contiguous_cl2": _cfg(32768, 4096, 7168, gemm_type="contiguous", groups=4),
+    "masked_bn192_cl2": _cfg(256, 6144, 7168, gemm_type="masked", groups=32, force=(128, 192, 2)),
     "dense_bm256_cl2": _cfg(4096, 7168, 2048, force=(256, 128, 2)),  # two waves per warpgroup, A multicast
     "dense_bn192_n2112": _cfg(4096, 2112, 7168),  # single-buffer loop, one per start offset in the scale block
     # the dense weight gradient (1x128 on both, bf16 out): 256-row tiles, the k-block's B scales held in registers
@@ -66,6 +69,8 @@ MAIN_LOOP_BOUND = {
     "dense_bm64_bn112_pingpong": 315,
     "contiguous_1x128": 276,
     "masked_k576": 289,
+    "contiguous_cl2": 263,
+    "masked_bn192_cl2": 173,
     "dense_bm256_cl2": 208,
     "dense_bn192_n2112": 158,  # 236 with the B-scale block choice made at run time (DeepGEMM: 140)
     "dense_wgrad_bm256_1x128": 353,  # two waves of 64 FMUL + 64 FFMA each (351 reading the B scales per wave)

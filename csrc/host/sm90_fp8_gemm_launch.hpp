@@ -184,9 +184,9 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
              s(cfg.num_math_warpgroups) + "/" + s(cfg.num_threads));
   expect(cfg.cluster_size == 1 || cfg.cluster_size == 2, "cfg.cluster_size must be 1 or 2, got " + s(cfg.cluster_size));
   expect(cfg.cluster_size == 1 ||
-             (cfg.gemm_type == 0 && (cfg.block_n % 16 == 0 || cluster_multicasts_a(cfg.block_m))),
-         "cfg.cluster_size 2 needs a normal GEMM (gemm_type 0) and, multicasting B, block_n % 16 == 0, got gemm_type " +
-             s(cfg.gemm_type) + ", block_m " + s(cfg.block_m) + ", block_n " + s(cfg.block_n));
+             (cfg.gemm_type != 3 && (cfg.block_n % 16 == 0 || cluster_multicasts_a(cfg.block_m, cfg.gemm_type))),
+         "cfg.cluster_size 2 needs a GEMM that is not k-grouped (gemm_type 3) and, multicasting B, block_n % 16 == 0, "
+         "got gemm_type " + s(cfg.gemm_type) + ", block_m " + s(cfg.block_m) + ", block_n " + s(cfg.block_n));
   expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
   expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 3, "cfg.gemm_type must be 0, 1, 2 or 3, got " + s(cfg.gemm_type));
@@ -217,7 +217,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   const uint64_t sfa_rows = type == GemmType::Masked ? groups * num_kb : num_kb;
 
   // With a cluster, each CTA loads (and multicasts) its share of the operand tile the pair shares.
-  const bool multicast_a = cfg.cluster_size > 1 && cluster_multicasts_a(cfg.block_m);
+  const bool multicast_a = cfg.cluster_size > 1 && cluster_multicasts_a(cfg.block_m, cfg.gemm_type);
   const int a_share = multicast_a ? cfg.cluster_size : 1;
   const int b_share = multicast_a ? 1 : cfg.cluster_size;
   const CUtensorMap tma_a = detail::make_tensor_map<2>(

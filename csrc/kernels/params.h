@@ -29,10 +29,14 @@ enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
 constexpr int d_store_box_cols(int block_n) { return block_n % 64 == 0 ? 64 : block_n % 32 == 0 ? 32 : 16; }
 
 // Math warpgroups per tile: one for 64 rows, two otherwise. A 256-row tile gives each of its two warpgroups 128 rows,
-// computed as two 64-row waves per k-block (wgmma's M is 64). 2-CTA clusters of 256-row tiles pair n-blocks and
-// multicast the A tile; those of 64/128-row tiles pair m-blocks and multicast B. _heuristics mirrors both rules.
+// computed as two 64-row waves per k-block (wgmma's M is 64). 2-CTA clusters of 256-row tiles and of m-grouped GEMMs
+// (contiguous, masked) pair n-blocks and multicast the A tile: both CTAs then hold the same rows, so they stay inside
+// one group; those of 64/128-row normal GEMMs pair m-blocks and multicast B. _heuristics mirrors both rules.
 constexpr int math_warpgroups(int block_m) { return block_m == 64 ? 1 : 2; }
-constexpr bool cluster_multicasts_a(int block_m) { return block_m == 256; }
+constexpr bool cluster_multicasts_a(int block_m, int gemm_type) {
+  return block_m == 256 || gemm_type == static_cast<int>(GemmType::Contiguous) ||
+         gemm_type == static_cast<int>(GemmType::Masked);
+}
 
 struct Fp8GemmParams {
   void* d;                    // bf16 or fp32 output, row stride ldd elements

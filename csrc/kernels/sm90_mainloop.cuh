@@ -54,7 +54,8 @@ struct PipelineState {
 };
 
 // kCluster == 2: the two CTAs of a cluster work on tiles that share one operand tile — the same n-block (64/128-row
-// tiles: B is shared) or, for 256-row tiles, the same m-block (A is shared; cluster_multicasts_a). Each CTA loads half
+// normal tiles: B is shared) or, for 256-row tiles and m-grouped GEMMs, the same m-block (A is shared;
+// cluster_multicasts_a). Each CTA loads half
 // of the shared tile's rows and multicasts it into both CTAs' stage, so a stage may be refilled only when the
 // consumers of both CTAs released it: empty[s] counts every local math lane and one arrival per math warp of the peer
 // (see release()).
@@ -62,7 +63,7 @@ struct PipelineState {
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
           int kCluster, class Wgmma>
 struct Mainloop {
-  static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM);
+  static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM, static_cast<int>(kType));
   static_assert(kCluster == 1 || (kCluster == 2 && (kMulticastA || kBlockN % 16 == 0)),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
   using Layout = SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes>;

@@ -20,15 +20,15 @@ struct Tile {
   int num_k_blocks;  // k-grouped only: the k-blocks of the tile's group (0 for an empty group)
 };
 
-// kCluster == 2 (normal GEMMs only): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
-// n-block (they share the B tile, which the main loop multicasts) — or, for 256-row tiles (cluster_multicasts_a), the
-// two n-blocks of one n-block pair with the same m-block (they share A). The scheduler then walks (m-pair, n-block) or
+// kCluster == 2 (not k-grouped): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
+// n-block (they share the B tile, which the main loop multicasts) — or, for 256-row tiles and m-grouped GEMMs
+// (cluster_multicasts_a), the two n-blocks of one n-block pair with the same m-block (they share A, and one group). The scheduler then walks (m-pair, n-block) or
 // (m-block, n-pair) units; both CTAs of a cluster walk the same unit sequence, so their pipelines stay in lock step.
 // The second block of the last pair may lie past M (N): it is computed on zero-filled rows and never stored.
 template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster>
 struct TileScheduler {
-  static_assert(kCluster == 1 || kType == GemmType::Normal, "2-CTA clusters are implemented for normal GEMMs only");
-  static constexpr bool kPairN = kCluster > 1 && cluster_multicasts_a(kBlockM);
+  static_assert(kCluster == 1 || kType != GemmType::KGrouped, "2-CTA clusters are not implemented for k-grouped GEMMs");
+  static constexpr bool kPairN = kCluster > 1 && cluster_multicasts_a(kBlockM, static_cast<int>(kType));
   static constexpr int kPairM = kCluster > 1 && !kPairN ? kCluster : 1;  // m-blocks per unit
   static constexpr int kNumNBlocks = (kN + kBlockN - 1) / kBlockN;
   static constexpr int kNumNUnits = kPairN ? (kNumNBlocks + kCluster - 1) / kCluster : kNumNBlocks;
@@ -86,6 +86,7 @@ struct TileScheduler {
           num_m_blocks = masked_m_blocks(group);
         }
         rasterize(index - group_first_tile, num_m_blocks, t.m_block, t.n_block);
+        if constexpr (kPairN) t.n_block = t.n_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
         t.group = group;
         t.a_row = group * p.m + t.m_block * kBlockM;
         t.row_end = group * p.m + min(max(__ldg(p.grouped_layout + group), 0), p.m);
