@@ -219,6 +219,30 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         self.assertTrue(all(r["deep_gemm_rel_err"] < 1e-2 and r["vs_deep_gemm"] == 2.0 for r in rows))
         self.assertIn("DeepGEMM", bf16.format_bf16(rows).splitlines()[0])
 
+    def test_k_grouped_against_later_deep_gemm_layout(self):
+        """Later DeepGEMM releases take the SM90 k-grouped GEMM as k_grouped_fp8_gemm_nt_contiguous on each group's
+        K-major block, one after the other, with MN-major scales: a stand-in that rebuilds [M, ΣK] from that layout
+        (and checks the scale layout) must reproduce our result."""
+        from types import SimpleNamespace
+
+        from deepgemm_ops.bench import wgrad
+
+        def nt(a, b, d, ks, ks_tensor, c):
+            (fa, sfa), (fb, sfb) = a, b
+            self.assertEqual((sfa.stride(0), sfb.stride(0)), (1, 1))  # MN-major scales
+            m, n = sfa.shape[0], sfb.shape[0]
+            blocks_a, blocks_b, at = [], [], 0
+            for k in ks:
+                blocks_a.append(fa[at * m:(at + k) * m].view(m, k))
+                blocks_b.append(fb[at * n:(at + k) * n].view(n, k))
+                at += k
+            torch.ops.deepgemm.k_grouped_fp8_gemm_nt_contiguous_out(
+                torch.cat(blocks_a, 1), sfa.contiguous(), torch.cat(blocks_b, 1), sfb.contiguous(), ks_tensor, d, c)
+
+        with mock.patch.object(wgrad, "K_GROUPED_CASES", ((3, 64, 96, 256),)):
+            kg = wgrad.bench_k_grouped(_OnceTimer(), 1, against=SimpleNamespace(k_grouped_fp8_gemm_nt_contiguous=nt))
+        self.assertLess(kg[0]["deep_gemm_rel_err"], 1e-5)
+
     def test_grouped_cases_against_deep_gemm_api(self):
         """--grouped --against: DeepGEMM's grouped calls (our compat facade here, on the CPU reference) run on the same
         operands as ours; their rows carry the same run's ratio and kernel-only ratio instead of DESIGN's figure."""

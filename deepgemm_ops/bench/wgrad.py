@@ -8,8 +8,8 @@
   the FP8Linear weight gradient at 8192 tokens, against ``torch.mm`` in bf16.
 
 Method as for the dense FP8 table (dense.py): L2 flushed before every rep, candidates interleaved, median.
-``--against MODULE`` (DeepGEMM's API) adds its ``k_grouped_fp8_gemm_tn_contiguous`` to the MoE cases, on the same
-quantized values laid out as it takes them (ΣK-major copies made outside the timed region), into its own C.
+``--against MODULE`` (DeepGEMM's API) adds its k-grouped GEMM to the MoE cases, on the same quantized values laid out
+as its release takes them on SM90 (copies made outside the timed region, _deep_gemm_k_grouped), into its own C.
 Accuracy: max |D - D_ref| / max |D_ref| against the fp32 product of the dequantized operands.
 """
 
@@ -35,6 +35,21 @@ DENSE_CASES = ((8192, 7168, 7168), (8192, 7168, 4096), (8192, 4096, 7168))
 def _group_ks(groups: int, expected_k: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [ceil_div(int(expected_k * rng.uniform(0.7, 1.3)), SCALE_BLOCK) * SCALE_BLOCK for _ in range(groups)]
+
+
+def _deep_gemm_k_grouped(against, a, sfa, b, sfb, ks, ks_t, bounds, c):
+    """DeepGEMM's k-grouped weight gradient on our quantized values, accumulating into c, laid out (outside the timed
+    call) as its release takes them on SM90: later releases' ``k_grouped_fp8_gemm_nt_contiguous`` reads each group's
+    [M, K_g] and [N, K_g] blocks K-major one after the other (flat) with MN-major scales; the 2025-08 release's
+    ``k_grouped_fp8_gemm_tn_contiguous`` reads [ΣK, M] and [ΣK, N] (later releases keep that name for SM100 only)."""
+    if hasattr(against, "k_grouped_fp8_gemm_nt_contiguous"):
+        def flat(x):
+            return torch.cat([x[:, lo:hi].contiguous().flatten() for lo, hi in bounds])
+
+        dg_a, dg_b = (flat(a), sfa.t().contiguous().t()), (flat(b), sfb.t().contiguous().t())
+        return functools.partial(against.k_grouped_fp8_gemm_nt_contiguous, dg_a, dg_b, c, ks, ks_t, c)
+    dg_a, dg_b = (a.t().contiguous(), sfa.t().contiguous()), (b.t().contiguous(), sfb.t().contiguous())
+    return functools.partial(against.k_grouped_fp8_gemm_tn_contiguous, dg_a, dg_b, c, ks, ks_t, c=c)
 
 
 def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
@@ -67,12 +82,10 @@ def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
         fns = {"ours": functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c),
                "bf16": bf16_loop}
         if against is not None:
-            dg_a, dg_b = (a.t().contiguous(), sfa.t().contiguous()), (b.t().contiguous(), sfb.t().contiguous())
             dg_c = torch.zeros_like(c)
-            against.k_grouped_fp8_gemm_tn_contiguous(dg_a, dg_b, dg_c, ks, ks_t, c=dg_c)
+            fns["deep_gemm"] = _deep_gemm_k_grouped(against, a, sfa, b, sfb, ks, ks_t, bounds, dg_c)
+            fns["deep_gemm"]()
             dg_rel_err = max_rel_error(dg_c, ref)
-            fns["deep_gemm"] = functools.partial(against.k_grouped_fp8_gemm_tn_contiguous, dg_a, dg_b, dg_c, ks, ks_t,
-                                                 c=dg_c)
         us = timer.time_interleaved(fns, reps=reps)
         flops = 2 * m * n * total
         row = {"groups": groups, "m": m, "n": n, "ks": ks, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
