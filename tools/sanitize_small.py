@@ -8,7 +8,8 @@ Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with 
 contiguous layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty
 group and C,
 each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
-tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster (forced); the BF16 GEMMs (four layouts, fp32 +
+tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous and masked GEMMs in A-sharing
+clusters (forced); the BF16 GEMMs (four layouts, fp32 +
 C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a transposed view,
 per-block, per-block and per-token with the transpose; partial groups and blocks; a shape of more 128 x 128 blocks
 than one wave of CTAs). Prints the max relative error per GEMM case and whether each cast matched the CPU.
@@ -83,6 +84,20 @@ for block_m in (256, 128):
         ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
         print(f"dense {block_m}x128 cluster 2 {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+# m-grouped GEMMs in A-sharing clusters (n-block pairs, 5 n-blocks: the last pair's second lies past N): contiguous
+# with padding rows and an empty group, masked with counts 0 and one inside the first 64-row half.
+H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=128, block_n=128,
+                                                           cluster_size=2)
+_cuda.clear_plans()
+a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
+ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
+keep = m_indices.cpu() >= 0
+d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
+print(f"contiguous 128x128 cluster 2: {err(d.cpu()[keep], ref[keep]):.1e}")
+a, sfa, b, sfb, masked_m = masked_inputs([0, 128, 17], 128, 576, K, device="cuda")
+ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), 64)
+d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 64)
+print(f"masked 128x128 cluster 2: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 128), (2, 17))):.1e}")
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 
