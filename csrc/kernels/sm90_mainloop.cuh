@@ -55,10 +55,9 @@ struct PipelineState {
 
 // kCluster == 2: the two CTAs of a cluster work on tiles that share one operand tile — the same n-block (64/128-row
 // normal tiles: B is shared) or, for 256-row tiles and m-grouped GEMMs, the same m-block (A is shared;
-// cluster_multicasts_a). Each CTA loads half
-// of the shared tile's rows and multicasts it into both CTAs' stage, so a stage may be refilled only when the
-// consumers of both CTAs released it: empty[s] counts every local math lane and one arrival per math warp of the peer
-// (see release()).
+// cluster_multicasts_a). Each CTA loads half of the shared tile's rows and multicasts it into both CTAs' stage, so a
+// stage may be refilled only when the consumers of both CTAs released it: empty[s] counts every local math lane and
+// one arrival per math warp of the peer (see release()).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
           int kCluster, class Wgmma>

@@ -22,8 +22,9 @@ struct Tile {
 
 // kCluster == 2 (not k-grouped): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
 // n-block (they share the B tile, which the main loop multicasts) — or, for 256-row tiles and m-grouped GEMMs
-// (cluster_multicasts_a), the two n-blocks of one n-block pair with the same m-block (they share A, and one group). The scheduler then walks (m-pair, n-block) or
-// (m-block, n-pair) units; both CTAs of a cluster walk the same unit sequence, so their pipelines stay in lock step.
+// (cluster_multicasts_a), the two n-blocks of one n-block pair with the same m-block (they share A, and one group).
+// The scheduler then walks (m-pair, n-block) or (m-block, n-pair) units; both CTAs of a cluster walk the same unit
+// sequence (a contiguous unit of padding rows is skipped by both), so their pipelines stay in lock step.
 // The second block of the last pair may lie past M (N): it is computed on zero-filled rows and never stored.
 template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster>
 struct TileScheduler {
