@@ -388,6 +388,21 @@ dg_fp8_gemm_k_grouped_n576_bm64_bn112_s8_cl1_g8_sfb1x128_fp32(const __grid_const
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, num_math_warpgroups=1), n, k)
         self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: num_math_warpgroups/num_threads must be 2/384 for block_m=256, got 1/384""")
 
+    def test_cluster_rules(self):
+        """2-CTA clusters: m-grouped GEMMs pair n-blocks (A shared), normal 64/128-row tiles pair m-blocks (B shared,
+        halves of whole swizzle atoms: BLOCK_N % 16 == 0), k-grouped GEMMs have none."""
+        for gemm_type in ("contiguous", "masked"):
+            cfg, n, k = _cfg(256, 576, 576, gemm_type=gemm_type, groups=8, force=(64, 48, 2))
+            _codegen.fp8_gemm_source(cfg, n, k)
+        dense, n, k = _cfg(300, 2112, 576, out="fp32", force=(128, 40, 2))
+        with self.assertRaises(ValueError) as e:
+            _codegen.fp8_gemm_source(dense, n, k)
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: cluster_size 2 needs a GEMM that is not k-grouped and, multicasting B (normal, block_m < 256), block_n % 16 == 0; got 'normal', block_m=128, block_n=40""")
+        kg, n, k = CASES["k_grouped_bm64"]
+        with self.assertRaises(ValueError) as e:
+            _codegen.fp8_gemm_source(dataclasses.replace(kg, cluster_size=2), n, k)
+        self.assertIn("not k-grouped", str(e.exception))
+
     def test_rejects_256_row_tiles_that_cannot_run(self):
         wide, n, k = _cfg(4096, 7168, 2048, force=(256, 128))
         _codegen.fp8_gemm_source(wide, n, k)
