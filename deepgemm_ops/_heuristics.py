@@ -246,16 +246,16 @@ def choose_fp8_gemm_config(
     # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
     # m-blocks adds no wave.
     cluster_size = 1
-    m_blocks = ceil_div(m, block_m)
-    tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
+    m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
+    tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
     if block_m == 256:
-        cluster_size = 2 if ceil_div(n, block_n) >= 2 and num_sms >= 2 else 1  # n-block pairs share A
+        cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
-            and ceil_div(n, block_n) >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
+            and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
         cluster_size = 2  # n-block pairs share A (and so one group's rows)
     elif (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
-            and ceil_div(ceil_div(m_blocks, 2) * 2 * ceil_div(n, block_n), num_sms // 2 * 2)
-            <= ceil_div(m_blocks * ceil_div(n, block_n), num_sms)):
+            and ceil_div(ceil_div(m_blocks, 2) * 2 * n_blocks, num_sms // 2 * 2)
+            <= ceil_div(m_blocks * n_blocks, num_sms)):
         cluster_size = 2
     return GemmConfig(
         **_tile_fields(block_m, block_n, None, out_dtype, has_c),
