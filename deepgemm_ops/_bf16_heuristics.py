@@ -59,16 +59,16 @@ class Bf16GemmConfig:
         return config_ints(self, {"gemm_type": GEMM_TYPES, "layout": BF16_LAYOUTS, "out_dtype": OUT_DTYPES})
 
 
-def bf16_smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, has_c: bool) -> int:
+def bf16_smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
     """Mirror of Bf16SmemLayout<...>::total in csrc/kernels/sm90_bf16_mainloop.cuh: the epilogue's staging tile, then
     per stage the A and B tiles and the full/empty barriers."""
-    return staging_bytes(block_m, block_n, out_dtype, has_c) + num_stages * ((block_m + block_n) * BF16_BLOCK_K * 2
+    return staging_bytes(block_m, block_n, out_dtype) + num_stages * ((block_m + block_n) * BF16_BLOCK_K * 2
                                                                               + 16)
 
 
-def _max_stages(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
+def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     stages = BF16_MAX_STAGES
-    while stages > 1 and bf16_smem_bytes(block_m, block_n, stages, out_dtype, has_c) > SM90_MAX_SMEM_BYTES:
+    while stages > 1 and bf16_smem_bytes(block_m, block_n, stages, out_dtype) > SM90_MAX_SMEM_BYTES:
         stages -= 1
     return stages
 
@@ -76,10 +76,10 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
 def with_bf16_tile(cfg: Bf16GemmConfig, *, block_m: int, block_n: int,
                    num_stages: int | None = None) -> Bf16GemmConfig:
     """``cfg`` with another tile shape and the fields that follow from it. For tools and tests that force a config."""
-    stages = _max_stages(block_m, block_n, cfg.out_dtype, cfg.has_c) if num_stages is None else num_stages
+    stages = _max_stages(block_m, block_n, cfg.out_dtype) if num_stages is None else num_stages
     return dataclasses.replace(cfg, block_m=block_m, block_n=block_n, num_stages=stages,
                                num_math_warpgroups=block_m // 64, num_threads=(block_m // 64 + 1) * 128,
-                               smem_bytes=bf16_smem_bytes(block_m, block_n, stages, cfg.out_dtype, cfg.has_c))
+                               smem_bytes=bf16_smem_bytes(block_m, block_n, stages, cfg.out_dtype))
 
 
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
@@ -133,7 +133,7 @@ def choose_bf16_gemm_config(
     best = None
     for block_m in BLOCK_M_CANDIDATES:
         for block_n in block_ns:
-            stages = _max_stages(block_m, block_n, out_dtype, has_c)
+            stages = _max_stages(block_m, block_n, out_dtype)
             tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, stages)
             if best is None or cost < best[0]:
@@ -147,7 +147,7 @@ def choose_bf16_gemm_config(
         num_math_warpgroups=block_m // 64,
         num_threads=(block_m // 64 + 1) * 128,
         swizzle_group_n=SWIZZLE_GROUP_N,
-        smem_bytes=bf16_smem_bytes(block_m, block_n, stages, out_dtype, has_c),
+        smem_bytes=bf16_smem_bytes(block_m, block_n, stages, out_dtype),
         num_sms=num_sms,
         gemm_type=gemm_type,
         layout=layout,

@@ -68,7 +68,7 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             f"block_n % 16 == 0; got "
             f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
-    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype, cfg.has_c))
+    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
     if cfg.out_dtype == "bf16" and cfg.block_n % 16 != 0:
         problems.append(f"a bf16 output needs block_n % 16 == 0 (stmatrix epilogue), got {cfg.block_n}")
     if cfg.sfb_recipe == "128x128" and cfg.block_n > 128 + math.gcd(cfg.block_n, 128):
@@ -177,8 +177,7 @@ def _check_bf16(cfg: Bf16GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_n must be a multiple of 16 in [16, 256], got {cfg.block_n}")
     elif operand_majors(cfg.layout)[1] and cfg.block_n % 64 != 0:
         problems.append(f"an N-major b (layout {cfg.layout!r}) needs block_n % 64 == 0, got {cfg.block_n}")
-    problems += _shared_problems(cfg, bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype,
-                                                      cfg.has_c))
+    problems += _shared_problems(cfg, bf16_smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
     if cfg.gemm_type != "normal" and cfg.layout != "nt":
         problems.append(f"grouped BF16 GEMMs are NT only, got {cfg.gemm_type!r} with layout {cfg.layout!r}")
     if n < 1 or k < 1:

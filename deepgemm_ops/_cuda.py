@@ -339,7 +339,9 @@ def _m_grouped_bf16_gemm_nt_masked_out_cuda(a, b, masked_m, expected_m, out):
 
 
 def clear_bf16_plans() -> int:
-    """Forget every installed BF16 GEMM plan (compiled kernels stay loaded). For tools and tests."""
+    """Forget every installed BF16 GEMM plan and the memoized config choices (as clear_plans: without the latter a
+    patched heuristic would never be asked again). For tools and tests."""
+    _bf16_config.cache_clear()
     return _runtime.host_module().clear_bf16_gemm_plans()
 
 

@@ -49,10 +49,11 @@ SWIZZLE_GROUP_N = 8
 # (docs/PERF.md, 2026-12-03, H200): contiguous 4 x 8192 rows N 4096 K 7168 -9% time (8 x 4096: level), N 7168 K 2048
 # -3.5%; masked 32 x ~192 rows (128x192) -4%; masked 1 x 1024 (two waves) +3-6%, hence the threshold.
 _GROUPED_CLUSTER_MIN_WAVES = 4
-# BLOCK_N that k_grouped kernels skip: with C, per-column B scales and the run-time K loop their math warpgroups spill
-# registers (ptxas 13.0, sm_90a: 4-260 bytes at 128-row 128/144/160/192 and 64-row 144/192 tiles, 160 with nvcc only;
-# every width up to 112: none).
-_K_GROUPED_SPILLING_BLOCK_N = (128, 144, 160, 192)
+# BLOCK_N that k_grouped kernels skip: their math warpgroups spill registers (per-column B scales, the run-time K loop;
+# ptxas 13.0, sm_90a, NVRTC: 8 bytes at 128-row 144/192 tiles). 128 and 160 stopped spilling when C left the registers
+# (the TMA reduce-add epilogue), and 128x128 is the fastest k-grouped tile: 3-17% over 128x112 on all six bench cases
+# (docs/PERF.md, 2026-12-03, H200).
+_K_GROUPED_SPILLING_BLOCK_N = (144, 192)
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
 _FLOPS_PER_CYCLE = 8192
@@ -105,41 +106,42 @@ def config_ints(cfg, enums: dict[str, tuple[str, ...]]) -> tuple[int, ...]:
                  for f in dataclasses.fields(cfg))
 
 
-def staging_bytes(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
-    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the bf16 D tile
-    of the TMA store or the fp32 C tile its copies land in (64/128-row tiles; both GEMM families)."""
+def staging_bytes(block_m: int, block_n: int, out_dtype: str) -> int:
+    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the D tile of
+    the TMA epilogue (bf16; fp32 for tiles of at most 128 rows), which holds the C slots when D is stored directly
+    (both GEMM families)."""
     if out_dtype == "bf16":
         return block_m * block_n * 2
-    return block_m * block_n * 4 if has_c and block_m <= 128 else 0
+    return block_m * block_n * 4 if block_m <= 128 else 0
 
 
-def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, has_c: bool) -> int:
+def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
     """Mirror of SmemLayout<...>::total in csrc/kernels/sm90_mainloop.cuh: the epilogue's staging tile, then per stage
     the A, B, sfa, sfb tiles and the full/empty barriers."""
     sfa = ceil_div(block_m * 4, 128) * 128
     per_stage = block_m * BLOCK_K + block_n * BLOCK_K + sfa + block_n * 4 + 16
-    return staging_bytes(block_m, block_n, out_dtype, has_c) + num_stages * per_stage
+    return staging_bytes(block_m, block_n, out_dtype) + num_stages * per_stage
 
 
-def _max_stages(block_m: int, block_n: int, out_dtype: str, has_c: bool) -> int:
+def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
     stages = MAX_STAGES
-    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype, has_c) > SM90_MAX_SMEM_BYTES:
+    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype) > SM90_MAX_SMEM_BYTES:
         stages -= 1
     return stages
 
 
-def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str, has_c: bool) -> dict:
+def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str) -> dict:
     """The GemmConfig fields a tile shape determines: the math warpgroups plus the producer warpgroup, and the
     shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
-        num_stages = _max_stages(block_m, block_n, out_dtype, has_c)
+        num_stages = _max_stages(block_m, block_n, out_dtype)
     return dict(
         block_m=block_m,
         block_n=block_n,
         num_stages=num_stages,
         num_math_warpgroups=math_warpgroups(block_m),
         num_threads=(math_warpgroups(block_m) + 1) * 128,
-        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype, has_c),
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
     )
 
 
@@ -149,7 +151,7 @@ def with_tile(
     """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
     memory; stages default to the most that fit). For tools and tests that force a config."""
     return dataclasses.replace(
-        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype, cfg.has_c)
+        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype)
     )
 
 
@@ -258,7 +260,7 @@ def choose_fp8_gemm_config(
             <= ceil_div(m_blocks * n_blocks, num_sms)):
         cluster_size = 2
     return GemmConfig(
-        **_tile_fields(block_m, block_n, None, out_dtype, has_c),
+        **_tile_fields(block_m, block_n, None, out_dtype),
         block_k=BLOCK_K,
         cluster_size=cluster_size,
         swizzle_group_n=SWIZZLE_GROUP_N,

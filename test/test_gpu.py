@@ -65,6 +65,23 @@ def test_fp32_out_and_c(m, n, k):
     check_gemm(m, n, k, "1x128", with_c=True)
 
 
+# fp32 D through the TMA epilogue: a TMA store (no C), a TMA reduce-add into D when C is D itself (N a multiple of
+# 4), and the direct epilogue where TMA cannot take the output (N = 577, a 256-row tile's fp32) or C is another tensor.
+@pytest.mark.parametrize("m,n,k", [(65, 576, 576), (300, 577, 1024), (4096, 7168, 2048), (1, 2112, 7168)])
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_fp32_accumulates_into_c_in_place(m, n, k, recipe):
+    a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=True, seed=m + n)
+    expected = reference(a, sfa, b, sfb, c)
+    for _ in range(2):  # the second call runs through the installed plan
+        ops.fp8_gemm_nt_out(a, sfa, b, sfb, c, c)
+        assert rel_err(c, expected) < 1e-3
+        expected = reference(a, sfa, b, sfb, c)
+    out = torch.full((m, n), float("nan"), device="cuda")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)  # fp32 without C: a TMA store of the staged tile
+    assert not out.isnan().any(), "unwritten output elements"
+    assert rel_err(out, reference(a, sfa, b, sfb)) < 1e-3
+
+
 def test_out_into_a_slice_of_a_larger_buffer():
     a, sfa, b, sfb, _ = gemm_inputs(65, 576, 576, device="cuda")
     buf = torch.full((65, 1024), float("nan"), dtype=torch.bfloat16, device="cuda")

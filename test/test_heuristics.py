@@ -81,7 +81,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                     cfg = H.choose_fp8_gemm_config(m, n, 576, **kw)
                     self.assertLessEqual(cfg.smem_bytes, H.SM90_MAX_SMEM_BYTES)
                     self.assertEqual(cfg.smem_bytes,
-                                     H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out, has_c))
+                                     H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out))
                     self.assertEqual(H.choose_fp8_gemm_config.__wrapped__(m, n, 576, **kw), cfg)
 
     def test_with_tile_derives_the_dependent_fields(self):
@@ -93,7 +93,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         cfg = H.with_tile(base, block_m=128, block_n=192, cluster_size=2)
         self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
                                   """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
-        self.assertGreater(H.smem_bytes(128, 192, 5, "bf16", False), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
+        self.assertGreater(H.smem_bytes(128, 192, 5, "bf16"), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
         self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
 
     def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
@@ -132,12 +132,12 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                 picks.append(f"{m}x{n}x{group_k} x{g}{' +C' if has_c else ''}: {cfg.block_m}x{cfg.block_n} "
                              f"s{cfg.num_stages}")
         self.assertExpectedInline("\n".join(picks), """\
-4096x7168x8192 x4: 128x112 s7
-4096x7168x8192 x4 +C: 128x112 s5
-7168x2048x4096 x8: 128x112 s7
-7168x2048x4096 x8 +C: 128x112 s5
-4096x7168x2048 x16: 128x112 s7
-4096x7168x2048 x16 +C: 128x112 s5
+4096x7168x8192 x4: 128x128 s4
+4096x7168x8192 x4 +C: 128x128 s4
+7168x2048x4096 x8: 128x128 s4
+7168x2048x4096 x8 +C: 128x128 s4
+4096x7168x2048 x16: 128x128 s4
+4096x7168x2048 x16 +C: 128x128 s4
 65x96x128 x3: 64x16 s8
 65x96x128 x3 +C: 64x16 s8""")
 

@@ -46,6 +46,12 @@ for recipe, with_c in (("128x128", False), ("1x128", True)):
     bias = torch.randn(576, device="cuda").to(d.dtype)  # the bias in each epilogue (bf16 TMA store, fp32 + C)
     d = ops.fp8_gemm_nt(a, sfa, b, sfb, c, d.dtype, bias)
     print(f"dense bias {recipe} c={with_c}: {err(d.cpu(), ref + bias.cpu().float()):.1e}")
+    if with_c:  # C is D: the TMA reduce-add epilogue; then fp32 without C: the fp32 TMA store
+        ops.fp8_gemm_nt_out(a, sfa, b, sfb, c, c)
+        print(f"dense_out in place {recipe}: {err(c.cpu(), ref):.1e}")
+        d = ops.fp8_gemm_nt(a, sfa, b, sfb, None, torch.float32)
+        ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb)), None, torch.float32)
+        print(f"dense fp32 {recipe}: {err(d.cpu(), ref):.1e}")
 a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
 ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
 keep = m_indices.cpu() >= 0

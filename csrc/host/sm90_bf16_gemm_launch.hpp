@@ -136,8 +136,8 @@ inline void launch_bf16_gemm(CUfunction fn, const Bf16GemmKernelConfig& cfg, con
   const CUtensorMap tma_b = detail::bf16_operand_map(x.b, bf16_b_mn_major(cfg.layout), b_rows, x.k, x.ldb, cfg.block_n,
                                                      "cuTensorMapEncodeTiled(B)");
   CUtensorMap tma_d{};
-  const bool store_d_by_tma = detail::d_store_map(type, cfg.out_dtype == 1, x.d, x.m, x.n, x.num_groups, x.ldd,
-                                                  cfg.block_n, tma_d);
+  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_m, cfg.block_n, x.d,
+                                             cfg.has_c ? x.c : nullptr, x.ldc, x.m, x.n, x.num_groups, x.ldd, tma_d);
 
   Fp8GemmParams params{};  // the FP8 family's parameters (scheduler, epilogue); no scales
   params.d = x.d;
@@ -145,7 +145,7 @@ inline void launch_bf16_gemm(CUfunction fn, const Bf16GemmKernelConfig& cfg, con
   params.grouped_layout = x.grouped_layout;
   params.m = x.m;
   params.num_groups = x.num_groups;
-  params.store_d_by_tma = store_d_by_tma ? 1 : 0;
+  params.d_store = static_cast<int>(d_store);
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 

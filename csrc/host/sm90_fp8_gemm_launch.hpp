@@ -97,26 +97,33 @@ inline CUtensorMap make_tensor_map(const void* base, CUtensorMapDataType dtype, 
   return map;
 }
 
-// The D tensor map of the bf16 TMA-store epilogue (sm90_epilogue.cuh), encoded into `map` when the output allows it
-// (bf16, N % 8 == 0, ldd % 8 == 0, 16-byte aligned d; a box that straddles N was seen writing the columns past N up to
-// the 16-byte boundary): boxes of [64 rows][W columns], W = d_store_box_cols(block_n), with the matching swizzle.
-// Masked GEMMs use a [G][Mmax][N] map so that a tile is clipped at its group's last row. Returns whether it did.
-inline bool d_store_map(GemmType type, bool out_fp32, void* d, int m, int n, int num_groups, int64_t ldd, int block_n,
-                        CUtensorMap& map) {
-  if (out_fp32 || n % 8 != 0 || ldd % 8 != 0 || !aligned16(d)) return false;
-  const uint32_t box = static_cast<uint32_t>(d_store_box_cols(block_n));  // same rule as the kernel's epilogue
-  const CUtensorMapSwizzle swizzle = box == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
-                                     : box == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
-                                                 : CU_TENSOR_MAP_SWIZZLE_32B;
-  if (type == GemmType::Masked) {
-    map = make_tensor_map<3>(d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(n), uint64_t(m), uint64_t(num_groups)},
-                             {uint64_t(ldd) * 2, uint64_t(ldd) * 2 * m}, {box, 64u, 1u}, swizzle,
-                             "cuTensorMapEncodeTiled(D)");
+// How the epilogue writes D (DStore, sm90_epilogue.cuh), with the D tensor map of the TMA epilogue encoded into `map`
+// when the output allows it: bf16, or fp32 of tiles up to 128 rows (tma_stores_fp32); N and ldd multiples of 16 bytes
+// and a 16-byte-aligned d (a box that straddles N was seen writing the columns past N up to the 16-byte boundary).
+// Boxes of [64 rows][W columns], W = d_store_box_cols, with the matching swizzle; masked and k-grouped GEMMs use a
+// [G][M][N] map so that a tile is clipped at its group's last row. With C: a TMA reduce-add when C is D itself (same
+// address and row stride; D then already holds C), else the direct epilogue, which reads C.
+inline DStore d_store_map(GemmType type, bool out_fp32, int block_m, int block_n, void* d, const float* c,
+                          int64_t ldc, int m, int n, int num_groups, int64_t ldd, CUtensorMap& map) {
+  const int elem = out_fp32 ? 4 : 2;
+  if (out_fp32 && !tma_stores_fp32(block_m)) return DStore::Direct;
+  if (n * elem % 16 != 0 || ldd * elem % 16 != 0 || !aligned16(d)) return DStore::Direct;
+  if (c != nullptr && (static_cast<const void*>(c) != d || ldc != ldd)) return DStore::Direct;
+  const uint32_t box = static_cast<uint32_t>(d_store_box_cols(block_n, elem));  // same rule as the kernel's epilogue
+  const uint32_t row_bytes = box * elem;
+  const CUtensorMapSwizzle swizzle = row_bytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+                                     : row_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                       : CU_TENSOR_MAP_SWIZZLE_32B;
+  const CUtensorMapDataType dtype = out_fp32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const uint64_t pitch = uint64_t(ldd) * elem;
+  if (type == GemmType::Masked || type == GemmType::KGrouped) {
+    map = make_tensor_map<3>(d, dtype, {uint64_t(n), uint64_t(m), uint64_t(num_groups)}, {pitch, pitch * m},
+                             {box, 64u, 1u}, swizzle, "cuTensorMapEncodeTiled(D)");
   } else {
-    map = make_tensor_map<2>(d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {uint64_t(n), uint64_t(m)}, {uint64_t(ldd) * 2},
-                             {box, 64u}, swizzle, "cuTensorMapEncodeTiled(D)");
+    map = make_tensor_map<2>(d, dtype, {uint64_t(n), uint64_t(m)}, {pitch}, {box, 64u}, swizzle,
+                             "cuTensorMapEncodeTiled(D)");
   }
-  return true;
+  return c != nullptr ? DStore::TmaAdd : DStore::Tma;
 }
 
 // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
@@ -230,8 +237,8 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
   CUtensorMap tma_d{};
-  const bool store_d_by_tma = detail::d_store_map(type, cfg.out_dtype == 1, x.d, x.m, x.n, x.num_groups, x.ldd,
-                                                  cfg.block_n, tma_d);
+  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_m, cfg.block_n, x.d,
+                                             cfg.has_c ? x.c : nullptr, x.ldc, x.m, x.n, x.num_groups, x.ldd, tma_d);
 
   Fp8GemmParams params{};
   params.d = x.d;
@@ -242,7 +249,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.m = x.m;
   params.num_groups = x.num_groups;
   params.k_blocks = static_cast<int>(num_kb);
-  params.store_d_by_tma = store_d_by_tma ? 1 : 0;
+  params.d_store = static_cast<int>(d_store);
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
 

@@ -23,10 +23,20 @@ constexpr int64_t tma_aligned_scale_rows(int64_t mn) { return ceil_div(mn, 4) * 
 enum class GemmType : int { Normal = 0, Contiguous = 1, Masked = 2, KGrouped = 3 };
 enum class SfbRecipe : int { Block128x128 = 0, Row1x128 = 1 };
 
-// bf16 TMA-store epilogue: D leaves shared memory in boxes of [64 rows][W columns], W = 64, 32 or 16 (the widest that
-// divides BLOCK_N), with the matching 128/64/32-byte swizzle in the staging tile. The host encodes the D tensor map
-// with the same box, so both sides use this one rule.
-constexpr int d_store_box_cols(int block_n) { return block_n % 64 == 0 ? 64 : block_n % 32 == 0 ? 32 : 16; }
+// TMA-store epilogue: D leaves shared memory in boxes of [64 rows][W columns] whose rows are 128, 64 or 32 bytes (the
+// widest that divides a BLOCK_N row; W = 64/32/16 bf16 or 32/16/8 fp32 columns), with the matching 128/64/32-byte
+// swizzle in the staging tile. The host encodes the D tensor map with the same box, so both sides use this one rule.
+constexpr int d_store_box_cols(int block_n, int elem_bytes) {
+  return block_n * elem_bytes % 128 == 0 ? 128 / elem_bytes : block_n * elem_bytes % 64 == 0 ? 64 / elem_bytes
+                                                                                             : 32 / elem_bytes;
+}
+// fp32 D goes through the TMA for tiles of at most 128 rows: one 64-row slice per math warpgroup is staged (a 256-row
+// tile's 128 KB of fp32 would leave no room for the pipeline; those store directly).
+constexpr bool tma_stores_fp32(int block_m) { return block_m <= 128; }
+// How the epilogue writes D (Fp8GemmParams::d_store, chosen by the host's d_store_map): bounds-checked stores from
+// registers (adding C when there is one), a TMA store of the staged tile, or a TMA reduce-add of it into D, which
+// already holds C (C is D itself: gradient accumulation in place).
+enum class DStore : int { Direct = 0, Tma = 1, TmaAdd = 2 };
 
 // Math warpgroups per tile: one for 64 rows, two otherwise. A 256-row tile gives each of its two warpgroups 128 rows,
 // computed as two 64-row waves per k-block (wgmma's M is 64). 2-CTA clusters of 256-row tiles and of m-grouped GEMMs
@@ -49,8 +59,7 @@ struct Fp8GemmParams {
                               // rows of A and of each group of D)
   int num_groups;             // 1 for normal
   int k_blocks;               // k-grouped: sum K / 128, the k-blocks of A, B and the scales (sfb's row stride)
-  int store_d_by_tma;         // bf16 output only: 1 = stage D in smem and TMA-store it (needs N % 8 == 0,
-                              // ldd % 8 == 0 and a 16-byte-aligned d), 0 = direct bounds-checked stores
+  int d_store;                // a DStore: Tma/TmaAdd need a 16-byte-aligned d and N, ldd multiples of 16 bytes
   int64_t ldd;
   int64_t ldc;
 };

@@ -18,7 +18,7 @@ __host__ __device__ constexpr int bf16_gemm_threads(int block_m) { return (block
 
 template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, bool kHasC>
 constexpr int bf16_gemm_smem_bytes() {
-  return Bf16SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC)>::total;
+  return Bf16SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32)>::total;
 }
 
 // p: the FP8 family's parameters (the scheduler and epilogue read them); sfb is unused.
@@ -48,7 +48,7 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
   if (threadIdx.x == 0) {
     cute::prefetch_tma_descriptor(&tma_a);
     cute::prefetch_tma_descriptor(&tma_b);
-    if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
+    if (Epi::kStoresByTma && p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
   enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
@@ -74,16 +74,16 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
     while (sched.next(t)) {
       Epi::template prefetch_c<1>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, math_wg, lane, acc[0]);
-      if constexpr (!kOutFp32) {
-        if (p.store_d_by_tma) {
+      if constexpr (Epi::kStoresByTma) {
+        if (p.d_store != static_cast<int>(DStore::Direct)) {
           Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * Epi::kSliceBytes, tma_d);
           continue;
         }
       }
       Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
-    if constexpr (!kOutFp32) {
-      if (p.store_d_by_tma) Epi::drain(warp_in_wg);
+    if constexpr (Epi::kStoresByTma) {
+      if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
     }
   }
 #endif

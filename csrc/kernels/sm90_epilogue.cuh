@@ -1,20 +1,24 @@
 // Epilogue: one math warpgroup's 64-row slices of the tile (one, or two for 256-row tiles), straight from the wgmma
 // accumulator layout.
 //
-// bf16 output (store_d_by_tma): stmatrix packs the slice into a swizzled shared-memory staging tile of [64 rows][W
-// columns] chunks (W = 64/32/16, see d_store_box_cols: wide boxes keep the TMA store to few, full-line requests; the
-// first version used 8-column boxes, 16-byte rows, and its stores cost as much as the main loop at K = 512), then
-// warp 0 TMA-stores one chunk per lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps the
-// store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
-// Otherwise (fp32 output, C, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns per lane.
+// TMA epilogue (d_store Tma / TmaAdd; bf16 output, and fp32 output of tiles up to 128 rows): the slice is written
+// into a swizzled shared-memory staging tile of [64 rows][W columns] chunks (bf16 packed by stmatrix, fp32 as pairs;
+// W from d_store_box_cols: wide boxes keep the TMA store to few, full-line requests; the first version used 8-column
+// boxes, 16-byte rows, and its stores cost as much as the main loop at K = 512), then warp 0 TMA-stores one chunk per
+// lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps
+// the store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
+// TmaAdd: D already holds C (C is D), and the TMA adds the tile into it in L2 (cp.reduce.async.bulk .add): the math
+// warps never read C, and the weight gradient's accumulation runs under the next tile's main loop as DeepGEMM's does.
+// Otherwise (direct: C distinct from D, a 256-row fp32 tile, or a row stride TMA cannot take): bounds-checked stores
+// of 2 adjacent columns per lane.
 // A bias (normal GEMMs, p.bias in D's dtype) is added to the fp32 accumulator before the one rounding to D's dtype;
 // each thread reads the BLOCK_N / 4 values of its columns once per tile.
 //
-// C (fp32 output), 64/128-row tiles: when a tile starts, each math thread copies the C values of its accumulator
-// elements into its own slots of the staging tile (cp.async, zero-filled outside D), so C's read runs under the main
-// loop and the epilogue only waits for its own copies. Read in the epilogue, C stalled both math warpgroups with the
-// tensor cores idle: a third of the time of k-grouped GEMMs with many small groups (docs/PERF.md). A 256-row tile's C
-// (128 KB) would leave no room for the pipeline: it reads C in the epilogue.
+// C in the direct epilogue, 64/128-row tiles: when a tile starts, each math thread copies the C values of its
+// accumulator elements into its own slots of the staging tile (cp.async, zero-filled outside D), so C's read runs
+// under the main loop and the epilogue only waits for its own copies. Read in the epilogue, C stalled both math
+// warpgroups with the tensor cores idle: a third of the time of k-grouped GEMMs with many small groups
+// (docs/PERF.md). A 256-row tile's C (128 KB) would leave no room for the pipeline: it reads C in the epilogue.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -24,19 +28,20 @@
 
 namespace deepgemm_ops::kernels {
 
-// Bytes of the staging tile at the start of shared memory (SmemLayout): the bf16 D tile of the TMA-store epilogue, or
-// the fp32 C tile; _heuristics.smem_bytes() mirrors it.
+// Bytes of the staging tile at the start of shared memory (SmemLayout): the D tile of the TMA epilogue, which holds
+// the C slots in the direct one; _heuristics.staging_bytes() mirrors it.
 constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && block_m <= 128; }
-constexpr int staging_bytes(int block_m, int block_n, bool out_fp32, bool has_c) {
-  return !out_fp32 ? block_m * block_n * 2 : prefetches_c(block_m, has_c) ? block_m * block_n * 4 : 0;
+constexpr int staging_bytes(int block_m, int block_n, bool out_fp32) {
+  return !out_fp32 ? block_m * block_n * 2 : tma_stores_fp32(block_m) ? block_m * block_n * 4 : 0;
 }
 
 template <int kN, int kBlockM, int kBlockN, GemmType kType, bool kOutFp32, bool kHasC>
 struct Epilogue {
   static_assert(!kHasC || kOutFp32, "C is accumulated in FP32: the output must be FP32");
   static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
-  static constexpr int kStagingBytes = staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC);
+  static constexpr int kStagingBytes = staging_bytes(kBlockM, kBlockN, kOutFp32);
   static constexpr bool kPrefetchC = prefetches_c(kBlockM, kHasC);
+  static constexpr bool kStoresByTma = !kOutFp32 || tma_stores_fp32(kBlockM);
 
   // This thread's element coordinates in 64-row slice `slice`: rows row and row + 8 (k-grouped: of D[g], row g * M +
   // row of the flattened [G * M, N]) and columns col0 + 8j + {0, 1}.
@@ -66,12 +71,13 @@ struct Epilogue {
     return reinterpret_cast<float*>(staging) + slice * (kBlockN / 2) * 128 + warp_in_wg * 32 + lane;
   }
 
-  // Tile start: the copies of C for this thread's elements of the warpgroup's kWaves slices (k-grouped: C[g]; C may
-  // be D itself, each element read here and written in store_direct by the same thread). Nothing without them.
+  // Tile start, direct epilogue: the copies of C for this thread's elements of the warpgroup's kWaves slices
+  // (k-grouped: C[g]). Nothing without them.
   template <int kWaves>
   __device__ static void prefetch_c(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
                                     uint8_t* staging) {
     if constexpr (kPrefetchC) {
+      if (p.d_store != static_cast<int>(DStore::Direct)) return;
       asm volatile("" ::: "memory");  // the previous tile's reads of the slots stay before these copies
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
@@ -178,51 +184,68 @@ struct Epilogue {
     return *reinterpret_cast<const uint32_t*>(&v);
   }
 
-  // smem_d: this warpgroup's staging tiles, one 64 x BLOCK_N tile (kSliceBytes) per slice, each as BLOCK_N / W chunks of [64 rows][W columns] (W =
-  // d_store_box_cols), each swizzled like the TMA's 2W-byte swizzle mode: the 16-byte unit u of row r sits at unit
-  // u ^ ((r / (8 / units)) % units), units = 2W / 16 (the Swizzle<log2(units), 4, 3> pattern on byte offsets; chunks
-  // are 1024-byte aligned). The 8 rows one stmatrix matrix writes land in 8 different 16-byte bank groups.
-  // Masked GEMMs store through a 3D map [G][Mmax][N] so a tile never spills into the next group's rows (rows >=
-  // masked_m inside the group are unspecified by the contract).
-  static constexpr int kBoxCols = d_store_box_cols(kBlockN);
-  static constexpr int kUnits = kBoxCols / 8;  // 16-byte units per staged row: 8, 4 or 2
-  static constexpr int kBoxBytes = 64 * kBoxCols * 2;
-  static constexpr int kSliceBytes = 64 * kBlockN * 2;
+  // smem_d: this warpgroup's staging tiles, one 64 x BLOCK_N tile (kSliceBytes) per slice, each as BLOCK_N / W chunks
+  // of [64 rows][W columns] (W = d_store_box_cols), each swizzled like the TMA's swizzle mode of its row size: the
+  // 16-byte unit u of row r sits at unit u ^ ((r / (8 / units)) % units), units = row bytes / 16 (the
+  // Swizzle<log2(units), 4, 3> pattern on byte offsets; chunks are 1024-byte aligned). The 8 rows one stmatrix matrix
+  // (or one fp32 pair store) writes land in 8 different 16-byte bank groups.
+  // Masked and k-grouped GEMMs store through a 3D map [G][M][N] so a tile never spills into the next group's rows
+  // (masked: rows >= masked_m inside the group are unspecified by the contract).
+  static constexpr int kElemBytes = kOutFp32 ? 4 : 2;
+  static constexpr int kBoxCols = d_store_box_cols(kBlockN, kElemBytes);
+  static constexpr int kUnits = kBoxCols * kElemBytes / 16;  // 16-byte units per staged row: 8, 4 or 2
+  static constexpr int kBoxBytes = 64 * kBoxCols * kElemBytes;
+  static constexpr int kSliceBytes = 64 * kBlockN * kElemBytes;
   static_assert(kBoxBytes % 1024 == 0, "swizzled D chunks must stay 1024-byte aligned");
 
-  __device__ static uint32_t staged_offset(int row, int col8) {
-    const int chunk = col8 / kUnits, unit = col8 % kUnits;
+  __device__ static uint32_t staged_offset(int row, int unit16) {
+    const int chunk = unit16 / kUnits, unit = unit16 % kUnits;
     const int swizzled = unit ^ ((row * kUnits / 8) % kUnits);
-    return static_cast<uint32_t>(chunk * kBoxBytes + row * kBoxCols * 2 + swizzled * 16);
+    return static_cast<uint32_t>(chunk * kBoxBytes + row * kUnits * 16 + swizzled * 16);
   }
 
-  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers.
+  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers (fp32: kWaves is 1).
   template <int kWaves>
   __device__ static void store_tma(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
                                    const float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
+    static_assert(kStoresByTma, "this tile's fp32 output is stored directly");
     const Bias bias = load_bias(p, t, lane);  // before the barrier: its latency overlaps the wait
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
     if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
-    // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
-    const int q = lane / 8;
-    const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
       float a[kBlockN / 2];
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) a[i] = acc[w][i] + bias_of(bias, i);
+      if constexpr (kOutFp32) {
+        // Lane pairs (2 columns, 8 bytes) of rows r and r + 8: 8-column group j is units 2j, 2j + 1.
+        const int row = warp_in_wg * 16 + lane / 4;
+        const int unit = (lane % 4) / 2, half = (lane % 2) * 8;
 #pragma unroll
-      for (int j = 0; j < kBlockN / 8; j += 2) {
-        uint8_t* dst = smem_d + w * kSliceBytes + staged_offset(row, j + q / 2);
-        cute::SM90_U32x4_STSM_N::copy(pack_bf16(a[4 * j + 0], a[4 * j + 1]), pack_bf16(a[4 * j + 2], a[4 * j + 3]),
-                                      pack_bf16(a[4 * j + 4], a[4 * j + 5]), pack_bf16(a[4 * j + 6], a[4 * j + 7]),
-                                      *reinterpret_cast<cute::uint128_t*>(dst));
+        for (int j = 0; j < kBlockN / 8; ++j) {
+          const uint32_t lo = cute::cast_smem_ptr_to_uint(smem_d + w * kSliceBytes + staged_offset(row, 2 * j + unit) + half);
+          const uint32_t hi = cute::cast_smem_ptr_to_uint(smem_d + w * kSliceBytes + staged_offset(row + 8, 2 * j + unit) + half);
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(lo), "f"(a[4 * j + 0]), "f"(a[4 * j + 1]));
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(hi), "f"(a[4 * j + 2]), "f"(a[4 * j + 3]));
+        }
+      } else {
+        // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
+        const int q = lane / 8;
+        const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; j += 2) {
+          uint8_t* dst = smem_d + w * kSliceBytes + staged_offset(row, j + q / 2);
+          cute::SM90_U32x4_STSM_N::copy(pack_bf16(a[4 * j + 0], a[4 * j + 1]), pack_bf16(a[4 * j + 2], a[4 * j + 3]),
+                                        pack_bf16(a[4 * j + 4], a[4 * j + 5]), pack_bf16(a[4 * j + 6], a[4 * j + 7]),
+                                        *reinterpret_cast<cute::uint128_t*>(dst));
+        }
       }
     }
     cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
     if (warp_in_wg == 0) {
+      const bool add = kHasC && p.d_store == static_cast<int>(DStore::TmaAdd);  // D holds C: add the tile to it
       for (int i = lane; i < kWaves * (kBlockN / kBoxCols); i += 32) {
         const int w = i / (kBlockN / kBoxCols), c = i % (kBlockN / kBoxCols);
         const int col = t.n_block * kBlockN + c * kBoxCols;
@@ -231,6 +254,14 @@ struct Epilogue {
         uint8_t* src = smem_d + w * kSliceBytes + c * kBoxBytes;
         if constexpr (kType == GemmType::Masked) {
           cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, t.m_block * kBlockM + row, t.group);
+        } else if constexpr (kType == GemmType::KGrouped) {
+          if (add) {
+            cute::SM90_TMA_REDUCE_ADD_3D::copy(&tma_d, src, col, t.a_row + row, t.group);
+          } else {
+            cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, t.a_row + row, t.group);
+          }
+        } else if (add) {
+          cute::SM90_TMA_REDUCE_ADD_2D::copy(&tma_d, src, col, t.a_row + row);
         } else {
           cute::SM90_TMA_STORE_2D::copy(&tma_d, src, col, t.a_row + row);
         }

@@ -19,7 +19,7 @@ __host__ __device__ constexpr int num_threads(int block_m) { return (math_warpgr
 
 template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, bool kHasC>
 constexpr int smem_bytes() {
-  return SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32, kHasC)>::total;
+  return SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32)>::total;
 }
 
 // Wgmma: the CuTe wgmma atom m64 x kBlockN x k32 (e4m3 x e4m3 -> f32, SS, K-major A and B).
@@ -56,7 +56,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     cute::prefetch_tma_descriptor(&tma_a);
     cute::prefetch_tma_descriptor(&tma_b);
     cute::prefetch_tma_descriptor(&tma_sfa);
-    if (!kOutFp32 && p.store_d_by_tma) cute::prefetch_tma_descriptor(&tma_d);
+    if (Epi::kStoresByTma && p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
   enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
@@ -92,16 +92,16 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     while (sched.next(t)) {
       Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
-      if constexpr (!kOutFp32) {
-        if (p.store_d_by_tma) {
+      if constexpr (Epi::kStoresByTma) {
+        if (p.d_store != static_cast<int>(DStore::Direct)) {
           Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);
           continue;
         }
       }
       Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
-    if constexpr (!kOutFp32) {
-      if (p.store_d_by_tma) Epi::drain(warp_in_wg);
+    if constexpr (Epi::kStoresByTma) {
+      if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
     }
   }
   if constexpr (kCluster > 1) {
