@@ -24,7 +24,10 @@ BF16_MAX_STAGES = 8
 BLOCK_M_CANDIDATES = (128, 64)
 # One FP32 BLOCK_N / 2 accumulator per math thread: 256 needs 128 of the 232 registers. An N-major B tile is made of
 # whole 64-column swizzle chunks (csrc/kernels/sm90_bf16_mainloop.cuh).
-BLOCK_N_CANDIDATES = (256, 224, 192, 160, 128, 112, 96, 80, 64, 48, 32, 16)
+# 176: N = 2112 is 12 blocks of 176 (2.9 waves of 128-row tiles at M = 4096) against 11 of 192 (2.7 waves: as many
+# waves of larger tiles), +5% nt and tt. 240 is left out: the model picks it at N = 24576 where it measured 1.8% slower
+# than 224 (docs/PERF.md, 2026-12-03).
+BLOCK_N_CANDIDATES = (256, 224, 192, 176, 160, 128, 112, 96, 80, 64, 48, 32, 16)
 MN_MAJOR_BLOCK_N_CANDIDATES = (256, 192, 128, 64)
 
 # Cost model constants (per SM per cycle, H100/H200 class): BF16 tensor-core FLOPs and L2 -> SM bytes.

@@ -422,10 +422,11 @@ def _bf16_cfg(m, n, k, layout, *, out="bf16", has_c=False, gemm_type="normal", g
 
 
 # (config, N, K): every layout (K-major and MN-major A and B), the widest tile (BLOCK_N = 256, 128 accumulator
-# registers), BLOCK_M = 64, a BLOCK_N from the extension header, fp32 out with C, odd N / K tails, both grouped types.
+# registers), 176 columns, BLOCK_M = 64, a BLOCK_N from the extension header, fp32 out with C, odd N / K tails, both grouped types.
 BF16_CASES = {
     "nt_bf16_bn256": _bf16_cfg(4096, 7168, 16384, "nt"),
     "nn_bf16": _bf16_cfg(4096, 2112, 7168, "nn"),
+    "nt_bf16_bn176": _bf16_cfg(4096, 2112, 7168, "nt"),  # the heuristic's 176 columns: 11 D boxes of 32 bytes a row
     "tn_fp32_c_bm64": _bf16_cfg(65, 576, 577, "tn", out="fp32", has_c=True, force=(64, 64)),
     "tt_bf16_bn80": _bf16_cfg(300, 2111, 576, "tt", force=(128, 80)),
     "contiguous": _bf16_cfg(8192, 4096, 7168, "nt", gemm_type="contiguous", groups=4),
