@@ -72,7 +72,8 @@ struct Epilogue {
   }
 
   // Tile start, direct epilogue: the copies of C for this thread's elements of the warpgroup's kWaves slices
-  // (k-grouped: C[g]). Nothing without them.
+  // (k-grouped: C[g]; C may be D itself where TMA cannot take D, each element read here and written in store_direct
+  // by the same thread). Nothing without them.
   template <int kWaves>
   __device__ static void prefetch_c(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
                                     uint8_t* staging) {
@@ -224,8 +225,9 @@ struct Epilogue {
         const int unit = (lane % 4) / 2, half = (lane % 2) * 8;
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) {
-          const uint32_t lo = cute::cast_smem_ptr_to_uint(smem_d + w * kSliceBytes + staged_offset(row, 2 * j + unit) + half);
-          const uint32_t hi = cute::cast_smem_ptr_to_uint(smem_d + w * kSliceBytes + staged_offset(row + 8, 2 * j + unit) + half);
+          uint8_t* slice = smem_d + w * kSliceBytes + half;
+          const uint32_t lo = cute::cast_smem_ptr_to_uint(slice + staged_offset(row, 2 * j + unit));
+          const uint32_t hi = cute::cast_smem_ptr_to_uint(slice + staged_offset(row + 8, 2 * j + unit));
           asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(lo), "f"(a[4 * j + 0]), "f"(a[4 * j + 1]));
           asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(hi), "f"(a[4 * j + 2]), "f"(a[4 * j + 3]));
         }
