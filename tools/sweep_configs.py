@@ -1,64 +1,138 @@
-"""A/B kernel configs for a few shapes under the bench's own conditions (device tool; developer use only).
+"""A/B kernel configs for a few problems under the bench's own conditions (device tool; developer use only).
 
-    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages|MxNxK:..."
+    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages|MxNxK:..."     # dense FP8 (128x128 recipe)
+    python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
+    python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
 
-Every variant of a shape runs on the same inputs, compiled in parallel first, timed with bench.Timer (L2 flushed,
-median); the heuristic's own choice is timed first and last, so the spread between those two is the noise.
+Every variant of a problem runs on the same inputs, timed with bench.Timer (L2 flushed, median); the heuristic's own
+choice is timed first and last, so the spread between those two is the noise (under FP8 load the clocks drift: read
+the first and last rows before a difference). The k-grouped cases accumulate into C in place, as a weight gradient
+does (compared from C = 0). Every variant's output is compared with the first one's.
 """
+import argparse
 import concurrent.futures
 import functools
 import os
-import sys
 
 import torch
 
-import deepgemm_ops  # noqa: F401
+import deepgemm_ops
+from deepgemm_ops import _bf16_heuristics as BH
 from deepgemm_ops import _codegen, _cuda, _jit, _runtime, bench
 from deepgemm_ops import _heuristics as H
+from deepgemm_ops.bench.bf16 import _operands
+from deepgemm_ops.bench.wgrad import K_GROUPED_CASES, _group_ks
 
-chosen = H.choose_fp8_gemm_config
+ops = torch.ops.deepgemm
 
 
-def forced(cfg, bm, bn, cl, stages=None):
-    """stages: pipeline depth (default: the most that fit, up to the heuristic's MAX_STAGES)."""
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _sweep(label: str, cfgs: list, module, attr: str, clear, kernel_name, run, flops: int, fresh=None) -> None:
+    """Times run() with the heuristic `module.attr` replaced by each config in turn. clear() forgets the memoized
+    choice and the C++ door's installed plan (without it every variant after the first would time the first one);
+    kernel_name(cfg) names the kernel that must then be loaded. fresh(): the output of one call from a clean start
+    (default: run's), compared with the first variant's."""
+    chosen = getattr(module, attr)
+    timer = bench.Timer(torch.device("cuda"))
+    ref = None
+    try:
+        for cfg in cfgs:
+            setattr(module, attr, lambda *args, _c=cfg, **kw: _c)
+            clear()
+            out = (fresh or run)().clone()
+            loaded = {name for name, _ in _runtime.host_module().loaded_kernels()}
+            assert kernel_name(cfg) in loaded, f"the forced kernel {kernel_name(cfg)} did not run"
+            ref = out if ref is None else ref  # the heuristic's own kernel is the first variant
+            diff = bench.max_rel_error(out, ref)
+            us = timer.time_us(run, reps=30)
+            tile = f"bm{cfg.block_m} bn{cfg.block_n} cl{getattr(cfg, 'cluster_size', 1)} st{cfg.num_stages}"
+            print(f"{label} {tile}: {us:8.1f} us {flops / us / 1e6:7.1f} TFLOPS, max rel diff to the first "
+                  f"{diff:.1e}", flush=True)
+    finally:
+        setattr(module, attr, chosen)
+        clear()
+
+
+def _variants(base, spec: str, force) -> list:
+    return [base] + [force(base, *_ints(v)) for v in spec.split(";")] + [base]
+
+
+def _fp8_force(cfg, bm, bn, cl=1, stages=None):
     return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages)
 
 
-def main(spec: str) -> None:
-    timer = bench.Timer(torch.device("cuda"))
+def dense(spec: str) -> None:
     jobs = []
     for item in spec.split("|"):
         shape, variants = item.split(":")
         m, n, k = map(int, shape.split("x"))
-        base = chosen(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16", sfb_recipe="128x128",
-                      has_c=False, gemm_type="normal")
-        cfgs = [base] + [forced(base, *map(int, v.split(","))) for v in variants.split(";")] + [base]
-        jobs.append(((m, n, k), cfgs))
+        base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
+                                        sfb_recipe="128x128", has_c=False, gemm_type="normal")
+        jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
     sources = {_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs}
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
     for (m, n, k), cfgs in jobs:
-        a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), timer.device)
-        sfa = torch.ops.deepgemm.get_mn_major_tma_aligned_tensor(sfa)
-        ref = None
-        for cfg in cfgs:
-            H.choose_fp8_gemm_config = lambda *args, _c=cfg, **kw: _c
-            # clear_plans forgets both memos of "which kernel", the config lookup and the C++ door's installed plan
-            # (without it every variant after the first would time the first one).
-            _cuda.clear_plans()
-            torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)  # plans this variant
-            key = _codegen.fp8_gemm_kernel_name(cfg, n, k)
-            assert any(name == key for name, _ in _runtime.host_module().loaded_kernels()), key
-            out = torch.ops.deepgemm.fp8_gemm_nt(a, sfa, b, sfb)
-            ref = out if ref is None else ref  # the heuristic's own kernel is the first variant
-            diff = bench.max_rel_error(out, ref)
-            us = timer.time_us(functools.partial(torch.ops.deepgemm.fp8_gemm_nt, a, sfa, b, sfb), reps=30)
-            print(f"{m}x{n}x{k} bm{cfg.block_m} bn{cfg.block_n} cl{cfg.cluster_size} st{cfg.num_stages}: "
-                  f"{us:8.1f} us {2 * m * n * k / us / 1e6:7.1f} TFLOPS, max rel diff to the first {diff:.1e}",
-                  flush=True)
-        H.choose_fp8_gemm_config = chosen
-        _cuda.clear_plans()
+        a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
+        sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
+        _sweep(f"{m}x{n}x{k}", cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
+               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
+               functools.partial(ops.fp8_gemm_nt, a, sfa, b, sfb), 2 * m * n * k)
+
+
+def k_grouped(spec: str) -> None:
+    for groups, m, n, expected_k in K_GROUPED_CASES:
+        ks = _group_ks(groups, expected_k, seed=groups * m)
+        total = sum(ks)
+        a, sfa = ops.per_token_cast_to_fp8(torch.randn(m, total, device="cuda", dtype=torch.bfloat16))
+        b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, total, device="cuda", dtype=torch.bfloat16))
+        ks_t = torch.tensor(ks, dtype=torch.int32, device="cuda")
+        c = torch.zeros(groups, m, n, device="cuda")
+        base = H.choose_fp8_gemm_config(m, n, expected_k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="fp32",
+                                        sfb_recipe="1x128", has_c=True, gemm_type="k_grouped", num_groups=groups)
+
+        run = functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c)
+
+        def fresh(c=c, run=run):
+            c.zero_()
+            run()
+            return c
+
+        _sweep(f"{groups} x ({m}, {n}), sum K {total}", _variants(base, spec, _fp8_force), H,
+               "choose_fp8_gemm_config", _cuda.clear_plans, lambda cfg, n=n: _codegen.fp8_gemm_kernel_name(cfg, n, 0),
+               run, 2 * m * n * total, fresh)
+
+
+def bf16(layouts: str, spec: str) -> None:
+    for layout in layouts.split(","):
+        op = getattr(ops, f"bf16_gemm_{layout}")
+        for item in spec.split("|"):
+            shape, variants = item.split(":")
+            m, n, k = map(int, shape.split("x"))
+            a, b, _, _ = _operands(layout, m, n, k, torch.device("cuda"))
+            base = BH.choose_bf16_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), layout=layout,
+                                              out_dtype="bf16", has_c=False, gemm_type="normal")
+
+            def force(cfg, bm, bn, stages=None):
+                return BH.with_bf16_tile(cfg, block_m=bm, block_n=bn, num_stages=stages)
+
+            _sweep(f"{layout} {m}x{n}x{k}", _variants(base, variants, force), BH, "choose_bf16_gemm_config",
+                   _cuda.clear_bf16_plans, lambda cfg, n=n, k=k: _codegen.bf16_gemm_kernel_name(cfg, n, k),
+                   functools.partial(op, a, b), 2 * m * n * k)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="the variants (see above)")
+    parser.add_argument("--k-grouped", action="store_true", help="the k-grouped weight-gradient cases")
+    parser.add_argument("--bf16", metavar="LAYOUTS", help="BF16 GEMMs in these layouts (comma-separated)")
+    args = parser.parse_args()
+    if args.k_grouped:
+        k_grouped(args.spec)
+    elif args.bf16:
+        bf16(args.bf16, args.spec)
+    else:
+        dense(args.spec)
