@@ -182,12 +182,17 @@ layout          M x N x K |       us  TFLOPS  rel err |  cuBLAS  ratio
         kg = {"groups": 4, "m": 4096, "n": 7168, "ks": [8192] * 4, "us": 500.0, "tflops": 1000.0, "rel_err": 1e-3,
               "bf16_us": 700.0, "bf16_tflops": 700.0}
         dense = {"tokens": 8192, "m": 7168, "n": 4096, "us": 400.0, "tflops": 1200.0, "rel_err": 2e-3,
-                 "bf16_us": 600.0, "bf16_tflops": 800.0}
+                 "bf16_us": 600.0, "bf16_tflops": 800.0, "fp32_inplace_us": 480.0, "fp32_inplace_tflops": 1000.0,
+                 "forward_us": 300.0, "forward_tflops": 1600.0}
         self.assertExpectedInline(format_wgrad([kg], [dense]), """\
                    weight gradient |       us  TFLOPS  rel err |  bf16 us  TFLOPS  ratio
 ----------------------------------------------------------------------------------------
     4 groups 4096x7168 sum K 32768 |    500.0  1000.0  1.0e-03 |    700.0   700.0  1.40x
-      dense 7168x4096, 8192 tokens |    400.0  1200.0  2.0e-03 |    600.0   800.0  1.50x""")
+      dense 7168x4096, 8192 tokens |    400.0  1200.0  2.0e-03 |    600.0   800.0  1.50x
+
+     dense weight gradient, TFLOPS | bf16 out  ratio |  fp32 +=  ratio |  forward
+---------------------------------------------------------------------------------
+            7168x4096, 8192 tokens |   1200.0  0.75x |   1000.0  0.62x |   1600.0""")
 
     def test_wgrad_cases_run_on_the_cpu_reference(self):
         """The benchmark's own plumbing (inputs, in-place accumulation, references, rows) on tiny cases and the CPU

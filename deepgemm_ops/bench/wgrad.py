@@ -5,7 +5,8 @@
   into C in place (gradient accumulation), against cuBLAS on the same FLOPs: one bf16 ``torch.mm`` per group (bf16
   out, no accumulation) — what a user without a grouped kernel runs.
 - Dense: ``fp8_gemm_nt`` with the 1x128 recipe on both operands (dY^T and X^T cast along the tokens) and bf16 output,
-  the FP8Linear weight gradient at 8192 tokens, against ``torch.mm`` in bf16.
+  the FP8Linear weight gradient at 8192 tokens, against ``torch.mm`` in bf16; beside it the same GEMM accumulating
+  into an fp32 gradient in place and the forward GEMM of the same FLOPs, the speed a weight gradient should reach.
 
 Method as for the dense FP8 table (dense.py): L2 flushed before every rep, candidates interleaved, median.
 ``--against MODULE`` (DeepGEMM's API) adds its k-grouped GEMM to the MoE cases, on the same quantized values laid out
@@ -98,6 +99,9 @@ def bench_k_grouped(timer: Timer, reps: int, against=None) -> list[dict]:
 
 
 def bench_dense_wgrad(timer: Timer, reps: int) -> list[dict]:
+    """The FP8Linear weight gradient (bf16 out), the same GEMM accumulating into an fp32 gradient in place (fp32 +=,
+    C is D), and the forward GEMM of the same FLOPs (x [tokens, in] by W [out, in], 1x128 x 128x128 scales: the speed
+    the weight gradient is measured against), with bf16 ``torch.mm`` for dW, all interleaved."""
     ops = torch.ops.deepgemm
     rows = []
     for tokens, n_out, n_in in DENSE_CASES:
@@ -107,12 +111,19 @@ def bench_dense_wgrad(timer: Timer, reps: int) -> list[dict]:
         x_t, x_ts = ops.per_token_cast_to_fp8(x.t())
         out = ops.fp8_gemm_nt(dy_t, dy_ts, x_t, x_ts)
         rel_err = max_rel_error(out, dequantize_rows(dy_t, dy_ts) @ dequantize_rows(x_t, x_ts).t())
+        grad = torch.zeros(n_out, n_in, device=timer.device)
+        xq, xs = ops.per_token_cast_to_fp8(x, SCALE_BLOCK, True)
+        w, ws = ops.per_block_cast_to_fp8(torch.randn(n_out, n_in, device=timer.device, dtype=torch.bfloat16))
         fns = {"ours": functools.partial(ops.fp8_gemm_nt, dy_t, dy_ts, x_t, x_ts),
+               "fp32_inplace": functools.partial(ops.fp8_gemm_nt_out, dy_t, dy_ts, x_t, x_ts, grad, grad),
+               "forward": functools.partial(ops.fp8_gemm_nt, xq, xs, w, ws),
                "bf16": functools.partial(torch.mm, dy.t(), x)}
         us = timer.time_interleaved(fns, reps=reps)
         flops = 2 * tokens * n_out * n_in
         rows.append({"tokens": tokens, "m": n_out, "n": n_in, "us": us["ours"], "tflops": tflops(flops, us["ours"]),
-                     "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err})
+                     "bf16_us": us["bf16"], "bf16_tflops": tflops(flops, us["bf16"]), "rel_err": rel_err,
+                     "fp32_inplace_us": us["fp32_inplace"], "fp32_inplace_tflops": tflops(flops, us["fp32_inplace"]),
+                     "forward_us": us["forward"], "forward_tflops": tflops(flops, us["forward"])})
     return rows
 
 
@@ -128,6 +139,15 @@ def format_wgrad(k_grouped: list[dict], dense: list[dict]) -> str:
             text += f" | {r['deep_gemm_us']:11.1f} {r['deep_gemm_tflops']:7.1f} {r['deep_gemm_us'] / r['us']:5.2f}x"
         return text
 
-    return "\n".join([header, "-" * len(header)]
-                     + [line(f"{r['groups']} groups {r['m']}x{r['n']} sum K {sum(r['ks'])}", r) for r in k_grouped]
-                     + [line(f"dense {r['m']}x{r['n']}, {r['tokens']} tokens", r) for r in dense])
+    table = [header, "-" * len(header)]
+    table += [line(f"{r['groups']} groups {r['m']}x{r['n']} sum K {sum(r['ks'])}", r) for r in k_grouped]
+    table += [line(f"dense {r['m']}x{r['n']}, {r['tokens']} tokens", r) for r in dense]
+    # The dense weight gradient against the forward GEMM of the same FLOPs (TFLOPS; ratio = weight gradient / forward).
+    header = (f"{'dense weight gradient, TFLOPS':>34} | {'bf16 out':>8} {'ratio':>6} | {'fp32 +=':>8} {'ratio':>6} | "
+              f"{'forward':>8}")
+    table += ["", header, "-" * len(header)]
+    for r in dense:
+        what, fwd = f"{r['m']}x{r['n']}, {r['tokens']} tokens", r["forward_tflops"]
+        table.append(f"{what:>34} | {r['tflops']:8.1f} {r['tflops'] / fwd:5.2f}x | {r['fp32_inplace_tflops']:8.1f} "
+                     f"{r['fp32_inplace_tflops'] / fwd:5.2f}x | {fwd:8.1f}")
+    return "\n".join(table)
