@@ -65,8 +65,7 @@ class Bf16GemmConfig:
 def bf16_smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
     """Mirror of Bf16SmemLayout<...>::total in csrc/kernels/sm90_bf16_mainloop.cuh: the epilogue's staging tile, then
     per stage the A and B tiles and the full/empty barriers."""
-    return staging_bytes(block_m, block_n, out_dtype) + num_stages * ((block_m + block_n) * BF16_BLOCK_K * 2
-                                                                              + 16)
+    return staging_bytes(block_m, block_n, out_dtype) + num_stages * ((block_m + block_n) * BF16_BLOCK_K * 2 + 16)
 
 
 def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
