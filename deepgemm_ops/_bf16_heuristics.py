@@ -26,8 +26,10 @@ BLOCK_M_CANDIDATES = (128, 64)
 # whole 64-column swizzle chunks (csrc/kernels/sm90_bf16_mainloop.cuh).
 # 176: N = 2112 is 12 blocks of 176 (2.9 waves of 128-row tiles at M = 4096) against 11 of 192 (2.7 waves: as many
 # waves of larger tiles), +5% nt and tt. 240 is left out: the model picks it at N = 24576 where it measured 1.8% slower
-# than 224 (docs/PERF.md, 2026-12-03).
+# than 224 (docs/PERF.md, 2026-12-03). Grouped GEMMs skip 176: measured on normal ones only, and at N = 6144 the model
+# ties it with 256 (35 blocks of 176, the last one short, against 24 full ones).
 BLOCK_N_CANDIDATES = (256, 224, 192, 176, 160, 128, 112, 96, 80, 64, 48, 32, 16)
+_NORMAL_ONLY_BLOCK_N = (176,)
 MN_MAJOR_BLOCK_N_CANDIDATES = (256, 192, 128, 64)
 
 # Cost model constants (per SM per cycle, H100/H200 class): BF16 tensor-core FLOPs and L2 -> SM bytes.
@@ -135,6 +137,8 @@ def choose_bf16_gemm_config(
     best = None
     for block_m in BLOCK_M_CANDIDATES:
         for block_n in block_ns:
+            if gemm_type != "normal" and block_n in _NORMAL_ONLY_BLOCK_N:
+                continue
             stages = _max_stages(block_m, block_n, out_dtype)
             tiles = ceil_div(rows_per_group, block_m) * ceil_div(n, block_n) * groups_with_tiles
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, stages)

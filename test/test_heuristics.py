@@ -142,5 +142,26 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
 65x96x128 x3 +C: 64x16 s8""")
 
 
+    def test_bf16_seed_picks(self):
+        """BF16 tiles at M = 4096 per layout (an N-major b takes multiples of 64); 176 columns at N = 2112 for normal
+        GEMMs only, grouped ones never take it."""
+        from deepgemm_ops import _bf16_heuristics as BH
+
+        rows = []
+        for layout in BH.BF16_LAYOUTS:
+            picks = [BH.choose_bf16_gemm_config(4096, n, k, num_sms=132, layout=layout, out_dtype="bf16",
+                                                has_c=False, gemm_type="normal") for n, k in SEED_NK]
+            rows.append(f"{layout}: " + " ".join(f"{c.block_m}x{c.block_n}s{c.num_stages}" for c in picks))
+        self.assertExpectedInline("\n".join(rows), """\
+nt: 128x176s4 128x224s3 128x224s3 128x256s3 128x256s3 128x256s3
+nn: 128x192s4 128x256s3 128x256s3 128x256s3 128x256s3 128x256s3
+tn: 128x192s4 128x256s3 128x256s3 128x256s3 128x256s3 128x256s3
+tt: 128x176s4 128x224s3 128x224s3 128x256s3 128x256s3 128x256s3""")
+        for (g, rows_per_group), (n, k) in itertools.product([(4, 4096), (32, 256)], [(6144, 7168), (2112, 7168)]):
+            for gemm_type, m in (("contiguous", g * rows_per_group), ("masked", rows_per_group)):
+                cfg = BH.choose_bf16_gemm_config(m, n, k, num_sms=132, layout="nt", out_dtype="bf16", has_c=False,
+                                                 gemm_type=gemm_type, num_groups=g)
+                self.assertNotIn(cfg.block_n, BH._NORMAL_ONLY_BLOCK_N, (gemm_type, g, n, k))
+
 if __name__ == "__main__":
     pytest.main([__file__])
