@@ -52,21 +52,43 @@ for recipe, with_c in (("128x128", False), ("1x128", True)):
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, None, torch.float32)
         ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb)), None, torch.float32)
         print(f"dense fp32 {recipe}: {err(d.cpu(), ref):.1e}")
-a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
-ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
-keep = m_indices.cpu() >= 0
-for _ in range(2):
-    d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
-    print(f"contiguous: {err(d.cpu()[keep], ref[keep]):.1e}")
-ops.m_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, m_indices, d)
-print(f"contiguous_out: {err(d.cpu()[keep], ref[keep]):.1e}")
-a, sfa, b, sfb, masked_m = masked_inputs([0, 64, 17], 64, 576, K, device="cuda")
-ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), 32)
-for _ in range(2):
-    d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 32)
-    print(f"masked: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
-ops.m_grouped_fp8_gemm_nt_masked_out(a, sfa, b, sfb, masked_m, 32, d)
-print(f"masked_out: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 64), (2, 17))):.1e}")
+
+
+def contiguous_case(label, calls):
+    """The contiguous GEMM with padding rows and an empty group, `calls` times; its inputs and last result."""
+    a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
+    ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
+    keep = m_indices.cpu() >= 0
+
+    def error(d):
+        return err(d.cpu()[keep], ref[keep])
+
+    for _ in range(calls):
+        d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
+        print(f"{label}: {error(d):.1e}")
+    return (a, sfa, b, sfb, m_indices), d, error
+
+
+def masked_case(label, counts, m_max, expected_m, calls):
+    """The masked GEMM with these counts (the valid rows checked), `calls` times; its inputs and last result."""
+    a, sfa, b, sfb, masked_m = masked_inputs(counts, m_max, 576, K, device="cuda")
+    ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), expected_m)
+
+    def error(d):
+        return max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in enumerate(counts) if r)
+
+    for _ in range(calls):
+        d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, expected_m)
+        print(f"{label}: {error(d):.1e}")
+    return (a, sfa, b, sfb, masked_m), d, error
+
+
+args, d, error = contiguous_case("contiguous", 2)
+ops.m_grouped_fp8_gemm_nt_contiguous_out(*args, d)
+print(f"contiguous_out: {error(d):.1e}")
+args, d, error = masked_case("masked", [0, 64, 17], 64, 32, 2)
+ops.m_grouped_fp8_gemm_nt_masked_out(*args, 32, d)
+print(f"masked_out: {error(d):.1e}")
 a, sfa, b, sfb, ks = k_grouped_inputs([1280, 0, 1152], 65, 96, device="cuda")
 c = torch.randn(3, 65, 96, device="cuda")
 ref = ops.k_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, ks, c)))
@@ -94,15 +116,8 @@ for block_m in (256, 128):
 H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=128, block_n=128,
                                                            cluster_size=2)
 _cuda.clear_plans()
-a, sfa, b, sfb, m_indices = contiguous_inputs([70, 0, 130], 576, K, device="cuda")
-ref = ops.m_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, m_indices)))
-keep = m_indices.cpu() >= 0
-d = ops.m_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, m_indices)
-print(f"contiguous 128x128 cluster 2: {err(d.cpu()[keep], ref[keep]):.1e}")
-a, sfa, b, sfb, masked_m = masked_inputs([0, 128, 17], 128, 576, K, device="cuda")
-ref = ops.m_grouped_fp8_gemm_nt_masked(*map(cpu, (a, sfa, b, sfb, masked_m)), 64)
-d = ops.m_grouped_fp8_gemm_nt_masked(a, sfa, b, sfb, masked_m, 64)
-print(f"masked 128x128 cluster 2: {max(err(d.cpu()[g, :r], ref[g, :r]) for g, r in ((1, 128), (2, 17))):.1e}")
+contiguous_case("contiguous 128x128 cluster 2", 1)
+masked_case("masked 128x128 cluster 2", [0, 128, 17], 128, 64, 1)
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 
