@@ -29,8 +29,8 @@
 namespace deepgemm_ops::kernels {
 
 // Bytes of the staging tile at the start of shared memory (SmemLayout): the D tile of the TMA epilogue, which holds
-// the C slots in the direct one; _heuristics.staging_bytes() mirrors it.
-constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && block_m <= 128; }
+// the C slots in the direct one (so C is prefetched where an fp32 tile exists); _heuristics.staging_bytes() mirrors it.
+constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && tma_stores_fp32(block_m); }
 constexpr int staging_bytes(int block_m, int block_n, bool out_fp32) {
   return !out_fp32 ? block_m * block_n * 2 : tma_stores_fp32(block_m) ? block_m * block_n * 4 : 0;
 }
@@ -254,13 +254,12 @@ struct Epilogue {
         const int row = (math_wg * kWaves + w) * 64;
         if (col >= kN) continue;
         uint8_t* src = smem_d + w * kSliceBytes + c * kBoxBytes;
-        if constexpr (kType == GemmType::Masked) {
-          cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, t.m_block * kBlockM + row, t.group);
-        } else if constexpr (kType == GemmType::KGrouped) {
+        if constexpr (kType == GemmType::Masked || kType == GemmType::KGrouped) {  // [G][M][N]: rows inside the group
+          const int group_row = t.m_block * kBlockM + row;
           if (add) {
-            cute::SM90_TMA_REDUCE_ADD_3D::copy(&tma_d, src, col, t.a_row + row, t.group);
+            cute::SM90_TMA_REDUCE_ADD_3D::copy(&tma_d, src, col, group_row, t.group);
           } else {
-            cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, t.a_row + row, t.group);
+            cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, group_row, t.group);
           }
         } else if (add) {
           cute::SM90_TMA_REDUCE_ADD_2D::copy(&tma_d, src, col, t.a_row + row);

@@ -76,6 +76,12 @@ struct TileScheduler {
     n_block = first_n + in_swath % width;
   }
 
+  // A unit's block for this CTA of the cluster: its n-block of an n-block pair, or its m-block of an m-block pair.
+  __device__ static void take_block_of_unit(Tile& t) {
+    if constexpr (kPairN) t.n_block = t.n_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
+    if constexpr (kPairM > 1) t.m_block = t.m_block * kPairM + static_cast<int>(blockIdx.x % kPairM);
+  }
+
   __device__ bool next(Tile& t) {
     while (true) {
       const int index = next_index;
@@ -87,7 +93,7 @@ struct TileScheduler {
           num_m_blocks = masked_m_blocks(group);
         }
         rasterize(index - group_first_tile, num_m_blocks, t.m_block, t.n_block);
-        if constexpr (kPairN) t.n_block = t.n_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
+        take_block_of_unit(t);
         t.group = group;
         t.a_row = group * p.m + t.m_block * kBlockM;
         t.row_end = group * p.m + min(max(__ldg(p.grouped_layout + group), 0), p.m);
@@ -110,8 +116,7 @@ struct TileScheduler {
       } else {
         if (index >= num_m_blocks * kNumNUnits) return false;
         rasterize(index, num_m_blocks, t.m_block, t.n_block);
-        if constexpr (kPairN) t.n_block = t.n_block * kCluster + static_cast<int>(blockIdx.x % kCluster);
-        if constexpr (kPairM > 1) t.m_block = t.m_block * kPairM + static_cast<int>(blockIdx.x % kPairM);
+        take_block_of_unit(t);
         t.a_row = t.m_block * kBlockM;
         t.row_end = p.m;
         t.sfa_kb0 = 0;
