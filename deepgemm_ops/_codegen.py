@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from ._bf16_heuristics import BF16_BLOCK_K, Bf16GemmConfig, bf16_smem_bytes, operand_majors
-from ._heuristics import BLOCK_K, GemmConfig, cluster_multicasts_a, math_warpgroups, smem_bytes
+from ._constants import ceil_div
+from ._heuristics import BLOCK_K, MAX_SPLITS, GemmConfig, cluster_multicasts_a, math_warpgroups, smem_bytes
 
 _GEMM_TYPE_ENUM = {"normal": "Normal", "contiguous": "Contiguous", "masked": "Masked", "k_grouped": "KGrouped"}
 _RECIPE_ENUM = {"128x128": "Block128x128", "1x128": "Row1x128"}
@@ -21,9 +22,10 @@ def fp8_gemm_kernel_name(cfg: GemmConfig, n: int, k: int) -> str:
     """k: K, or 0 for a k_grouped kernel (K at run time; its name has no K)."""
     c = "_c" if cfg.has_c else ""
     k_part = f"_k{k}" if cfg.gemm_type != "k_grouped" else ""
+    split = f"_sk{cfg.num_splits}" if cfg.num_splits > 1 else ""
     return (
         f"dg_fp8_gemm_{cfg.gemm_type}_n{n}{k_part}_bm{cfg.block_m}_bn{cfg.block_n}_s{cfg.num_stages}"
-        f"_cl{cfg.cluster_size}_g{cfg.swizzle_group_n}_sfb{cfg.sfb_recipe}_{cfg.out_dtype}{c}"
+        f"_cl{cfg.cluster_size}{split}_g{cfg.swizzle_group_n}_sfb{cfg.sfb_recipe}_{cfg.out_dtype}{c}"
     )
 
 
@@ -68,7 +70,15 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
             f"block_n % 16 == 0; got "
             f"{cfg.gemm_type!r}, block_m={cfg.block_m}, block_n={cfg.block_n}"
         )
-    problems += _shared_problems(cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype))
+    if not 1 <= cfg.num_splits <= MAX_SPLITS:
+        problems.append(f"num_splits must be in [1, {MAX_SPLITS}], got {cfg.num_splits}")
+    elif cfg.num_splits > 1 and (cfg.gemm_type != "normal" or cfg.cluster_size != 1 or cfg.block_m > 128
+                                 or ceil_div(k, BLOCK_K) < cfg.num_splits):
+        problems.append(f"num_splits {cfg.num_splits} needs a normal GEMM, cluster_size 1, block_m <= 128 and at least "
+                        f"one 128-deep k-block per split; got {cfg.gemm_type!r}, cluster_size={cfg.cluster_size}, "
+                        f"block_m={cfg.block_m}, k={k}")
+    problems += _shared_problems(
+        cfg, smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, cfg.out_dtype, cfg.num_splits))
     if cfg.out_dtype == "bf16" and cfg.block_n % 16 != 0:
         problems.append(f"a bf16 output needs block_n % 16 == 0 (stmatrix epilogue), got {cfg.block_n}")
     if cfg.sfb_recipe == "128x128" and cfg.block_n > 128 + math.gcd(cfg.block_n, 128):
@@ -108,9 +118,10 @@ def fp8_gemm_source(cfg: GemmConfig, n: int, k: int) -> tuple[str, str]:
             out_fp32,
             "true" if cfg.has_c else "false",
             str(cfg.cluster_size),
+            str(cfg.num_splits),
         ]
     )
-    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}, {'true' if cfg.has_c else 'false'}"
+    smem_args = f"{cfg.block_m}, {cfg.block_n}, {cfg.num_stages}, {out_fp32}, {cfg.num_splits}"
     atom, atom_header = wgmma_atom(cfg.block_n)
     template_args += f", {atom}"
     # Includes first and identical for every kernel of a header set: NVRTC's automatic precompiled header covers

@@ -44,6 +44,20 @@ _WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
 # K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees.
 _WIDE_256_EFFICIENCY = {128: 0.97}
 SWIZZLE_GROUP_N = 8
+# Split-K (normal GEMMs, csrc/kernels/params.h): the splits of a tile are the CTAs of one cluster, at most the portable
+# cluster size (kMaxSplits).
+MAX_SPLITS = 8
+# The heuristic splits K in two where the model (below) gains more than _SPLIT_CYCLES over the unsplit pick, both
+# floored at the problem's DRAM time (_DRAM_BYTES_PER_CYCLE: the GPU's, in the model's cycles). Same-run sweeps
+# (docs/PERF.md, 2026-12-03 session 13, H200, us per call): 1 x 2112 x 7168 24.5 -> 16.6, 64 x 2112 x 7168 16.3 -> 12.9
+# (64x16 -> 64x32 tiles), 128 x 2112 x 7168 16.5 -> 13.7, 128 x 4096 x 7168 19.4 -> 18.6, 128 x 7168 x 16384 46.4 ->
+# 44.9, 256 x 2112 x 7168 17.7 -> 16.1 (model gains 3328-6802 cycles); slower with two splits: K = 2048 and 64 x 7168 x
+# 16384 (gains 0-707: DRAM-bound), 256 x 4096 x 7168 +3.6% (gain 3072). One win had a small gain (64 x 4096 x 7168, 766:
+# 18.3 -> 17.2) and is left. 3-8 splits were never faster than 2, and clusters of 4 beyond ~30 tiles did not all fit
+# at once (a second wave).
+HEURISTIC_SPLITS = 2
+_SPLIT_CYCLES = 3200
+_DRAM_BYTES_PER_CYCLE = 3000
 # m-grouped GEMMs (contiguous, masked; 128x128 B scales, the measured recipe) in 2-CTA clusters of n-block pairs
 # sharing A, for problems of at least this many waves of full-height tiles. Same-run sweep beside DeepGEMM
 # (docs/PERF.md, 2026-12-03, H200): contiguous 4 x 8192 rows N 4096 K 7168 -9% time (8 x 4096: level), N 7168 K 2048
@@ -93,6 +107,7 @@ class GemmConfig:
     sfb_recipe: str  # one of SFB_RECIPES
     out_dtype: str  # one of OUT_DTYPES
     has_c: bool
+    num_splits: int = 1  # split-K: CTAs (one cluster) per tile, each summing 1/num_splits of K; 1 = none
 
     def as_ints(self) -> tuple[int, ...]:
         """The fields in declaration order as ints, strings as their index in GEMM_TYPES / SFB_RECIPES / OUT_DTYPES."""
@@ -115,43 +130,45 @@ def staging_bytes(block_m: int, block_n: int, out_dtype: str) -> int:
     return block_m * block_n * 4 if block_m <= 128 else 0
 
 
-def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str) -> int:
+def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, num_splits: int = 1) -> int:
     """Mirror of SmemLayout<...>::total in csrc/kernels/sm90_mainloop.cuh: the epilogue's staging tile, then per stage
-    the A, B, sfa, sfb tiles and the full/empty barriers."""
+    the A, B, sfa, sfb tiles and the full/empty barriers, then split-K's barrier."""
     sfa = ceil_div(block_m * 4, 128) * 128
     per_stage = block_m * BLOCK_K + block_n * BLOCK_K + sfa + block_n * 4 + 16
-    return staging_bytes(block_m, block_n, out_dtype) + num_stages * per_stage
+    return staging_bytes(block_m, block_n, out_dtype) + num_stages * per_stage + (8 if num_splits > 1 else 0)
 
 
-def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
+def _max_stages(block_m: int, block_n: int, out_dtype: str, num_splits: int = 1) -> int:
     stages = MAX_STAGES
-    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype) > SM90_MAX_SMEM_BYTES:
+    while stages > 1 and smem_bytes(block_m, block_n, stages, out_dtype, num_splits) > SM90_MAX_SMEM_BYTES:
         stages -= 1
     return stages
 
 
-def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str) -> dict:
+def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: str, num_splits: int = 1) -> dict:
     """The GemmConfig fields a tile shape determines: the math warpgroups plus the producer warpgroup, and the
     shared memory of num_stages stages (default: the most that fit)."""
     if num_stages is None:
-        num_stages = _max_stages(block_m, block_n, out_dtype)
+        num_stages = _max_stages(block_m, block_n, out_dtype, num_splits)
     return dict(
         block_m=block_m,
         block_n=block_n,
         num_stages=num_stages,
         num_math_warpgroups=math_warpgroups(block_m),
         num_threads=(math_warpgroups(block_m) + 1) * 128,
-        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype),
+        smem_bytes=smem_bytes(block_m, block_n, num_stages, out_dtype, num_splits),
+        num_splits=num_splits,
     )
 
 
 def with_tile(
-    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: int | None = None, cluster_size: int = 1
+    cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: int | None = None, cluster_size: int = 1,
+    num_splits: int = 1,
 ) -> GemmConfig:
-    """``cfg`` with another tile shape and cluster, and the fields that follow from them (warpgroups, threads, shared
-    memory; stages default to the most that fit). For tools and tests that force a config."""
+    """``cfg`` with another tile shape, cluster and split-K, and the fields that follow from them (warpgroups,
+    threads, shared memory; stages default to the most that fit). For tools and tests that force a config."""
     return dataclasses.replace(
-        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype)
+        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype, num_splits)
     )
 
 
@@ -243,14 +260,31 @@ def choose_fp8_gemm_config(
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, wide)
             if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
-    _, block_m, block_n = best
+    best_cost, block_m, block_n = best
+    num_splits = 1
+    if gemm_type == "normal":
+        # Split-K against the unsplit pick, both floored at the problem's DRAM time: one wave of clusters.
+        floor = (m * k + n * k + m * n * (4 if out_dtype == "fp32" else 2)) / _DRAM_BYTES_PER_CYCLE
+        split_best = max(best_cost, floor)
+        for split_m in (128, 64):
+            for split_n in BLOCK_N_CANDIDATES:
+                tiles = ceil_div(m, split_m) * ceil_div(n, split_n)
+                if tiles * HEURISTIC_SPLITS > num_sms or ceil_div(k, BLOCK_K) < 2 * HEURISTIC_SPLITS:
+                    continue
+                cost = _estimated_cycles(split_m, split_n, tiles * HEURISTIC_SPLITS, k // HEURISTIC_SPLITS, num_sms,
+                                         4 if out_dtype == "fp32" else 2)
+                if cost is not None and max(cost, floor) + _SPLIT_CYCLES < split_best:
+                    split_best, block_m, block_n, num_splits = max(cost, floor) + _SPLIT_CYCLES, split_m, split_n, \
+                        HEURISTIC_SPLITS
     # 2-CTA cluster multicasting B to two m-blocks (normal GEMMs): measured +2-4% for 160/192-wide tiles at K >= 1536,
     # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
     # m-blocks adds no wave.
     cluster_size = 1
     m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
     tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
-    if block_m == 256:
+    if num_splits > 1:
+        pass  # its cluster is the tile's splits
+    elif block_m == 256:
         cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
             and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
@@ -260,7 +294,7 @@ def choose_fp8_gemm_config(
             <= ceil_div(m_blocks * n_blocks, num_sms)):
         cluster_size = 2
     return GemmConfig(
-        **_tile_fields(block_m, block_n, None, out_dtype),
+        **_tile_fields(block_m, block_n, None, out_dtype, num_splits),
         block_k=BLOCK_K,
         cluster_size=cluster_size,
         swizzle_group_n=SWIZZLE_GROUP_N,

@@ -386,9 +386,9 @@ def force_tile(monkeypatch):
 
     chosen = H.choose_fp8_gemm_config
 
-    def force(block_m, block_n, cluster_size):
+    def force(block_m, block_n, cluster_size, num_splits=1):
         monkeypatch.setattr(H, "choose_fp8_gemm_config", lambda *a, **kw: H.with_tile(
-            chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size))
+            chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size, num_splits=num_splits))
         _cuda.clear_plans()
 
     yield force
@@ -429,6 +429,49 @@ def test_bias_in_the_epilogue(force_tile, m, n, k, recipe, out_dtype, with_c, ti
     assert torch.equal(out, got)
     plain = ops.fp8_gemm_nt(a, sfa, b, sfb, c, out_dtype)
     assert rel_err(plain, reference(a, sfa, b, sfb, c)) < (4e-3 if out_dtype == torch.bfloat16 else 1e-3)
+
+
+# Split-K (a cluster of splits per tile, reduced by split 0 in split order): both epilogues (TMA store; direct stores
+# for N % 8 != 0 and for C distinct from D), uneven splits and a partial last k-block (K = 576: 5 k-blocks), several
+# m-blocks with a ragged last one, 8 splits, fp32 + C, bias, a reduce-add into C in place; two launches agree bit for
+# bit (check_gemm), so the sum does not depend on which split finishes first.
+SPLIT_K = [
+    (64, 2112, 7168, "128x128", False, (64, 64, 1, 4)),
+    (65, 2100, 576, "1x128", False, (64, 32, 1, 3)),
+    (128, 576, 7168, "1x128", True, (128, 64, 1, 8)),
+    (300, 2112, 2048, "128x128", False, (128, 128, 1, 2)),
+    (1, 7168, 16384, "1x128", False, (64, 128, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("m,n,k,recipe,with_c,tile", SPLIT_K)
+def test_split_k(force_tile, m, n, k, recipe, with_c, tile):
+    force_tile(*tile)
+    check_gemm(m, n, k, recipe, with_c=with_c, seed=m + n)
+    a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=True, seed=k)
+    bias = torch.randn(n, device="cuda")
+    got = ops.fp8_gemm_nt(a, sfa, b, sfb, None, torch.bfloat16, bias.bfloat16())
+    assert rel_err(got, reference(a, sfa, b, sfb) + bias.bfloat16().float()) < 4e-3
+    expected = reference(a, sfa, b, sfb, c) + bias
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, c, c, bias)  # fp32 into C in place (a TMA reduce-add where N allows)
+    assert rel_err(c, expected) < 1e-3
+
+
+def test_split_k_in_a_cuda_graph(force_tile):
+    force_tile(64, 64, 1, 4)
+    a, sfa, b, sfb, _ = gemm_inputs(64, 2112, 7168, device="cuda", seed=1)
+    out = torch.full((64, 2112), float("nan"), dtype=torch.bfloat16, device="cuda")
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)  # plans and compiles outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ops.fp8_gemm_nt_out(a, sfa, b, sfb, out)
+    for seed in (2, 3):
+        fresh = gemm_inputs(64, 2112, 7168, device="cuda", seed=seed)
+        for dst, src in zip((a, sfa, b, sfb), fresh[:4]):
+            dst.copy_(src)
+        out.fill_(float("nan"))
+        graph.replay()
+        assert rel_err(out, reference(a, sfa, b, sfb)) < 4e-3
 
 
 # m-grouped GEMMs in 2-CTA clusters pair n-blocks and share A: odd n-block counts (the last pair's second block past

@@ -12,7 +12,8 @@ SEED_NK = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168
 
 
 def _row(cfg):
-    return f"bm={cfg.block_m} bn={cfg.block_n} st={cfg.num_stages} cl={cfg.cluster_size} smem={cfg.smem_bytes}"
+    split = f" sk={cfg.num_splits}" if cfg.num_splits > 1 else ""
+    return f"bm={cfg.block_m} bn={cfg.block_n} st={cfg.num_stages} cl={cfg.cluster_size}{split} smem={cfg.smem_bytes}"
 
 
 class TestHeuristics(TestCase):
@@ -24,17 +25,17 @@ class TestHeuristics(TestCase):
                                                has_c=False, gemm_type="normal")
                 lines.append(f"{m}x{n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-64x2112x7168: bm=64 bn=16 st=8 cl=1 smem=86656
+64x2112x7168: bm=64 bn=32 st=8 cl=1 sk=2 smem=105608
 64x24576x1536: bm=64 bn=96 st=8 cl=1 smem=181376
 64x32768x512: bm=64 bn=128 st=8 cl=1 smem=219264
 64x7168x16384: bm=64 bn=64 st=8 cl=1 smem=143488
 64x4096x7168: bm=64 bn=32 st=8 cl=1 smem=105600
 64x7168x2048: bm=64 bn=64 st=8 cl=1 smem=143488
-128x2112x7168: bm=64 bn=32 st=8 cl=1 smem=105600
+128x2112x7168: bm=64 bn=64 st=8 cl=1 sk=2 smem=143496
 128x24576x1536: bm=128 bn=96 st=7 cl=1 smem=231664
 128x32768x512: bm=128 bn=128 st=5 cl=1 smem=201808
-128x7168x16384: bm=64 bn=112 st=8 cl=1 smem=200320
-128x4096x7168: bm=64 bn=64 st=8 cl=1 smem=143488
+128x7168x16384: bm=128 bn=112 st=6 cl=1 sk=2 smem=218856
+128x4096x7168: bm=128 bn=64 st=8 cl=1 sk=2 smem=219272
 128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
 4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
 4096x24576x1536: bm=256 bn=128 st=3 cl=2 smem=217648
@@ -70,7 +71,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
     def test_fp32_with_c_and_1x128(self):
         cfg = H.choose_fp8_gemm_config(4096, 576, 576, num_sms=132, out_dtype="fp32", sfb_recipe="1x128",
                                        has_c=True, gemm_type="normal")
-        self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=4, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=217408, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True)""")
+        self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=4, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=217408, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True, num_splits=1)""")
         self.assertEqual(len(cfg.as_ints()), len(dataclasses.fields(H.GemmConfig)))
 
     def test_every_config_fits_and_is_deterministic(self):
@@ -81,7 +82,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                     cfg = H.choose_fp8_gemm_config(m, n, 576, **kw)
                     self.assertLessEqual(cfg.smem_bytes, H.SM90_MAX_SMEM_BYTES)
                     self.assertEqual(cfg.smem_bytes,
-                                     H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out))
+                                     H.smem_bytes(cfg.block_m, cfg.block_n, cfg.num_stages, out, cfg.num_splits))
                     self.assertEqual(H.choose_fp8_gemm_config.__wrapped__(m, n, 576, **kw), cfg)
 
     def test_with_tile_derives_the_dependent_fields(self):
@@ -95,6 +96,27 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                                   """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
         self.assertGreater(H.smem_bytes(128, 192, 5, "bf16"), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
         self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
+
+    def test_split_k_only_in_one_wave_of_normal_gemms(self):
+        """Split-K: normal GEMMs only, tiles of at most 128 rows, no multicast cluster, every split at least two
+        k-blocks, and all of a launch's clusters (one per tile) at once within the SM budget."""
+        splits = set()
+        for m, n, k, sms in itertools.product([1, 64, 128, 256, 512, 4096], [576, 2112, 4096, 7168, 24576],
+                                              [512, 2048, 7168, 16384], [132, 66, 20]):
+            for recipe, out, has_c in (("128x128", "bf16", False), ("1x128", "fp32", True)):
+                kw = dict(num_sms=sms, out_dtype=out, sfb_recipe=recipe, has_c=has_c)
+                cfg = H.choose_fp8_gemm_config(m, n, k, gemm_type="normal", **kw)
+                if cfg.num_splits > 1:
+                    splits.add((m, n, k, sms))
+                    tiles = -(-m // cfg.block_m) * -(-n // cfg.block_n)
+                    self.assertLessEqual(tiles * cfg.num_splits, sms)
+                    self.assertGreaterEqual(-(-k // 128), 2 * cfg.num_splits)
+                    self.assertEqual((cfg.cluster_size, cfg.block_m <= 128), (1, True))
+                for gemm_type in ("contiguous", "masked"):
+                    self.assertEqual(H.choose_fp8_gemm_config(m, n, k, gemm_type=gemm_type, num_groups=2,
+                                                              **kw).num_splits, 1)
+        self.assertIn((64, 2112, 7168, 132), splits)
+        self.assertNotIn((64, 7168, 2048, 132), splits)  # bound by its DRAM bytes: two splits were slower
 
     def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
         # 256-row tiles exist, but never for the contiguous layout, whose groups start at multiples of 128 rows.

@@ -57,7 +57,7 @@ class TestHostModuleBuild(unittest.TestCase):
             print("door on CPU tensors", m.gemm_door(0, a, sf, a, sf, None, None, None, None, 0, -1, 0))
             ks = torch.tensor([128], dtype=torch.int32)
             print("k-grouped door on CPU tensors", m.k_grouped_gemm_door(a, sf, a, sf, ks, None, None, 0))
-            cfg = [128, 128, 128, 5, 2, 384, 1, 8, 100000, 132, 0, 0, 0, 0]
+            cfg = [128, 128, 128, 5, 2, 384, 1, 8, 100000, 132, 0, 0, 0, 0, 1]
             print("install unloaded", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing", cfg))
             print("install bad config", m.install_gemm_plan(0, 0, 64, 64, 128, 1, 0, 0, 0, False, 132, "nothing",
                                                             [96] + cfg[1:]))

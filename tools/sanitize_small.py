@@ -7,11 +7,11 @@
 Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with C, a bias, the 1x128 recipe, the
 contiguous layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group
 and C, each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
-tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous and masked GEMMs in A-sharing clusters
-(forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and masked); the fused casts (per-token with both
-scale layouts, of a transposed view, per-block, per-block and per-token with the transpose; partial groups and blocks; a
-shape of more 128 x 128 blocks than one wave of CTAs). Prints the max relative error per GEMM case and whether each cast
-matched the CPU.
+tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous and masked GEMMs in A-sharing
+clusters, split-K (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and masked); the fused casts
+(per-token with both scale layouts, of a transposed view, per-block, per-block and per-token with the transpose; partial
+groups and blocks; a shape of more 128 x 128 blocks than one wave of CTAs). Prints the max relative error per GEMM case
+and whether each cast matched the CPU.
 """
 import sys
 
@@ -111,6 +111,17 @@ for block_m in (256, 128):
         ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
         print(f"dense {block_m}x128 cluster 2 {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+# Split-K (forced): 3 splits of 17 k-blocks (6/5/6) over 3 m-blocks of 128-row tiles, bf16 out (TMA store) and fp32 +
+# C in place (TMA reduce-add), split 0 reading the others' partials from the workspace.
+H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=128, block_n=64, num_splits=3)
+_cuda.clear_plans()
+for recipe in ("128x128", "1x128"):
+    a, sfa, b, sfb, c = gemm_inputs(300, 576, K, recipe, device="cuda", with_c=True)
+    ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb)), None, torch.float32)
+    print(f"dense 128x64 split 3 {recipe}: {err(ops.fp8_gemm_nt(a, sfa, b, sfb).cpu(), ref):.1e}")
+    ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
+    ops.fp8_gemm_nt_out(a, sfa, b, sfb, c, c)
+    print(f"dense_out in place 128x64 split 3 {recipe}: {err(c.cpu(), ref):.1e}")
 # m-grouped GEMMs in A-sharing clusters (n-block pairs, 5 n-blocks: the last pair's second lies past N): contiguous
 # with padding rows and an empty group, masked with counts 0 and one inside the first 64-row half.
 H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=128, block_n=128,

@@ -1,6 +1,7 @@
 """A/B kernel configs for a few problems under the bench's own conditions (device tool; developer use only).
 
-    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages|MxNxK:..."     # dense FP8 (128x128 recipe)
+    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages,splits|MxNxK:..."  # dense FP8 (128x128 recipe;
+                                                                                 # stages 0: the most that fit)
     python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
     python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
 
@@ -48,7 +49,8 @@ def _sweep(label: str, cfgs: list, module, attr: str, clear, kernel_name, run, f
             ref = out if ref is None else ref  # the heuristic's own kernel is the first variant
             diff = bench.max_rel_error(out, ref)
             us = timer.time_us(run, reps=30)
-            tile = f"bm{cfg.block_m} bn{cfg.block_n} cl{getattr(cfg, 'cluster_size', 1)} st{cfg.num_stages}"
+            tile = (f"bm{cfg.block_m} bn{cfg.block_n} cl{getattr(cfg, 'cluster_size', 1)} st{cfg.num_stages} "
+                    f"sk{getattr(cfg, 'num_splits', 1)}")
             print(f"{label} {tile}: {us:8.1f} us {flops / us / 1e6:7.1f} TFLOPS, max rel diff to the first "
                   f"{diff:.1e}", flush=True)
     finally:
@@ -60,8 +62,8 @@ def _variants(base, spec: str, force) -> list:
     return [base] + [force(base, *_ints(v)) for v in spec.split(";")] + [base]
 
 
-def _fp8_force(cfg, bm, bn, cl=1, stages=None):
-    return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages)
+def _fp8_force(cfg, bm, bn, cl=1, stages=0, splits=1):
+    return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages or None, num_splits=splits)
 
 
 def dense(spec: str) -> None:

@@ -104,6 +104,12 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     const at::Tensor sfb_c = sfb.contiguous();
     const at::Tensor layout = grouped ? grouped_layout->contiguous() : at::Tensor();
     d = door::output_tensor(out, a, out_dtype, masked, groups, m, n);
+    const Fp8GemmKernelConfig& cfg = plan->cfg;
+    // Split-K's partial tiles: stream-ordered scratch from the caching allocator (a graph capture keeps its own).
+    const at::Tensor split_ws =
+        cfg.num_splits > 1
+            ? at::empty({split_workspace_floats(cfg.num_splits, cfg.block_m, cfg.block_n, m, n)}, a.options().dtype(at::kFloat))
+            : at::Tensor();
     Fp8GemmArgs args{};
     args.a = a.data_ptr();
     args.sfa = sfa_mn.data_ptr<float>();
@@ -113,6 +119,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     args.bias = bias ? bias->data_ptr() : nullptr;
     args.d = d.data_ptr();
     args.grouped_layout = grouped ? layout.data_ptr<int32_t>() : nullptr;
+    args.split_ws = cfg.num_splits > 1 ? split_ws.data_ptr<float>() : nullptr;
     args.m = static_cast<int>(m);
     args.n = static_cast<int>(n);
     args.k = static_cast<int>(k);
@@ -122,7 +129,7 @@ pybind11::object gemm_door(int64_t gemm_type, const at::Tensor& a, const at::Ten
     args.ld_sfa = ld_sfa;
     args.ldc = has_c ? c->stride(0) : 0;
     args.ldd = d.stride(-2);
-    launch_fp8_gemm(plan->kernel->function, plan->cfg, args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
+    launch_fp8_gemm(plan->kernel->function, cfg, args, c10::cuda::getCurrentCUDAStream(device.index()).stream());
   });
   if (!error.empty()) return pybind11::str(error);
   return out ? pybind11::object(pybind11::bool_(true)) : pybind11::cast(d);

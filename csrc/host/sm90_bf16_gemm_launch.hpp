@@ -151,7 +151,7 @@ inline void launch_bf16_gemm(CUfunction fn, const Bf16GemmKernelConfig& cfg, con
 
   CUlaunchConfig launch{};
   launch.gridDimX = static_cast<unsigned>(detail::persistent_grid(type, cfg.num_sms, 1, false, x.m, x.n, x.num_groups,
-                                                                  cfg.block_m, cfg.block_n));
+                                                                  cfg.block_m, cfg.block_n, 1));
   launch.gridDimY = 1;
   launch.gridDimZ = 1;
   launch.blockDimX = static_cast<unsigned>(cfg.num_threads);

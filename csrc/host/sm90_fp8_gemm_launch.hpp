@@ -36,6 +36,7 @@ struct Fp8GemmKernelConfig {
   int sfb_recipe;  // SfbRecipe: 0 128x128, 1 1x128
   int out_dtype;   // 0 bf16, 1 fp32
   int has_c;
+  int num_splits;  // split-K: CTAs (one cluster) per tile; 1 = none
 };
 
 // One GEMM call. Strides are in elements. Layouts (all row-major, 16-byte aligned base pointers for a, b, sfa):
@@ -59,6 +60,7 @@ struct Fp8GemmArgs {
   const void* bias;              // [N] in d's dtype, or nullptr (normal GEMMs only)
   void* d;                       // bf16 or fp32 as the kernel's out_dtype
   const int32_t* grouped_layout;  // m_indices (contiguous) / masked_m (masked) / ks (k-grouped); nullptr for normal
+  float* split_ws;               // split-K: split_workspace_floats(...) floats of scratch, else nullptr
   int m;
   int n;
   int k;
@@ -129,9 +131,11 @@ inline DStore d_store_map(GemmType type, bool out_fp32, int block_m, int block_n
 // Persistent grid of whole clusters; a normal/contiguous GEMM with fewer tiles than SMs launches one CTA per tile
 // (with a 2-CTA cluster, the shared dimension's blocks — n-blocks when it multicasts A, else m-blocks — are counted in
 // pairs, as the kernel's scheduler does).
-// K-grouped GEMMs have every group's m x n tiles.
+// K-grouped GEMMs have every group's m x n tiles. Split-K: one cluster of `splits` CTAs per tile, whatever the SM
+// count (the kernel's reduction relies on it; the heuristic picks split-K only when the tiles' clusters fit at once).
 inline int64_t persistent_grid(GemmType type, int64_t num_sms, int64_t cluster, bool multicast_a, int64_t m, int64_t n,
-                               int64_t num_groups, int64_t block_m, int64_t block_n) {
+                               int64_t num_groups, int64_t block_m, int64_t block_n, int64_t splits) {
+  if (splits > 1) return ceil_div(m, block_m) * ceil_div(n, block_n) * splits;
   const int64_t grid = num_sms / cluster * cluster;
   if (type == GemmType::Masked) return grid;
   const int64_t m_blocks = ceil_div(m, block_m), n_blocks = ceil_div(n, block_n);
@@ -155,6 +159,11 @@ inline void check_fp8_gemm_args(const Fp8GemmKernelConfig& cfg, const Fp8GemmArg
   expect(x.ld_sfa >= x.m && x.ld_sfa % 4 == 0,
          "ld_sfa must be >= m and a multiple of 4, got ld_sfa=" + s(x.ld_sfa) + ", m=" + s(x.m));
   expect(x.ldd >= x.n, "ldd must be >= n, got ldd=" + s(x.ldd) + ", n=" + s(x.n));
+  expect((x.split_ws != nullptr) == (cfg.num_splits > 1),
+         std::string("split_ws must be ") + (cfg.num_splits > 1 ? "non-null" : "null") + " for a kernel built with "
+         "num_splits=" + s(cfg.num_splits));
+  expect(cfg.num_splits == 1 || ceil_div(x.k, kScaleBlock) >= cfg.num_splits,
+         "num_splits=" + s(cfg.num_splits) + " needs at least as many 128-deep k-blocks, got k=" + s(x.k));
   expect((x.c != nullptr) == (cfg.has_c != 0), std::string("c must be ") + (cfg.has_c ? "non-null" : "null") +
                                                    " for a kernel built with has_c=" + s(cfg.has_c));
   expect(!cfg.has_c || x.ldc >= x.n, "ldc must be >= n, got ldc=" + s(x.ldc) + ", n=" + s(x.n));
@@ -195,6 +204,11 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
          "cfg.cluster_size 2 needs a GEMM that is not k-grouped (gemm_type 3) and, multicasting B, block_n % 16 == 0, "
          "got gemm_type " + s(cfg.gemm_type) + ", block_m " + s(cfg.block_m) + ", block_n " + s(cfg.block_n));
   expect(cfg.num_sms >= cfg.cluster_size, "cfg.num_sms must be >= cfg.cluster_size, got " + s(cfg.num_sms));
+  expect(cfg.num_splits >= 1 && cfg.num_splits <= kMaxSplits,
+         "cfg.num_splits must be in [1, " + s(kMaxSplits) + "], got " + s(cfg.num_splits));
+  expect(cfg.num_splits == 1 || (cfg.gemm_type == 0 && cfg.cluster_size == 1 && cfg.block_m <= 128),
+         "cfg.num_splits > 1 needs a normal GEMM (gemm_type 0), cluster_size 1 and block_m <= 128, got gemm_type " +
+             s(cfg.gemm_type) + ", cluster_size " + s(cfg.cluster_size) + ", block_m " + s(cfg.block_m));
   expect(cfg.smem_bytes > 0 && cfg.smem_bytes <= 232448, "cfg.smem_bytes must be in (0, 232448], got " + s(cfg.smem_bytes));
   expect(cfg.gemm_type >= 0 && cfg.gemm_type <= 3, "cfg.gemm_type must be 0, 1, 2 or 3, got " + s(cfg.gemm_type));
   expect(cfg.gemm_type != 3 || (cfg.sfb_recipe == 1 && cfg.out_dtype == 1),
@@ -252,13 +266,14 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
   params.d_store = static_cast<int>(d_store);
   params.ldd = x.ldd;
   params.ldc = cfg.has_c ? x.ldc : 0;
+  params.split_ws = x.split_ws;
 
   const int64_t grid = detail::persistent_grid(type, cfg.num_sms, cfg.cluster_size, multicast_a, x.m, x.n,
-                                               x.num_groups, cfg.block_m, cfg.block_n);
+                                               x.num_groups, cfg.block_m, cfg.block_n, cfg.num_splits);
 
   CUlaunchAttribute attrs[1];
   attrs[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  attrs[0].value.clusterDim.x = static_cast<unsigned>(cfg.cluster_size);
+  attrs[0].value.clusterDim.x = static_cast<unsigned>(cfg.cluster_size * cfg.num_splits);
   attrs[0].value.clusterDim.y = 1;
   attrs[0].value.clusterDim.z = 1;
   CUlaunchConfig launch{};

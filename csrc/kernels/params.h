@@ -48,6 +48,16 @@ constexpr bool cluster_multicasts_a(int block_m, int gemm_type) {
          gemm_type == static_cast<int>(GemmType::Masked);
 }
 
+// Split-K (normal GEMMs, tiles of at most 128 rows): the kSplits CTAs of a cluster take one tile each, split s
+// summing k-blocks [s * KB / S, (s + 1) * KB / S). Splits 1.. write their fp32 partial tile to the workspace and
+// arrive on split 0's barrier; split 0 adds them, in split order (the result does not depend on timing), and runs the
+// epilogue. A launch gives every cluster exactly one tile, so each partial has its own workspace slot: units = the
+// m-blocks x n-blocks of the problem, each (splits - 1) x BLOCK_M x BLOCK_N floats.
+constexpr int kMaxSplits = 8;  // the portable cluster size
+constexpr int64_t split_workspace_floats(int splits, int block_m, int block_n, int64_t m, int64_t n) {
+  return splits > 1 ? ceil_div(m, block_m) * ceil_div(n, block_n) * (splits - 1) * block_m * block_n : 0;
+}
+
 struct Fp8GemmParams {
   void* d;                    // bf16 or fp32 output, row stride ldd elements
   const float* c;             // optional fp32 addend, row stride ldc elements (nullptr when the kernel has no C)
@@ -62,6 +72,7 @@ struct Fp8GemmParams {
   int d_store;                // a DStore: Tma/TmaAdd need a 16-byte-aligned d and N, ldd multiples of 16 bytes
   int64_t ldd;
   int64_t ldc;
+  float* split_ws;            // split-K partial tiles (split_workspace_floats), nullptr without split-K
 };
 
 // The FP8 casts (fp8_cast.cuh). x is [rows, cols] with unit column stride; q is e4m3 [rows, cols] with row stride

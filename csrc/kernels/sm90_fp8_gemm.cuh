@@ -3,8 +3,9 @@
 // K-grouped (the weight gradient): D[g] = C[g] + the same sum over group g's k-blocks, which start where group g - 1's
 // end (ks, read on the device); kK is 0 there, K being a run-time extent.
 // Persistent CTAs: the math warpgroups (math_warpgroups(kBlockM): 64 rows each, or 128 as two 64-row waves in
-// 256-row tiles) come first, the last warpgroup produces (warp 0: TMA for A, B, sfa; warp 1: the per-column B scales). The generated source instantiates this from an
-// extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
+// 256-row tiles) come first, the last warpgroup produces (warp 0: TMA for A, B, sfa; warp 1: the B scales).
+// kSplits > 1: split-K over a cluster of kSplits CTAs (params.h, sm90_split_k.cuh). The generated source instantiates
+// this from an extern "C" __global__ wrapper with __launch_bounds__(num_threads(kBlockM), 1).
 #pragma once
 #include "sm90_epilogue.cuh"
 #include "sm90_mainloop.cuh"
@@ -12,19 +13,20 @@
 #include "params.h"
 #include "sm90_primitives.cuh"
 #include "sm90_scheduler.cuh"
+#include "sm90_split_k.cuh"
 
 namespace deepgemm_ops::kernels {
 
 __host__ __device__ constexpr int num_threads(int block_m) { return (math_warpgroups(block_m) + 1) * 128; }
 
-template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, bool kHasC>
+template <int kBlockM, int kBlockN, int kStages, bool kOutFp32, int kSplits>
 constexpr int smem_bytes() {
-  return SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32)>::total;
+  return SmemLayout<kBlockM, kBlockN, kStages, staging_bytes(kBlockM, kBlockN, kOutFp32), (kSplits > 1)>::total;
 }
 
 // Wgmma: the CuTe wgmma atom m64 x kBlockN x k32 (e4m3 x e4m3 -> f32, SS, K-major A and B).
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, int kSwizzleGroupN, GemmType kType,
-          SfbRecipe kRecipe, bool kOutFp32, bool kHasC, int kCluster, class Wgmma>
+          SfbRecipe kRecipe, bool kOutFp32, bool kHasC, int kCluster, int kSplits, class Wgmma>
 __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const TmaDescriptor& tma_a,
                                                 const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa,
                                                 const TmaDescriptor& tma_d) {
@@ -38,9 +40,13 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
   static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
+  static_assert(kSplits == 1 || (kSplits <= kMaxSplits && kCluster == 1 && kBlockM <= 128 && kType == GemmType::Normal),
+                "split-K: at most kMaxSplits splits of a normal GEMM's tiles of at most 128 rows, no multicast");
   using Epi = Epilogue<kN, kBlockM, kBlockN, kType, kOutFp32, kHasC>;
-  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, Epi::kStagingBytes, kCluster, Wgmma>;
-  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster>;
+  using Loop = Mainloop<kN, kK, kBlockM, kBlockN, kStages, kType, kRecipe, Epi::kStagingBytes, kCluster, kSplits, Wgmma>;
+  using Sched = TileScheduler<kType, kN, Loop::kNumKBlocks, kBlockM, kBlockN, kSwizzleGroupN, kCluster, kSplits>;
+  using Split = SplitK<kBlockM, kBlockN, kSplits, Loop::kNumMathWarpgroups * 128>;
+
   // Register split: the producer needs few; the math warpgroups hold three BLOCK_N/2 arrays each (accumulators and
   // partials).
   constexpr uint32_t kProducerRegs = 40;
@@ -48,6 +54,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
 
   extern __shared__ __align__(1024) uint8_t smem[];
   const Loop loop{smem};
+  uint64_t* const split_bar = reinterpret_cast<uint64_t*>(smem + Loop::Layout::split_bar);
   const int warpgroup = threadIdx.x / 128;
   const int warp_in_wg = (threadIdx.x / 32) % 4;
   const int lane = threadIdx.x % 32;
@@ -57,11 +64,12 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     cute::prefetch_tma_descriptor(&tma_b);
     cute::prefetch_tma_descriptor(&tma_sfa);
     if (Epi::kStoresByTma && p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
+    Split::init(split_bar);  // before init_barriers, whose fence makes every barrier's init visible to the cluster
     loop.init_barriers();
   }
   enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
-  if constexpr (kCluster > 1) {
-    cute::cluster_sync();  // the peer's barriers are initialised before any multicast or remote arrive reaches them
+  if constexpr (kCluster > 1 || kSplits > 1) {
+    cute::cluster_sync();  // the peers' barriers are initialised before any multicast or remote arrive reaches them
   } else {
     __syncthreads();
   }
@@ -90,8 +98,11 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     float acc[kWaves][kBlockN / 2];
     uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
-      Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
+      if (kSplits == 1 || t.split == 0) Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
+      if constexpr (kSplits > 1) {
+        if (!Split::reduce(p, t, threadIdx.x, split_bar, acc[0])) continue;  // math threads come first: 0 .. 255
+      }
       if constexpr (Epi::kStoresByTma) {
         if (p.d_store != static_cast<int>(DStore::Direct)) {
           Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);

@@ -21,7 +21,8 @@ constexpr int align_up(int x, int a) { return (x + a - 1) / a * a; }
 
 // Byte offsets inside dynamic shared memory. _heuristics.smem_bytes() mirrors total(); the generated source
 // static_asserts that the two agree. The epilogue's staging tile (staging_bytes(), sm90_epilogue.cuh) comes first.
-template <int kBlockM, int kBlockN, int kStages, int kStagingBytes>
+// Split-K kernels (kSplitBarrier) add the barrier on which split 0 waits for the other splits' partials.
+template <int kBlockM, int kBlockN, int kStages, int kStagingBytes, bool kSplitBarrier = false>
 struct SmemLayout {
   static constexpr int kABytes = kBlockM * kBlockK;        // one fp8 byte per element, 128 B per row
   static constexpr int kBBytes = kBlockN * kBlockK;
@@ -34,7 +35,8 @@ struct SmemLayout {
   static constexpr int sfb = sfa + kStages * kSfaBytes;
   static constexpr int full_bar = sfb + kStages * kSfbBytes;
   static constexpr int empty_bar = full_bar + kStages * 8;
-  static constexpr int total = empty_bar + kStages * 8;
+  static constexpr int split_bar = empty_bar + kStages * 8;
+  static constexpr int total = split_bar + (kSplitBarrier ? 8 : 0);
   static_assert(kStagingBytes % 1024 == 0 && kABytes % 1024 == 0 && kBBytes % 1024 == 0,
                 "128B-swizzled tiles must stay 1024-byte aligned");
   static_assert(kSfbBytes % 8 == 0, "barriers need 8-byte alignment");
@@ -59,13 +61,14 @@ struct PipelineState {
 // stage may be refilled only when the consumers of both CTAs released it: empty[s] counts every local math lane and
 // one arrival per math warp of the peer (see release()).
 // Wgmma: the CuTe atom for m64 x BLOCK_N x k32, e4m3 x e4m3 -> f32, A and B from shared memory.
+// kSplits > 1 (split-K): a tile's k-blocks are its split's, from k-block t.sfa_kb0 on (the scheduler's).
 template <int kN, int kK, int kBlockM, int kBlockN, int kStages, GemmType kType, SfbRecipe kRecipe, int kStagingBytes,
-          int kCluster, class Wgmma>
+          int kCluster, int kSplits, class Wgmma>
 struct Mainloop {
   static constexpr bool kMulticastA = kCluster > 1 && cluster_multicasts_a(kBlockM, static_cast<int>(kType));
   static_assert(kCluster == 1 || (kCluster == 2 && (kMulticastA || kBlockN % 16 == 0)),
                 "multicast halves of B must be whole 8-row swizzle atoms: BLOCK_N % 16 == 0");
-  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes>;
+  using Layout = SmemLayout<kBlockM, kBlockN, kStages, kStagingBytes, (kSplits > 1)>;
   static constexpr int kNumKBlocks = (kK + kBlockK - 1) / kBlockK;
   static constexpr int kNumMathWarpgroups = math_warpgroups(kBlockM);
   static constexpr int kWaves = kBlockM / 64 / kNumMathWarpgroups;  // 64-row slices per math warpgroup
@@ -73,10 +76,12 @@ struct Mainloop {
 
   uint8_t* smem;
 
-  // A tile's k-blocks: K's (compile-time), or a k-grouped tile's from ks (t.num_k_blocks, from k-block t.sfa_kb0 on).
-  // Every role writes the count inline as kKGrouped ? t.num_k_blocks : kNumKBlocks: behind a helper function, ptxas
-  // no longer saw the constant and the math warps' main loop lost its uniform registers (+30% instructions).
+  // A tile's k-blocks: K's (compile-time), or a k-grouped tile's from ks, or a split's (t.num_k_blocks, from k-block
+  // t.sfa_kb0 on). Every role writes the count inline as kRangedK ? t.num_k_blocks : kNumKBlocks: behind a helper
+  // function, ptxas no longer saw the constant and the math warps' main loop lost its uniform registers (+30%
+  // instructions).
   static constexpr bool kKGrouped = kType == GemmType::KGrouped;
+  static constexpr bool kRangedK = kKGrouped || kSplits > 1;
 
   // The mbarrier words; Barrier's static members operate on them.
   __device__ uint64_t* full(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::full_bar) + s; }
@@ -100,7 +105,7 @@ struct Mainloop {
                               const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa) const {
     const int b_row = (kType == GemmType::KGrouped ? 0 : t.group * kN) + t.n_block * kBlockN;  // k-grouped: one B
     const int sfa_col = t.m_block * kBlockM;
-    const int kb0 = kKGrouped ? t.sfa_kb0 : 0, num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+    const int kb0 = kRangedK ? t.sfa_kb0 : 0, num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
     [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
     constexpr int kARows = kBlockM / kCluster;  // rows of a shared A tile this CTA loads (and multicasts)
     constexpr int kBRows = kBlockN / kCluster;  // the same for a shared B tile
@@ -153,8 +158,8 @@ struct Mainloop {
     constexpr int kSfbRows = kBlockScales ? ceil_div(kN, kScaleBlock) : kN;
     const int64_t row_stride = kKGrouped ? p.k_blocks : kNumKBlocks;
     const float* group_sfb =
-        p.sfb + (kKGrouped ? t.sfa_kb0 : static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks);
-    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+        p.sfb + (kRangedK ? t.sfa_kb0 : static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks);
+    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
     int src_row[kPerLane];
     bool copies[kPerLane], in_range[kPerLane];
 #pragma unroll
@@ -327,7 +332,7 @@ struct Mainloop {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
-    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
     PipelineState<kStages> rel = st;  // the k-block being promoted; st runs ahead (issue)
 #pragma unroll 1
     for (int kb = 0; kb + 1 < num_kb; kb += 2) {
@@ -375,7 +380,7 @@ struct Mainloop {
   __device__ void pass_through(PipelineState<kStages>& st, const Tile& t, int lane, float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
-    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
@@ -404,7 +409,7 @@ struct Mainloop {
       for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
     }
     const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
-    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
@@ -444,7 +449,7 @@ struct Mainloop {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
     const int r0 = math_wg * 64 + warp_in_wg * 16 + lane / 4;
-    const int num_kb = kKGrouped ? t.num_k_blocks : kNumKBlocks;
+    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);

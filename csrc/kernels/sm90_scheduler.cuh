@@ -16,8 +16,10 @@ struct Tile {
   int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise; k-grouped:
                   // in A and inside the group's [M, N] of D)
   int row_end;    // rows >= row_end (flattened) are outside this group's valid rows: never stored
-  int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block; k-grouped: also A's and B's
-  int num_k_blocks;  // k-grouped only: the k-blocks of the tile's group (0 for an empty group)
+  int sfa_kb0;    // sfa row (k-block coordinate) of the tile's first k-block; k-grouped, split-K: also A's and B's
+  int num_k_blocks;  // k-grouped: the k-blocks of the tile's group (0 for an empty group); split-K: of the split
+  int split = 0;     // split-K: this CTA's split of the tile (its rank in the cluster); 0 otherwise
+  int unit = 0;      // split-K: the tile's index (its partials' workspace slot)
 };
 
 // kCluster == 2 (not k-grouped): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
@@ -26,9 +28,14 @@ struct Tile {
 // The scheduler then walks (m-pair, n-block) or (m-block, n-pair) units; both CTAs of a cluster walk the same unit
 // sequence (a contiguous unit of padding rows is skipped by both), so their pipelines stay in lock step.
 // The second block of the last pair may lie past M (N): it is computed on zero-filled rows and never stored.
-template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster>
+// kSplits > 1 (split-K, params.h): the kSplits CTAs of a cluster walk the same tiles, each with its share of K.
+template <GemmType kType, int kN, int kNumKBlocks, int kBlockM, int kBlockN, int kSwizzleGroupN, int kCluster,
+          int kSplits = 1>
 struct TileScheduler {
   static_assert(kCluster == 1 || kType != GemmType::KGrouped, "2-CTA clusters are not implemented for k-grouped GEMMs");
+  static_assert(kSplits == 1 || (kType == GemmType::Normal && kCluster == 1 && kSplits <= kNumKBlocks),
+                "split-K is for normal GEMMs without a multicast cluster, at least one k-block per split");
+  static constexpr int kCtasPerUnit = kCluster * kSplits;
   static constexpr bool kPairN = kCluster > 1 && cluster_multicasts_a(kBlockM, static_cast<int>(kType));
   static constexpr int kPairM = kCluster > 1 && !kPairN ? kCluster : 1;  // m-blocks per unit
   static constexpr int kNumNBlocks = (kN + kBlockN - 1) / kBlockN;
@@ -48,7 +55,7 @@ struct TileScheduler {
   __device__ explicit TileScheduler(const Fp8GemmParams& params)
       : p(params),
         num_m_blocks(((params.m + kBlockM - 1) / kBlockM + kPairM - 1) / kPairM),
-        next_index(blockIdx.x / kCluster) {
+        next_index(blockIdx.x / kCtasPerUnit) {
     if constexpr (kType == GemmType::Masked) num_m_blocks = masked_m_blocks(0);
     if constexpr (kType == GemmType::KGrouped) group_k_blocks = k_group_blocks(0, 0);
   }
@@ -85,7 +92,7 @@ struct TileScheduler {
   __device__ bool next(Tile& t) {
     while (true) {
       const int index = next_index;
-      next_index += gridDim.x / kCluster;
+      next_index += gridDim.x / kCtasPerUnit;
       if constexpr (kType == GemmType::Masked) {
         while (index >= group_first_tile + num_m_blocks * kNumNUnits) {
           group_first_tile += num_m_blocks * kNumNUnits;
@@ -121,6 +128,12 @@ struct TileScheduler {
         t.row_end = p.m;
         t.sfa_kb0 = 0;
         t.group = 0;
+        if constexpr (kSplits > 1) {
+          t.split = static_cast<int>(blockIdx.x % kSplits);
+          t.unit = index;
+          t.sfa_kb0 = t.split * kNumKBlocks / kSplits;
+          t.num_k_blocks = (t.split + 1) * kNumKBlocks / kSplits - t.sfa_kb0;
+        }
         if constexpr (kType == GemmType::Contiguous) {
           // Groups start at multiples of BLOCK_M, so a tile holds one group's rows and/or padding (-1) rows.
           const int last = min(t.a_row + kBlockM, p.m) - 1;
