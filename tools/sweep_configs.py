@@ -2,6 +2,7 @@
 
     python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages,splits|MxNxK:..."  # dense FP8 (128x128 recipe;
                                                                                  # stages 0: the most that fit)
+    python3 tools/sweep_configs.py --contiguous "GxMxNxK:bm,bn,cl;...|..."       # m-grouped contiguous, G groups of M
     python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
     python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
 
@@ -85,6 +86,25 @@ def dense(spec: str) -> None:
                functools.partial(ops.fp8_gemm_nt, a, sfa, b, sfb), 2 * m * n * k)
 
 
+def contiguous(spec: str) -> None:
+    for item in spec.split("|"):
+        shape, variants = item.split(":")
+        groups, rows, n, k = map(int, shape.split("x"))
+        gen = torch.Generator().manual_seed(groups * rows)
+        x = torch.randn(groups * rows, k, generator=gen).cuda()
+        a, sfa = ops.per_token_cast_to_fp8(x, mn_major_scales=True)
+        b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
+        b, sfb = b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
+        m_indices = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(rows)
+        base = H.choose_fp8_gemm_config(groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
+                                        sfb_recipe="128x128", has_c=False, gemm_type="contiguous", num_groups=groups)
+        _sweep(f"contiguous {groups}x{rows} {n}x{k}", _variants(base, variants, _fp8_force), H,
+               "choose_fp8_gemm_config", _cuda.clear_plans,
+               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
+               functools.partial(ops.m_grouped_fp8_gemm_nt_contiguous, a, sfa, b, sfb, m_indices),
+               2 * groups * rows * n * k)
+
+
 def k_grouped(spec: str) -> None:
     for groups, m, n, expected_k in K_GROUPED_CASES:
         ks = _group_ks(groups, expected_k, seed=groups * m)
@@ -129,10 +149,13 @@ def bf16(layouts: str, spec: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="the variants (see above)")
+    parser.add_argument("--contiguous", action="store_true", help="m-grouped contiguous problems")
     parser.add_argument("--k-grouped", action="store_true", help="the k-grouped weight-gradient cases")
     parser.add_argument("--bf16", metavar="LAYOUTS", help="BF16 GEMMs in these layouts (comma-separated)")
     args = parser.parse_args()
-    if args.k_grouped:
+    if args.contiguous:
+        contiguous(args.spec)
+    elif args.k_grouped:
         k_grouped(args.spec)
     elif args.bf16:
         bf16(args.bf16, args.spec)
