@@ -195,6 +195,26 @@ def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: i
     return waves * (max(compute, feed) + epilogue)
 
 
+def _split_k_tile(m: int, n: int, k: int, num_sms: int, out_bytes: int, unsplit_cost: float) -> tuple[int, int] | None:
+    """(BLOCK_M, BLOCK_N) of the best HEURISTIC_SPLITS-way split-K tile of a normal GEMM when it beats the unsplit
+    pick (cost unsplit_cost) by more than _SPLIT_CYCLES, both floored at the problem's DRAM time; else None. Its
+    clusters (one per tile) must all fit at once, and every split keeps at least two k-blocks."""
+    if ceil_div(k, BLOCK_K) < 2 * HEURISTIC_SPLITS:
+        return None
+    floor = (m * k + n * k + m * n * out_bytes) / _DRAM_BYTES_PER_CYCLE
+    best, best_cost = None, max(unsplit_cost, floor) - _SPLIT_CYCLES
+    for block_m in (128, 64):
+        for block_n in BLOCK_N_CANDIDATES:
+            tiles = ceil_div(m, block_m) * ceil_div(n, block_n)
+            if tiles * HEURISTIC_SPLITS > num_sms:
+                continue
+            cost = _estimated_cycles(block_m, block_n, tiles * HEURISTIC_SPLITS, k // HEURISTIC_SPLITS, num_sms,
+                                     out_bytes)
+            if cost is not None and max(cost, floor) < best_cost:
+                best, best_cost = (block_m, block_n), max(cost, floor)
+    return best
+
+
 @functools.lru_cache(maxsize=4096)
 def choose_fp8_gemm_config(
     m: int,
@@ -234,6 +254,7 @@ def choose_fp8_gemm_config(
         raise ValueError(f"a k_grouped GEMM takes sfb_recipe '1x128' and out_dtype 'fp32', got {sfb_recipe!r} and "
                          f"{out_dtype!r}")
 
+    out_bytes = 4 if out_dtype == "fp32" else 2
     rows_per_group = m
     groups_with_tiles = 1
     if gemm_type == "masked":
@@ -257,39 +278,26 @@ def choose_fp8_gemm_config(
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
             wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
-            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, 4 if out_dtype == "fp32" else 2, wide)
+            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, out_bytes, wide)
             if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
     best_cost, block_m, block_n = best
     num_splits = 1
-    if gemm_type == "normal":
-        # Split-K against the unsplit pick, both floored at the problem's DRAM time: one wave of clusters.
-        floor = (m * k + n * k + m * n * (4 if out_dtype == "fp32" else 2)) / _DRAM_BYTES_PER_CYCLE
-        split_best = max(best_cost, floor)
-        for split_m in (128, 64):
-            for split_n in BLOCK_N_CANDIDATES:
-                tiles = ceil_div(m, split_m) * ceil_div(n, split_n)
-                if tiles * HEURISTIC_SPLITS > num_sms or ceil_div(k, BLOCK_K) < 2 * HEURISTIC_SPLITS:
-                    continue
-                cost = _estimated_cycles(split_m, split_n, tiles * HEURISTIC_SPLITS, k // HEURISTIC_SPLITS, num_sms,
-                                         4 if out_dtype == "fp32" else 2)
-                if cost is not None and max(cost, floor) + _SPLIT_CYCLES < split_best:
-                    split_best, block_m, block_n, num_splits = max(cost, floor) + _SPLIT_CYCLES, split_m, split_n, \
-                        HEURISTIC_SPLITS
+    split = _split_k_tile(m, n, k, num_sms, out_bytes, best_cost) if gemm_type == "normal" else None
+    if split is not None:
+        block_m, block_n, num_splits = *split, HEURISTIC_SPLITS
     # 2-CTA cluster multicasting B to two m-blocks (normal GEMMs): measured +2-4% for 160/192-wide tiles at K >= 1536,
     # +0-3% for 128-wide ones (H200, docs/PERF.md), nothing at K = 512 or for narrower tiles. Only when pairing
     # m-blocks adds no wave.
     cluster_size = 1
     m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
     tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
-    if num_splits > 1:
-        pass  # its cluster is the tile's splits
-    elif block_m == 256:
+    if block_m == 256:
         cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
             and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
         cluster_size = 2  # n-block pairs share A (and so one group's rows)
-    elif (gemm_type == "normal" and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
+    elif (gemm_type == "normal" and num_splits == 1 and block_n >= 128 and k >= 1024 and m_blocks >= 2 and num_sms >= 2
             and ceil_div(ceil_div(m_blocks, 2) * 2 * n_blocks, num_sms // 2 * 2)
             <= ceil_div(m_blocks * n_blocks, num_sms)):
         cluster_size = 2
