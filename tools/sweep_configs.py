@@ -67,6 +67,12 @@ def _fp8_force(cfg, bm, bn, cl=1, stages=0, splits=1):
     return H.with_tile(cfg, block_m=bm, block_n=bn, cluster_size=cl, num_stages=stages or None, num_splits=splits)
 
 
+def _precompile(sources: set) -> None:
+    """Compiles the variants' kernels in parallel before any timing (one at a time they take minutes)."""
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
+
+
 def dense(spec: str) -> None:
     jobs = []
     for item in spec.split("|"):
@@ -75,9 +81,7 @@ def dense(spec: str) -> None:
         base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
                                         sfb_recipe="128x128", has_c=False, gemm_type="normal")
         jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
-    sources = {_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs}
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
+    _precompile({_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs})
     for (m, n, k), cfgs in jobs:
         a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
         sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
@@ -98,7 +102,9 @@ def contiguous(spec: str) -> None:
         m_indices = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(rows)
         base = H.choose_fp8_gemm_config(groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
                                         sfb_recipe="128x128", has_c=False, gemm_type="contiguous", num_groups=groups)
-        _sweep(f"contiguous {groups}x{rows} {n}x{k}", _variants(base, variants, _fp8_force), H,
+        cfgs = _variants(base, variants, _fp8_force)
+        _precompile({_codegen.fp8_gemm_source(c, n, k) for c in cfgs})
+        _sweep(f"contiguous {groups}x{rows} {n}x{k}", cfgs, H,
                "choose_fp8_gemm_config", _cuda.clear_plans,
                lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
                functools.partial(ops.m_grouped_fp8_gemm_nt_contiguous, a, sfa, b, sfb, m_indices),
