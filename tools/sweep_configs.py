@@ -6,10 +6,10 @@
     python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
     python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
 
-Every variant of a problem runs on the same inputs, timed with bench.Timer (L2 flushed, median); the heuristic's own
-choice is timed first and last, so the spread between those two is the noise (under FP8 load the clocks drift: read
-the first and last rows before a difference). The k-grouped cases accumulate into C in place, as a weight gradient
-does (compared from C = 0). Every variant's output is compared with the first one's.
+Every variant of a problem runs on the same inputs, timed with bench.Timer (L2 flushed, median), the variants' reps
+interleaved; the heuristic's own choice is timed first and last, so the spread between those two is the noise. The
+k-grouped cases accumulate into C in place, as a weight gradient does (compared from C = 0). Every variant's output
+is compared with the first one's.
 """
 import argparse
 import concurrent.futures
@@ -33,27 +33,35 @@ def _ints(text: str) -> list[int]:
 
 
 def _sweep(label: str, cfgs: list, module, attr: str, clear, kernel_name, run, flops: int, fresh=None) -> None:
-    """Times run() with the heuristic `module.attr` replaced by each config in turn. clear() forgets the memoized
-    choice and the C++ door's installed plan (without it every variant after the first would time the first one);
-    kernel_name(cfg) names the kernel that must then be loaded. fresh(): the output of one call from a clean start
-    (default: run's), compared with the first variant's."""
+    """Times run() with the heuristic `module.attr` replaced by each config in turn, the variants' reps interleaved
+    (under FP8 load the clocks drift by 10% within a minute, so one variant after another is not a comparison).
+    clear() forgets the memoized choice and the C++ door's installed plan (without it every variant after the first
+    would time the first one); kernel_name(cfg) names the kernel that must then be loaded. fresh(): the output of one
+    call from a clean start (default: run's), compared with the first variant's."""
     chosen = getattr(module, attr)
     timer = bench.Timer(torch.device("cuda"))
-    ref = None
+    timer.launch_cover_cycles = 4_000_000  # ~2 ms: also covers the re-planning before each timed call
+
+    def forced(cfg):
+        setattr(module, attr, lambda *args, **kw: cfg)
+        clear()
+        return run()
+
     try:
-        for cfg in cfgs:
+        ref = None
+        for i, cfg in enumerate(cfgs):
             setattr(module, attr, lambda *args, _c=cfg, **kw: _c)
             clear()
             out = (fresh or run)().clone()
             loaded = {name for name, _ in _runtime.host_module().loaded_kernels()}
             assert kernel_name(cfg) in loaded, f"the forced kernel {kernel_name(cfg)} did not run"
             ref = out if ref is None else ref  # the heuristic's own kernel is the first variant
-            diff = bench.max_rel_error(out, ref)
-            us = timer.time_us(run, reps=30)
+            print(f"{label} variant {i}: max rel diff to the first {bench.max_rel_error(out, ref):.1e}")
+        times = timer.time_interleaved({i: functools.partial(forced, cfg) for i, cfg in enumerate(cfgs)}, reps=20)
+        for i, cfg in enumerate(cfgs):
             tile = (f"bm{cfg.block_m} bn{cfg.block_n} cl{getattr(cfg, 'cluster_size', 1)} st{cfg.num_stages} "
                     f"sk{getattr(cfg, 'num_splits', 1)}")
-            print(f"{label} {tile}: {us:8.1f} us {flops / us / 1e6:7.1f} TFLOPS, max rel diff to the first "
-                  f"{diff:.1e}", flush=True)
+            print(f"{label} {tile}: {times[i]:8.1f} us {flops / times[i] / 1e6:7.1f} TFLOPS", flush=True)
     finally:
         setattr(module, attr, chosen)
         clear()
