@@ -42,16 +42,18 @@ def _sweep(label: str, cfgs: list, module, attr: str, clear, kernel_name, run, f
     timer = bench.Timer(torch.device("cuda"))
     timer.launch_cover_cycles = 4_000_000  # ~2 ms: also covers the re-planning before each timed call
 
-    def forced(cfg):
+    def use(cfg) -> None:
         setattr(module, attr, lambda *args, **kw: cfg)
         clear()
+
+    def forced(cfg):
+        use(cfg)
         return run()
 
     try:
         ref = None
         for i, cfg in enumerate(cfgs):
-            setattr(module, attr, lambda *args, _c=cfg, **kw: _c)
-            clear()
+            use(cfg)
             out = (fresh or run)().clone()
             loaded = {name for name, _ in _runtime.host_module().loaded_kernels()}
             assert kernel_name(cfg) in loaded, f"the forced kernel {kernel_name(cfg)} did not run"
