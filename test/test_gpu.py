@@ -494,9 +494,11 @@ def test_forced_256_row_tiles_contiguous(force_tile, cluster, recipe):
     _check_contiguous([300, 0, 57, 1024, 129, 100], 2112, 576, recipe, seed=cluster)
 
 
-@pytest.mark.parametrize("block_n", [128, 64])
-def test_forced_256_row_tiles_masked(force_tile, block_n):
-    force_tile(256, block_n, 1)
+# Masked 256-row tiles: a warpgroup with one live 64-row wave (the 1-wave loop), one with none (stages passed through),
+# an empty group; with and without the A-sharing cluster.
+@pytest.mark.parametrize("block_n,cluster", [(128, 1), (64, 1), (128, 2)])
+def test_forced_256_row_tiles_masked(force_tile, block_n, cluster):
+    force_tile(256, block_n, cluster)
     _check_masked([512, 0, 300, 17], 512, 2112, 576, seed=block_n)
 
 

@@ -129,12 +129,14 @@ H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), 
 _cuda.clear_plans()
 contiguous_case("contiguous 128x128 cluster 2", 1)
 masked_case("masked 128x128 cluster 2", [0, 128, 17], 128, 64, 1)
-# Contiguous 256-row tiles sharing A: the first tile's halves hold groups 0 and 2 (two passes over K), the second's
-# lower half group 2 and its upper half lies past M.
+# 256-row m-grouped tiles sharing A. Contiguous: the first tile's halves hold groups 0 and 2 (two passes over K), the
+# second's lower half group 2 and its upper half lies past M.
 H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=128,
                                                            cluster_size=2)
 _cuda.clear_plans()
 contiguous_case("contiguous 256x128 cluster 2", 1)
+# Masked 256-row tiles sharing A: counts 0, 300 (the second tile: one live wave in warpgroup 0, none in 1) and 17.
+masked_case("masked 256x128 cluster 2", [0, 300, 17], 512, 64, 1)
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 

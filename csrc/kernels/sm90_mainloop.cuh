@@ -389,7 +389,7 @@ struct Mainloop {
         const int passes = num_passes(t);
         for (int pass = 0; pass < passes; ++pass) {  // two passes: warpgroup w's rows are half w
           if (passes == 1 || pass == math_wg) {
-            consume_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
+            consume_live_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
           } else {
             skip_stages(st, kNumKBlocks, lane);
           }
@@ -419,6 +419,26 @@ struct Mainloop {
     }
   }
 
+  // 256-row tiles of masked GEMMs: a 64-row wave whose rows all lie past masked_m (never stored) is not computed;
+  // the warpgroup runs the loop instantiated for its count of live waves (a run-time test per wave inside the loop
+  // cost ptxas 48 instructions per k-block). Other types compute every wave.
+  template <class Second>
+  __device__ void consume_live_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg,
+                                     int warp_in_wg, int lane, float (&acc)[kWaves][kBlockN / 2]) const {
+    if constexpr (kType == GemmType::Masked) {
+      const int live = min(max(t.row_end - (t.a_row + math_wg * kWaves * 64) + 63, 0) / 64, kWaves);
+      if (live == kWaves) {
+        consume_waves<kWaves>(st, t, second, math_wg, warp_in_wg, lane, acc);
+      } else if (live > 0) {
+        consume_waves<1>(st, t, second, math_wg, warp_in_wg, lane, acc);
+      } else {
+        skip_stages(st, kNumKBlocks, lane);
+      }
+    } else {
+      consume_waves<kWaves>(st, t, second, math_wg, warp_in_wg, lane, acc);
+    }
+  }
+
   // 256-row tiles (acc zeroed by the caller: a two-pass tile calls this once per half): per k-block the warpgroup
   // issues, drains and promotes one 64-row wave after the other (a second partial buffer would not fit beside two
   // accumulators); the other warpgroup's wgmmas run while this one promotes.
@@ -429,7 +449,7 @@ struct Mainloop {
   // once per k-block (-4 to -9% weight-gradient time, docs/PERF.md). They take BLOCK_N / 4 registers more: at BLOCK_N =
   // 128 ptxas keeps a few tile coordinates in local memory across the tile's main loop (test_kernel_compile
   // TILE_SPILL_BYTES). Other 1x128 layouts keep reading them per wave and release after the last promotion.
-  template <class Second>
+  template <int kLiveWaves, class Second>
   __device__ void consume_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
                                 int lane, float (&acc)[kWaves][kBlockN / 2]) const {
     constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
@@ -450,6 +470,12 @@ struct Mainloop {
       if constexpr (kLaneOrderSfb) load_lane_order_sfb(sfb, lane, sbv);
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
+        if (w >= kLiveWaves) {  // rows past masked_m only: nothing to compute
+          if constexpr (kEarlyRelease) {
+            if (w == kWaves - 1) release(st.stage, lane);
+          }
+          continue;
+        }
         issue_kblock(st.stage, math_wg * kWaves + w, part);
         cute::warpgroup_wait<0>();
 #pragma unroll
