@@ -79,10 +79,20 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     Tile t;
     if (warp_in_wg == 0) {
       if (lane == 0) {
-        while (sched.next(t)) loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
+        while (sched.next(t)) {
+          if constexpr (kType == GemmType::Contiguous) {
+            if (t.group < 0) continue;  // padding rows only (Tile::group)
+          }
+          loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
+        }
       }
     } else if (warp_in_wg == 1) {
-      while (sched.next(t)) loop.produce_sfb(t, st, p, lane);
+      while (sched.next(t)) {
+        if constexpr (kType == GemmType::Contiguous) {
+          if (t.group < 0) continue;
+        }
+        loop.produce_sfb(t, st, p, lane);
+      }
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
@@ -96,6 +106,9 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     float acc[kWaves][kBlockN / 2];
     uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
+      if constexpr (kType == GemmType::Contiguous) {
+        if (t.group < 0) continue;
+      }
       if (kSplits == 1 || t.split == 0) Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
       if constexpr (kSplits > 1) {

@@ -12,7 +12,11 @@ namespace deepgemm_ops::kernels {
 struct Tile {
   int m_block;    // block index inside the group
   int n_block;
-  int group;      // 0 for normal GEMMs
+  int group;      // 0 for normal GEMMs; contiguous: -1 for a tile of padding rows only, which every role skips
+                  // (skipped inside next(), a loop back on a value read from memory, it cost the math warps their
+                  // uniform registers: +6% main-loop instructions, docs/PERF.md). The roles test it under
+                  // `if constexpr (kType == Contiguous)`: behind a function returning false for other types, the
+                  // dense kernels' main loops still grew by 10-25 instructions.
   int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise; k-grouped:
                   // in A and inside the group's [M, N] of D)
   int row_end;    // rows >= row_end (flattened) are outside this group's valid rows: never stored
@@ -70,7 +74,7 @@ struct TileScheduler {
 
   // Contiguous: the group of the rows [row0, row0 + rows), rows <= 128. Groups start at multiples of 128 rows, so
   // they hold one group's rows and/or padding (-1) rows; -1 when they hold padding only, start past M, or name no
-  // group (then they are never computed).
+  // group (never computed).
   __device__ int block_group(int row0, int rows) const {
     if (row0 >= p.m) return -1;
     int g = __ldg(p.grouped_layout + row0);
@@ -151,13 +155,10 @@ struct TileScheduler {
             // Two 128-row halves: one group (or one group and padding) in the common case; two groups at a boundary
             // that falls between them, each half then computed in its own pass over K.
             const int lo = block_group(t.a_row, 128), hi = block_group(t.a_row + 128, 128);
-            if (lo < 0 && hi < 0) continue;  // padding only: skip the tile
             t.group = lo >= 0 ? lo : hi;
             t.second_group = lo >= 0 && hi >= 0 && hi != lo ? hi : -1;
           } else {
-            const int g = block_group(t.a_row, kBlockM);
-            if (g < 0) continue;
-            t.group = g;
+            t.group = block_group(t.a_row, kBlockM);
           }
         }
         return true;
