@@ -54,8 +54,6 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_m must be 64, 128 or 256, got {cfg.block_m}")
     elif cfg.block_m == 256 and cfg.block_n > 128:
         problems.append(f"block_m 256 needs block_n <= 128 (registers), got {cfg.block_n}")
-    elif cfg.block_m == 256 and cfg.gemm_type == "contiguous":
-        problems.append("block_m 256 cannot serve the contiguous layout (groups start at multiples of 128 rows)")
     elif cfg.block_m == 256 and cfg.gemm_type == "k_grouped":
         problems.append("block_m 256 is not implemented for k_grouped GEMMs")
     if cfg.block_n % 8 != 0 or not 8 <= cfg.block_n <= 256:

@@ -265,10 +265,13 @@ def choose_fp8_gemm_config(
 
     best = None
     for block_m in BLOCK_M_CANDIDATES:
-        if block_m == 256 and (gemm_type != "normal" or (sfb_recipe == "1x128" and out_dtype != "bf16")):
+        if block_m == 256 and not (
+                (gemm_type == "normal" and (sfb_recipe == "128x128" or out_dtype == "bf16"))
+                or (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128")):
             # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones and bf16 out (the dense weight
             # gradient: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192, docs/PERF.md); fp32 (+ C) out
-            # with 1x128 scales not yet.
+            # with 1x128 scales not yet. Contiguous (128x128 B scales): a tile whose halves hold two groups runs
+            # its k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
             continue
         for block_n in BLOCK_N_CANDIDATES:
             if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:
@@ -277,6 +280,8 @@ def choose_fp8_gemm_config(
             if block_m == 256:
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
+            if block_m == 256 and gemm_type == "masked" and tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
+                continue  # its A-sharing cluster lost at two waves for 128-row tiles (the rule below)
             wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, out_bytes, wide)
             if cost is not None and (best is None or cost < best[0]):

@@ -484,9 +484,21 @@ def test_forced_grouped_clusters(force_tile, tile, recipe):
     _check_masked([512, 0, 300, 17], 512, 2112, 576, recipe, seed=tile[1])
 
 
-@pytest.mark.parametrize("block_n", [128, 64])
-def test_forced_256_row_tiles_masked(force_tile, block_n):
-    force_tile(256, block_n, 1)
+# Contiguous 256-row tiles: group boundaries at odd multiples of 128 rows (the halves of a tile in two groups, computed
+# in two passes over K), an empty group, a padded last group, a last tile whose upper half lies past M; both recipes,
+# with and without the A-sharing cluster.
+@pytest.mark.parametrize("cluster", [2, 1])
+@pytest.mark.parametrize("recipe", ["128x128", "1x128"])
+def test_forced_256_row_tiles_contiguous(force_tile, cluster, recipe):
+    force_tile(256, 128, cluster)
+    _check_contiguous([300, 0, 57, 1024, 129, 100], 2112, 576, recipe, seed=cluster)
+
+
+# Masked 256-row tiles: a warpgroup with one live 64-row wave (the 1-wave loop), one with none (stages passed through),
+# an empty group; with and without the A-sharing cluster.
+@pytest.mark.parametrize("block_n,cluster", [(128, 1), (64, 1), (128, 2)])
+def test_forced_256_row_tiles_masked(force_tile, block_n, cluster):
+    force_tile(256, block_n, cluster)
     _check_masked([512, 0, 300, 17], 512, 2112, 576, seed=block_n)
 
 

@@ -58,14 +58,14 @@ class TestHeuristics(TestCase):
                                            has_c=False, gemm_type="masked", num_groups=g, expected_m=m)
             lines.append(f"masked {g}x{m} {n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-contiguous 4x8192 4096x7168: bm=128 bn=128 st=5 cl=2 smem=201808
-contiguous 4x8192 7168x2048: bm=128 bn=128 st=5 cl=2 smem=201808
-contiguous 8x4096 4096x7168: bm=128 bn=128 st=5 cl=2 smem=201808
-contiguous 8x4096 7168x2048: bm=128 bn=128 st=5 cl=2 smem=201808
+contiguous 4x8192 4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
+contiguous 4x8192 7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648
+contiguous 8x4096 4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
+contiguous 8x4096 7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648
 masked 1x1024 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
 masked 2x512 7168x2048: bm=128 bn=160 st=5 cl=1 smem=231120
 masked 4x256 4096x7168: bm=128 bn=128 st=5 cl=1 smem=201808
-masked 32x192 6144x7168: bm=128 bn=192 st=4 cl=2 smem=218176
+masked 32x192 6144x7168: bm=256 bn=128 st=3 cl=2 smem=217648
 masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
 
     def test_fp32_with_c_and_1x128(self):
@@ -118,13 +118,21 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         self.assertIn((64, 2112, 7168, 132), splits)
         self.assertNotIn((64, 7168, 2048, 132), splits)  # bound by its DRAM bytes: two splits were slower
 
-    def test_contiguous_alignment_is_a_multiple_of_every_block_m(self):
-        # 256-row tiles exist, but never for the contiguous layout, whose groups start at multiples of 128 rows.
+    def test_contiguous_tiles_hold_at_most_two_groups(self):
+        # Contiguous groups start at multiples of 128 rows: a 64/128-row tile holds one group's rows, a 256-row tile's
+        # halves at most two (then computed in two passes over K), and 256-row tiles take 128x128 B scales only.
+        align = H.get_mk_alignment_for_contiguous_layout()
+        picked_256 = False
         for m, n, k in itertools.product([128, 4096, 65536], [576, 4096, 24576], [512, 7168]):
             for recipe in H.SFB_RECIPES:
                 cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype="bf16", sfb_recipe=recipe,
                                                has_c=False, gemm_type="contiguous", num_groups=4)
-                self.assertEqual(H.get_mk_alignment_for_contiguous_layout() % cfg.block_m, 0, (m, n, k, recipe))
+                if cfg.block_m == 2 * align:
+                    picked_256 = True
+                    self.assertEqual((recipe, cfg.cluster_size), ("128x128", 2), (m, n, k))
+                else:
+                    self.assertEqual(align % cfg.block_m, 0, (m, n, k, recipe))
+        self.assertTrue(picked_256)
 
     def test_errors(self):
         kw = dict(num_sms=132, out_dtype="bf16", sfb_recipe="128x128", has_c=False, gemm_type="normal")

@@ -7,11 +7,11 @@
 Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with C, a bias, the 1x128 recipe, the
 contiguous layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group
 and C, each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
-tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous and masked GEMMs in A-sharing
-clusters, split-K (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and masked); the fused casts
-(per-token with both scale layouts, of a transposed view, per-block, per-block and per-token with the transpose; partial
-groups and blocks; a shape of more 128 x 128 blocks than one wave of CTAs). Prints the max relative error per GEMM case
-and whether each cast matched the CPU.
+tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous (128- and 256-row tiles) and masked
+GEMMs in A-sharing clusters, split-K (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and
+masked); the fused casts (per-token with both scale layouts, of a transposed view, per-block, per-block and per-token
+with the transpose; partial groups and blocks; a shape of more 128 x 128 blocks than one wave of CTAs). Prints the
+max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
@@ -129,6 +129,14 @@ H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), 
 _cuda.clear_plans()
 contiguous_case("contiguous 128x128 cluster 2", 1)
 masked_case("masked 128x128 cluster 2", [0, 128, 17], 128, 64, 1)
+# 256-row m-grouped tiles sharing A. Contiguous: the first tile's halves hold groups 0 and 2 (two passes over K), the
+# second's lower half group 2 and its upper half lies past M.
+H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=128,
+                                                           cluster_size=2)
+_cuda.clear_plans()
+contiguous_case("contiguous 256x128 cluster 2", 1)
+# Masked 256-row tiles sharing A: counts 0, 300 (the second tile: one live wave in warpgroup 0, none in 1) and 17.
+masked_case("masked 256x128 cluster 2", [0, 300, 17], 512, 64, 1)
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 

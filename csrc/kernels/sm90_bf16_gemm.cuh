@@ -60,7 +60,12 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
       PipelineState<kStages> st;
       Sched sched(p);
       Tile t;
-      while (sched.next(t)) loop.produce(t, st, tma_a, tma_b);
+      while (sched.next(t)) {
+        if constexpr (kType == GemmType::Contiguous) {
+          if (t.group < 0) continue;  // padding rows only (Tile::group)
+        }
+        loop.produce(t, st, tma_a, tma_b);
+      }
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
@@ -72,6 +77,9 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
     float acc[1][kBlockN / 2];  // one 64-row slice per math warpgroup (the epilogue takes slices)
     uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
+      if constexpr (kType == GemmType::Contiguous) {
+        if (t.group < 0) continue;
+      }
       Epi::template prefetch_c<1>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, math_wg, lane, acc[0]);
       if constexpr (Epi::kStoresByTma) {

@@ -33,8 +33,6 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
   static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M must be 64, 128 or 256");
   static_assert(kBlockM < 256 || kBlockN <= 128, "256-row tiles hold two accumulators and a partial: BLOCK_N <= 128");
-  static_assert(kBlockM < 256 || kType != GemmType::Contiguous,
-                "contiguous groups start at multiples of 128 rows: a 256-row tile could hold two groups");
   static_assert(kType != GemmType::KGrouped || (kK == 0 && kBlockM < 256 && kRecipe == SfbRecipe::Row1x128 && kOutFp32),
                 "k-grouped kernels take K at run time (kK = 0), 64/128-row tiles, per-row B scales, an fp32 output");
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
@@ -81,10 +79,20 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     Tile t;
     if (warp_in_wg == 0) {
       if (lane == 0) {
-        while (sched.next(t)) loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
+        while (sched.next(t)) {
+          if constexpr (kType == GemmType::Contiguous) {
+            if (t.group < 0) continue;  // padding rows only (Tile::group)
+          }
+          loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
+        }
       }
     } else if (warp_in_wg == 1) {
-      while (sched.next(t)) loop.produce_sfb(t, st, p, lane);
+      while (sched.next(t)) {
+        if constexpr (kType == GemmType::Contiguous) {
+          if (t.group < 0) continue;
+        }
+        loop.produce_sfb(t, st, p, lane);
+      }
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<kMathRegs>();
@@ -98,6 +106,9 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     float acc[kWaves][kBlockN / 2];
     uint8_t* staging = smem + Loop::Layout::staging;
     while (sched.next(t)) {
+      if constexpr (kType == GemmType::Contiguous) {
+        if (t.group < 0) continue;
+      }
       if (kSplits == 1 || t.split == 0) Epi::template prefetch_c<kWaves>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, t, math_wg, warp_in_wg, lane, acc);
       if constexpr (kSplits > 1) {

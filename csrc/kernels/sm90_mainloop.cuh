@@ -83,6 +83,14 @@ struct Mainloop {
   static constexpr bool kKGrouped = kType == GemmType::KGrouped;
   static constexpr bool kRangedK = kKGrouped || kSplits > 1;
 
+  // Contiguous 256-row tiles whose halves hold two groups (Tile::second_group): the k-blocks run twice, with the
+  // lower half's B, then the upper half's. Each math warpgroup's 128 rows are one half: it computes in its half's
+  // pass and passes the other's stages through. Rare (a group boundary at an odd multiple of 128 rows), and the
+  // common tile keeps the 256-row loop.
+  static constexpr bool kTwoPass = kType == GemmType::Contiguous && kBlockM == 256;
+  __device__ static int num_passes(const Tile& t) { return kTwoPass && t.second_group >= 0 ? 2 : 1; }
+  __device__ static int pass_group(const Tile& t, int pass) { return pass == 0 ? t.group : t.second_group; }
+
   // The mbarrier words; Barrier's static members operate on them.
   __device__ uint64_t* full(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::full_bar) + s; }
   __device__ uint64_t* empty(int s) const { return reinterpret_cast<uint64_t*>(smem + Layout::empty_bar) + s; }
@@ -103,7 +111,11 @@ struct Mainloop {
   // TMA issue for one tile; run by a single thread.
   __device__ void produce_tma(const Tile& t, PipelineState<kStages>& st, const TmaDescriptor& tma_a,
                               const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa) const {
-    const int b_row = (kType == GemmType::KGrouped ? 0 : t.group * kN) + t.n_block * kBlockN;  // k-grouped: one B
+    for (int pass = 0; pass < num_passes(t); ++pass) produce_tma_pass(t, pass_group(t, pass), st, tma_a, tma_b, tma_sfa);
+  }
+  __device__ void produce_tma_pass(const Tile& t, int group, PipelineState<kStages>& st, const TmaDescriptor& tma_a,
+                                   const TmaDescriptor& tma_b, const TmaDescriptor& tma_sfa) const {
+    const int b_row = (kType == GemmType::KGrouped ? 0 : group * kN) + t.n_block * kBlockN;  // k-grouped: one B
     const int sfa_col = t.m_block * kBlockM;
     const int kb0 = kRangedK ? t.sfa_kb0 : 0, num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
     [[maybe_unused]] const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
@@ -153,12 +165,16 @@ struct Mainloop {
   // next one. Scales past N are zero-filled (their columns are never stored). K-grouped: sfb is [N, p.k_blocks], the
   // tile reads its group's k-blocks of it.
   __device__ void produce_sfb(const Tile& t, PipelineState<kStages>& st, const Fp8GemmParams& p, int lane) const {
+    for (int pass = 0; pass < num_passes(t); ++pass) produce_sfb_pass(t, pass_group(t, pass), st, p, lane);
+  }
+  __device__ void produce_sfb_pass(const Tile& t, int group, PipelineState<kStages>& st, const Fp8GemmParams& p,
+                                   int lane) const {
     constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
     constexpr int kPerLane = kBlockScales ? 1 : (kBlockN + kNumSfbLoaderLanes - 1) / kNumSfbLoaderLanes;
     constexpr int kSfbRows = kBlockScales ? ceil_div(kN, kScaleBlock) : kN;
     const int64_t row_stride = kKGrouped ? p.k_blocks : kNumKBlocks;
     const float* group_sfb =
-        p.sfb + (kRangedK ? t.sfa_kb0 : static_cast<int64_t>(t.group) * kSfbRows * kNumKBlocks);
+        p.sfb + (kRangedK ? t.sfa_kb0 : static_cast<int64_t>(group) * kSfbRows * kNumKBlocks);
     const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
     int src_row[kPerLane];
     bool copies[kPerLane], in_range[kPerLane];
@@ -365,7 +381,19 @@ struct Mainloop {
     }
     with_second_block_group(t.n_block, [&](auto second) {
       if constexpr (kWaves > 1) {
-        consume_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+          for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
+        }
+        const int passes = num_passes(t);
+        for (int pass = 0; pass < passes; ++pass) {  // two passes: warpgroup w's rows are half w
+          if (passes == 1 || pass == math_wg) {
+            consume_live_waves(st, t, second, math_wg, warp_in_wg, lane, acc);
+          } else {
+            skip_stages(st, kNumKBlocks, lane);
+          }
+        }
       } else if constexpr (kPingPong) {
         consume_pingpong(st, t, second, math_wg, warp_in_wg, lane, acc[0]);
       } else {
@@ -380,7 +408,10 @@ struct Mainloop {
   __device__ void pass_through(PipelineState<kStages>& st, const Tile& t, int lane, float (&acc)[kBlockN / 2]) const {
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.0f;
-    const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
+    skip_stages(st, kRangedK ? t.num_k_blocks : kNumKBlocks, lane);
+  }
+  // Releases the next num_kb stages once full, without reading them.
+  __device__ void skip_stages(PipelineState<kStages>& st, int num_kb, int lane) const {
 #pragma unroll 1
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
@@ -388,8 +419,29 @@ struct Mainloop {
     }
   }
 
-  // 256-row tiles: per k-block the warpgroup issues, drains and promotes one 64-row wave after the other (a second
-  // partial buffer would not fit beside two accumulators); the other warpgroup's wgmmas run while this one promotes.
+  // 256-row tiles of masked GEMMs: a 64-row wave whose rows all lie past masked_m (never stored) is not computed;
+  // the warpgroup runs the loop instantiated for its count of live waves (a run-time test per wave inside the loop
+  // cost ptxas 48 instructions per k-block). Other types compute every wave.
+  template <class Second>
+  __device__ void consume_live_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg,
+                                     int warp_in_wg, int lane, float (&acc)[kWaves][kBlockN / 2]) const {
+    if constexpr (kType == GemmType::Masked) {
+      const int live = min(max(t.row_end - (t.a_row + math_wg * kWaves * 64) + 63, 0) / 64, kWaves);
+      if (live == kWaves) {
+        consume_waves<kWaves>(st, t, second, math_wg, warp_in_wg, lane, acc);
+      } else if (live > 0) {
+        consume_waves<1>(st, t, second, math_wg, warp_in_wg, lane, acc);
+      } else {
+        skip_stages(st, kNumKBlocks, lane);
+      }
+    } else {
+      consume_waves<kWaves>(st, t, second, math_wg, warp_in_wg, lane, acc);
+    }
+  }
+
+  // 256-row tiles (acc zeroed by the caller: a two-pass tile calls this once per half): per k-block the warpgroup
+  // issues, drains and promotes one 64-row wave after the other (a second partial buffer would not fit beside two
+  // accumulators); the other warpgroup's wgmmas run while this one promotes.
   // Every scale of the k-block is read into registers first, once for all waves, so the stage is released as soon as
   // the last wave's wgmmas have drained, before its promotion: with the 3 stages that fit, a release after the
   // promotion left the producer a stage short. With 1x128 B scales, reading a lane's BLOCK_N / 4 column scales per
@@ -397,17 +449,12 @@ struct Mainloop {
   // once per k-block (-4 to -9% weight-gradient time, docs/PERF.md). They take BLOCK_N / 4 registers more: at BLOCK_N =
   // 128 ptxas keeps a few tile coordinates in local memory across the tile's main loop (test_kernel_compile
   // TILE_SPILL_BYTES). Other 1x128 layouts keep reading them per wave and release after the last promotion.
-  template <class Second>
+  template <int kLiveWaves, class Second>
   __device__ void consume_waves(PipelineState<kStages>& st, const Tile& t, Second second, int math_wg, int warp_in_wg,
                                 int lane, float (&acc)[kWaves][kBlockN / 2]) const {
     constexpr bool kBlockScales = kRecipe == SfbRecipe::Block128x128;
     constexpr bool kEarlyRelease = kBlockScales || kLaneOrderSfb;
     float part[kBlockN / 2];
-#pragma unroll
-    for (int w = 0; w < kWaves; ++w) {
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] = 0.0f;
-    }
     const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
     const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
 #pragma unroll 1
@@ -423,6 +470,12 @@ struct Mainloop {
       if constexpr (kLaneOrderSfb) load_lane_order_sfb(sfb, lane, sbv);
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
+        if (w >= kLiveWaves) {  // rows past masked_m only: nothing to compute
+          if constexpr (kEarlyRelease) {
+            if (w == kWaves - 1) release(st.stage, lane);
+          }
+          continue;
+        }
         issue_kblock(st.stage, math_wg * kWaves + w, part);
         cute::warpgroup_wait<0>();
 #pragma unroll

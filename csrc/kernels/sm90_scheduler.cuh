@@ -12,7 +12,11 @@ namespace deepgemm_ops::kernels {
 struct Tile {
   int m_block;    // block index inside the group
   int n_block;
-  int group;      // 0 for normal GEMMs
+  int group;      // 0 for normal GEMMs; contiguous: -1 for a tile of padding rows only, which every role skips
+                  // (skipped inside next(), a loop back on a value read from memory, it cost the math warps their
+                  // uniform registers: +6% main-loop instructions, docs/PERF.md). The roles test it under
+                  // `if constexpr (kType == Contiguous)`: behind a function returning false for other types, the
+                  // dense kernels' main loops still grew by 10-25 instructions.
   int a_row;      // first row of the tile in the flattened A / D ([G*Mmax] for masked, [M] otherwise; k-grouped:
                   // in A and inside the group's [M, N] of D)
   int row_end;    // rows >= row_end (flattened) are outside this group's valid rows: never stored
@@ -20,6 +24,8 @@ struct Tile {
   int num_k_blocks;  // k-grouped: the k-blocks of the tile's group (0 for an empty group); split-K: of the split
   int split = 0;     // split-K: this CTA's split of the tile (its rank in the cluster); 0 otherwise
   int unit = 0;      // split-K: the tile's index (its partials' workspace slot)
+  int second_group = -1;  // contiguous 256-row tiles whose 128-row halves hold two groups: the upper half's (group
+                          // is the lower half's); the tile then runs its k-blocks once per half (Mainloop::kTwoPass)
 };
 
 // kCluster == 2 (not k-grouped): the two CTAs of a cluster take the two m-blocks of one m-block pair with the same
@@ -64,6 +70,16 @@ struct TileScheduler {
   // scales (the values are the caller's duty; a wrong one gives wrong sums, never a bad access).
   __device__ int k_group_blocks(int g, int kb0) const {
     return min(max(__ldg(p.grouped_layout + g), 0) / kScaleBlock, p.k_blocks - kb0);
+  }
+
+  // Contiguous: the group of the rows [row0, row0 + rows), rows <= 128. Groups start at multiples of 128 rows, so
+  // they hold one group's rows and/or padding (-1) rows; -1 when they hold padding only, start past M, or name no
+  // group (never computed).
+  __device__ int block_group(int row0, int rows) const {
+    if (row0 >= p.m) return -1;
+    int g = __ldg(p.grouped_layout + row0);
+    if (g < 0) g = __ldg(p.grouped_layout + min(row0 + rows, p.m) - 1);
+    return g >= 0 && g < p.num_groups ? g : -1;
   }
 
   __device__ int masked_m_blocks(int g) const {
@@ -135,12 +151,15 @@ struct TileScheduler {
           t.num_k_blocks = (t.split + 1) * kNumKBlocks / kSplits - t.sfa_kb0;
         }
         if constexpr (kType == GemmType::Contiguous) {
-          // Groups start at multiples of BLOCK_M, so a tile holds one group's rows and/or padding (-1) rows.
-          const int last = min(t.a_row + kBlockM, p.m) - 1;
-          int g = __ldg(p.grouped_layout + t.a_row);
-          if (g < 0) g = __ldg(p.grouped_layout + last);
-          if (g < 0 || g >= p.num_groups) continue;  // all padding (or an invalid group id): skip the tile
-          t.group = g;
+          if constexpr (kBlockM == 256) {
+            // Two 128-row halves: one group (or one group and padding) in the common case; two groups at a boundary
+            // that falls between them, each half then computed in its own pass over K.
+            const int lo = block_group(t.a_row, 128), hi = block_group(t.a_row + 128, 128);
+            t.group = lo >= 0 ? lo : hi;
+            t.second_group = lo >= 0 && hi >= 0 && hi != lo ? hi : -1;
+          } else {
+            t.group = block_group(t.a_row, kBlockM);
+          }
         }
         return true;
       }
