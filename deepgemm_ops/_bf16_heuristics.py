@@ -14,7 +14,15 @@ import dataclasses
 import functools
 
 from ._constants import ceil_div
-from ._heuristics import GEMM_TYPES, OUT_DTYPES, SM90_MAX_SMEM_BYTES, SWIZZLE_GROUP_N, config_ints, staging_bytes
+from ._heuristics import (
+    GEMM_TYPES,
+    OUT_DTYPES,
+    SM90_MAX_SMEM_BYTES,
+    SWIZZLE_GROUP_N,
+    check_forced_smem,
+    config_ints,
+    staging_bytes,
+)
 
 # The layouts as DeepGEMM names them: first letter a (n: [M, K] K-major, t: [K, M] M-major), second b (t: [N, K]
 # K-major, n: [K, N] N-major). Grouped GEMMs are NT only.
@@ -80,10 +88,13 @@ def _max_stages(block_m: int, block_n: int, out_dtype: str) -> int:
 def with_bf16_tile(cfg: Bf16GemmConfig, *, block_m: int, block_n: int,
                    num_stages: int | None = None) -> Bf16GemmConfig:
     """``cfg`` with another tile shape and the fields that follow from it. For tools and tests that force a config."""
-    stages = _max_stages(block_m, block_n, cfg.out_dtype) if num_stages is None else num_stages
+    most = _max_stages(block_m, block_n, cfg.out_dtype)
+    stages = most if num_stages is None else num_stages
+    smem = bf16_smem_bytes(block_m, block_n, stages, cfg.out_dtype)
+    check_forced_smem(smem, block_m, block_n, stages, most)
     return dataclasses.replace(cfg, block_m=block_m, block_n=block_n, num_stages=stages,
                                num_math_warpgroups=block_m // 64, num_threads=(block_m // 64 + 1) * 128,
-                               smem_bytes=bf16_smem_bytes(block_m, block_n, stages, cfg.out_dtype))
+                               smem_bytes=smem)
 
 
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,

@@ -161,15 +161,26 @@ def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: 
     )
 
 
+def check_forced_smem(smem: int, block_m: int, block_n: int, num_stages: int, max_stages: int) -> None:
+    """A forced config must fit the SM's shared memory: the kernel would otherwise fail at load time with a bare
+    CUDA error (both GEMM families)."""
+    if smem > SM90_MAX_SMEM_BYTES:
+        raise ValueError(
+            f"num_stages={num_stages} with a {block_m}x{block_n} tile needs {smem} bytes of shared memory; an SM90 "
+            f"block has at most {SM90_MAX_SMEM_BYTES} (at most {max_stages} stages fit)"
+        )
+
+
 def with_tile(
     cfg: GemmConfig, *, block_m: int, block_n: int, num_stages: int | None = None, cluster_size: int = 1,
     num_splits: int = 1,
 ) -> GemmConfig:
     """``cfg`` with another tile shape, cluster and split-K, and the fields that follow from them (warpgroups,
     threads, shared memory; stages default to the most that fit). For tools and tests that force a config."""
-    return dataclasses.replace(
-        cfg, cluster_size=cluster_size, **_tile_fields(block_m, block_n, num_stages, cfg.out_dtype, num_splits)
-    )
+    fields = _tile_fields(block_m, block_n, num_stages, cfg.out_dtype, num_splits)
+    check_forced_smem(fields["smem_bytes"], block_m, block_n, fields["num_stages"],
+                      _max_stages(block_m, block_n, cfg.out_dtype, num_splits))
+    return dataclasses.replace(cfg, cluster_size=cluster_size, **fields)
 
 
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,

@@ -96,6 +96,9 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                                   """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
         self.assertGreater(H.smem_bytes(128, 192, 5, "bf16"), H.SM90_MAX_SMEM_BYTES)  # 4 is the most that fit
         self.assertEqual(H.with_tile(base, block_m=64, block_n=16, num_stages=3).num_stages, 3)
+        with self.assertRaises(ValueError) as ctx:  # a forced depth beyond shared memory fails here, not at load
+            H.with_tile(base, block_m=128, block_n=192, num_stages=5)
+        self.assertExpectedInline(str(ctx.exception), """num_stages=5 with a 128x192 tile needs 260432 bytes of shared memory; an SM90 block has at most 232448 (at most 4 stages fit)""")
 
     def test_split_k_only_in_one_wave_of_normal_gemms(self):
         """Split-K: normal GEMMs only, tiles of at most 128 rows, no multicast cluster, every split at least two
@@ -192,6 +195,8 @@ tt: 128x176s4 128x224s3 128x224s3 128x256s3 128x256s3 128x256s3""")
                 cfg = BH.choose_bf16_gemm_config(m, n, k, num_sms=132, layout="nt", out_dtype="bf16", has_c=False,
                                                  gemm_type=gemm_type, num_groups=g)
                 self.assertNotIn(cfg.block_n, BH._NORMAL_ONLY_BLOCK_N, (gemm_type, g, n, k))
+        with self.assertRaisesRegex(ValueError, r"num_stages=9 with a 128x256 tile needs \d+ bytes"):
+            BH.with_bf16_tile(cfg, block_m=128, block_n=256, num_stages=9)
 
 if __name__ == "__main__":
     pytest.main([__file__])
