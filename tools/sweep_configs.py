@@ -9,7 +9,7 @@
 Every variant of a problem runs on the same inputs, timed with bench.Timer (L2 flushed, median), the variants' reps
 interleaved; the heuristic's own choice is timed first and last, so the spread between those two is the noise. The
 k-grouped cases accumulate into C in place, as a weight gradient does (compared from C = 0). Every variant's output
-is compared with the first one's.
+is compared with the first one's. Every mode compiles all its variants' kernels in parallel before the first timing.
 """
 import argparse
 import concurrent.futures
@@ -101,19 +101,21 @@ def dense(spec: str) -> None:
 
 
 def contiguous(spec: str) -> None:
+    jobs = []
     for item in spec.split("|"):
         shape, variants = item.split(":")
         groups, rows, n, k = map(int, shape.split("x"))
+        base = H.choose_fp8_gemm_config(groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
+                                        sfb_recipe="128x128", has_c=False, gemm_type="contiguous", num_groups=groups)
+        jobs.append(((groups, rows, n, k), _variants(base, variants, _fp8_force)))
+    _precompile({_codegen.fp8_gemm_source(c, s[2], s[3]) for s, cfgs in jobs for c in cfgs})
+    for (groups, rows, n, k), cfgs in jobs:
         gen = torch.Generator().manual_seed(groups * rows)
         x = torch.randn(groups * rows, k, generator=gen).cuda()
         a, sfa = ops.per_token_cast_to_fp8(x, mn_major_scales=True)
         b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
         b, sfb = b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
         m_indices = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(rows)
-        base = H.choose_fp8_gemm_config(groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
-                                        sfb_recipe="128x128", has_c=False, gemm_type="contiguous", num_groups=groups)
-        cfgs = _variants(base, variants, _fp8_force)
-        _precompile({_codegen.fp8_gemm_source(c, n, k) for c in cfgs})
         _sweep(f"contiguous {groups}x{rows} {n}x{k}", cfgs, H,
                "choose_fp8_gemm_config", _cuda.clear_plans,
                lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
@@ -122,15 +124,19 @@ def contiguous(spec: str) -> None:
 
 
 def k_grouped(spec: str) -> None:
+    jobs = []
     for groups, m, n, expected_k in K_GROUPED_CASES:
+        base = H.choose_fp8_gemm_config(m, n, expected_k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="fp32",
+                                        sfb_recipe="1x128", has_c=True, gemm_type="k_grouped", num_groups=groups)
+        jobs.append(((groups, m, n, expected_k), _variants(base, spec, _fp8_force)))
+    _precompile({_codegen.fp8_gemm_source(c, case[2], 0) for case, cfgs in jobs for c in cfgs})
+    for (groups, m, n, expected_k), cfgs in jobs:
         ks = _group_ks(groups, expected_k, seed=groups * m)
         total = sum(ks)
         a, sfa = ops.per_token_cast_to_fp8(torch.randn(m, total, device="cuda", dtype=torch.bfloat16))
         b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, total, device="cuda", dtype=torch.bfloat16))
         ks_t = torch.tensor(ks, dtype=torch.int32, device="cuda")
         c = torch.zeros(groups, m, n, device="cuda")
-        base = H.choose_fp8_gemm_config(m, n, expected_k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="fp32",
-                                        sfb_recipe="1x128", has_c=True, gemm_type="k_grouped", num_groups=groups)
 
         run = functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c)
 
@@ -139,27 +145,30 @@ def k_grouped(spec: str) -> None:
             run()
             return c
 
-        _sweep(f"{groups} x ({m}, {n}), sum K {total}", _variants(base, spec, _fp8_force), H,
+        _sweep(f"{groups} x ({m}, {n}), sum K {total}", cfgs, H,
                "choose_fp8_gemm_config", _cuda.clear_plans, lambda cfg, n=n: _codegen.fp8_gemm_kernel_name(cfg, n, 0),
                run, 2 * m * n * total, fresh)
 
 
+def _bf16_force(cfg, bm, bn, stages=None):
+    return BH.with_bf16_tile(cfg, block_m=bm, block_n=bn, num_stages=stages)
+
+
 def bf16(layouts: str, spec: str) -> None:
+    jobs = []
     for layout in layouts.split(","):
-        op = getattr(ops, f"bf16_gemm_{layout}")
         for item in spec.split("|"):
             shape, variants = item.split(":")
             m, n, k = map(int, shape.split("x"))
-            a, b, _, _ = _operands(layout, m, n, k, torch.device("cuda"))
             base = BH.choose_bf16_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), layout=layout,
                                               out_dtype="bf16", has_c=False, gemm_type="normal")
-
-            def force(cfg, bm, bn, stages=None):
-                return BH.with_bf16_tile(cfg, block_m=bm, block_n=bn, num_stages=stages)
-
-            _sweep(f"{layout} {m}x{n}x{k}", _variants(base, variants, force), BH, "choose_bf16_gemm_config",
-                   _cuda.clear_bf16_plans, lambda cfg, n=n, k=k: _codegen.bf16_gemm_kernel_name(cfg, n, k),
-                   functools.partial(op, a, b), 2 * m * n * k)
+            jobs.append((layout, (m, n, k), _variants(base, variants, _bf16_force)))
+    _precompile({_codegen.bf16_gemm_source(c, shape[1], shape[2]) for _, shape, cfgs in jobs for c in cfgs})
+    for layout, (m, n, k), cfgs in jobs:
+        a, b, _, _ = _operands(layout, m, n, k, torch.device("cuda"))
+        _sweep(f"{layout} {m}x{n}x{k}", cfgs, BH, "choose_bf16_gemm_config",
+               _cuda.clear_bf16_plans, lambda cfg, n=n, k=k: _codegen.bf16_gemm_kernel_name(cfg, n, k),
+               functools.partial(getattr(ops, f"bf16_gemm_{layout}"), a, b), 2 * m * n * k)
 
 
 if __name__ == "__main__":
