@@ -1,7 +1,8 @@
 """A/B kernel configs for a few problems under the bench's own conditions (device tool; developer use only).
 
-    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages,splits|MxNxK:..."  # dense FP8 (128x128 recipe;
-                                                                                 # stages 0: the most that fit)
+    python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages,splits|MxNxK:..."  # dense FP8 (stages 0: the most
+                                                                                 # that fit; --sfb 1x128: per-row
+                                                                                 # B scales, as a weight gradient)
     python3 tools/sweep_configs.py --contiguous "GxMxNxK:bm,bn,cl;...|..."       # m-grouped contiguous, G groups of M
     python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
     python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
@@ -83,17 +84,19 @@ def _precompile(sources: set) -> None:
         list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
 
 
-def dense(spec: str) -> None:
+def dense(spec: str, sfb_recipe: str) -> None:
     jobs = []
     for item in spec.split("|"):
         shape, variants = item.split(":")
         m, n, k = map(int, shape.split("x"))
         base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
-                                        sfb_recipe="128x128", has_c=False, gemm_type="normal")
+                                        sfb_recipe=sfb_recipe, has_c=False, gemm_type="normal")
         jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
     _precompile({_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs})
     for (m, n, k), cfgs in jobs:
         a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
+        if sfb_recipe == "1x128":  # B cast per row, as the weight gradient's operands are
+            b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, k, device="cuda", dtype=torch.bfloat16))
         sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
         _sweep(f"{m}x{n}x{k}", cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
                lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
@@ -177,6 +180,8 @@ if __name__ == "__main__":
     parser.add_argument("--contiguous", action="store_true", help="m-grouped contiguous problems")
     parser.add_argument("--k-grouped", action="store_true", help="the k-grouped weight-gradient cases")
     parser.add_argument("--bf16", metavar="LAYOUTS", help="BF16 GEMMs in these layouts (comma-separated)")
+    parser.add_argument("--sfb", choices=H.SFB_RECIPES, default="128x128",
+                        help="dense mode: B's scale recipe (1x128: the weight gradient's per-row B scales)")
     args = parser.parse_args()
     if args.contiguous:
         contiguous(args.spec)
@@ -185,4 +190,4 @@ if __name__ == "__main__":
     elif args.bf16:
         bf16(args.bf16, args.spec)
     else:
-        dense(args.spec)
+        dense(args.spec, args.sfb)
