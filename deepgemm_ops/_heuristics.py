@@ -177,9 +177,9 @@ def with_tile(
 ) -> GemmConfig:
     """``cfg`` with another tile shape, cluster and split-K, and the fields that follow from them (warpgroups,
     threads, shared memory; stages default to the most that fit). For tools and tests that force a config."""
-    fields = _tile_fields(block_m, block_n, num_stages, cfg.out_dtype, num_splits)
-    check_forced_smem(fields["smem_bytes"], block_m, block_n, fields["num_stages"],
-                      _max_stages(block_m, block_n, cfg.out_dtype, num_splits))
+    most = _max_stages(block_m, block_n, cfg.out_dtype, num_splits)
+    fields = _tile_fields(block_m, block_n, most if num_stages is None else num_stages, cfg.out_dtype, num_splits)
+    check_forced_smem(fields["smem_bytes"], block_m, block_n, fields["num_stages"], most)
     return dataclasses.replace(cfg, cluster_size=cluster_size, **fields)
 
 

@@ -94,9 +94,11 @@ def dense(spec: str, sfb_recipe: str) -> None:
         jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
     _precompile({_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs})
     for (m, n, k), cfgs in jobs:
-        a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
-        if sfb_recipe == "1x128":  # B cast per row, as the weight gradient's operands are
+        if sfb_recipe == "1x128":  # both operands cast per row, as the weight gradient's are
+            a, sfa = ops.per_token_cast_to_fp8(torch.randn(m, k, device="cuda", dtype=torch.bfloat16))
             b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, k, device="cuda", dtype=torch.bfloat16))
+        else:
+            a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
         sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
         _sweep(f"{m}x{n}x{k}", cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
                lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
