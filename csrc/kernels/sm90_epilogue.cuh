@@ -151,6 +151,15 @@ struct Epilogue {
     }
     return b;
   }
+  // Normal GEMMs with a bias: the tile's bias values into L1, one line per lane (the tile's columns span at most
+  // BLOCK_N * 4 bytes, 8 lines at 256 fp32 columns).
+  __device__ static void prefetch_bias(const Fp8GemmParams& p, const Tile& t, int lane) {
+    constexpr int kLines = (kBlockN * static_cast<int>(sizeof(BiasT)) + 127) / 128 + 1;  // +1: an unaligned start
+    const int col = t.n_block * kBlockN + lane * (128 / static_cast<int>(sizeof(BiasT)));
+    if (lane < kLines && col < kN) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const BiasT*>(p.bias) + col));
+    }
+  }
   // The bias of accumulator element i (column col0 + i / 4 * 8 + i % 2).
   __device__ static float bias_of(const Bias& b, int i) { return b.v[i / 4 * 2 + i % 2]; }
 
@@ -205,20 +214,31 @@ struct Epilogue {
     return static_cast<uint32_t>(chunk * kBoxBytes + row * kUnits * 16 + swizzled * 16);
   }
 
-  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers (fp32: kWaves is 1).
+  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers (fp32: kWaves is 1). A bias is
+  // added into acc under a grid-uniform branch (adding zeros cost every thread one FADD per element of acc); its
+  // lines are prefetched into L1 before the barrier, so the loads after it hit L1 without holding registers across.
   template <int kWaves>
   __device__ static void store_tma(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
-                                   const float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
+                                   float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
     static_assert(kStoresByTma, "this tile's fp32 output is stored directly");
-    const Bias bias = load_bias(p, t, lane);  // before the barrier: its latency overlaps the wait
+    const bool has_bias = kType == GemmType::Normal && p.bias != nullptr;
+    if (has_bias) prefetch_bias(p, t, lane);
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
     if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
     cutlass::arch::NamedBarrier::sync(128, barrier_id);
+    if (has_bias) {
+      const Bias bias = load_bias(p, t, lane);
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+        for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] += bias_of(bias, i);
+      }
+    }
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
       float a[kBlockN / 2];
 #pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) a[i] = acc[w][i] + bias_of(bias, i);
+      for (int i = 0; i < kBlockN / 2; ++i) a[i] = acc[w][i];
       if constexpr (kOutFp32) {
         // Lane pairs (2 columns, 8 bytes) of rows r and r + 8: 8-column group j is units 2j, 2j + 1.
         const int row = warp_in_wg * 16 + lane / 4;
