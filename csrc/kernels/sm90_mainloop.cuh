@@ -75,6 +75,17 @@ struct Mainloop {
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
 
   uint8_t* smem;
+  // kCluster > 1: empty[0] of the peer CTA as a shared::cluster address (peer_empty_base()), mapped once: a mapping
+  // per release cost every k-block a special-register read and its address arithmetic.
+  uint32_t peer_empty = 0;
+
+  __device__ static uint32_t peer_empty_base(uint8_t* smem) {
+    if constexpr (kCluster > 1) {
+      return cluster_smem_addr(smem + Layout::empty_bar, static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u);
+    } else {
+      return 0;
+    }
+  }
 
   // A tile's k-blocks: K's (compile-time), or a k-grouped tile's from ks, or a split's (t.num_k_blocks, from k-block
   // t.sfa_kb0 on). Every role writes the count inline as kRangedK ? t.num_k_blocks : kNumKBlocks: behind a helper
@@ -530,7 +541,7 @@ struct Mainloop {
   __device__ void release(int s, int lane) const {
     Barrier::arrive(empty(s));
     if constexpr (kCluster > 1) {
-      if (lane == 0) Barrier::arrive(empty(s), static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u, 1u);
+      if (lane == 0) arrive_cluster(peer_empty + static_cast<uint32_t>(s) * 8);
     }
   }
 };
