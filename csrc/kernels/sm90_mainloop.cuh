@@ -78,6 +78,14 @@ struct Mainloop {
   // kCluster > 1: empty[0] of the peer CTA as a shared::cluster address (peer_empty_base()), mapped once: a mapping
   // per release cost every k-block a special-register read and its address arithmetic.
   uint32_t peer_empty = 0;
+  // The wgmma descriptors of stage 0's A and B tiles, made once: a stage's are these moved by whole tiles
+  // (advance_desc), where making each from its address cost a shift and a mask per operand and wave every k-block.
+  uint64_t desc_a0 = 0, desc_b0 = 0;
+
+  // The Mainloop of this CTA's shared memory (every role; the math warps use the descriptors).
+  __device__ static Mainloop make(uint8_t* smem) {
+    return {smem, peer_empty_base(smem), kmajor_sw128_desc(smem + Layout::a), kmajor_sw128_desc(smem + Layout::b)};
+  }
 
   __device__ static uint32_t peer_empty_base(uint8_t* smem) {
     if constexpr (kCluster > 1) {
@@ -222,8 +230,8 @@ struct Mainloop {
   // Issues the 4 wgmmas of stage s's k-block for the tile's 64-row slice `slice` into p (p = the raw FP8 products) as
   // one committed batch.
   __device__ void issue_kblock(int s, int slice, float (&p)[kBlockN / 2]) const {
-    const uint64_t desc_a = kmajor_sw128_desc(a_tile(s) + slice * 64 * kBlockK);
-    const uint64_t desc_b = kmajor_sw128_desc(b_tile(s));
+    const uint64_t desc_a = advance_desc(desc_a0, static_cast<uint32_t>(s * Layout::kABytes + slice * 64 * kBlockK));
+    const uint64_t desc_b = advance_desc(desc_b0, static_cast<uint32_t>(s * Layout::kBBytes));
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     cute::warpgroup_arrive();
