@@ -51,7 +51,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
   constexpr uint32_t kMathRegs = Loop::kNumMathWarpgroups == 2 ? 232 : 240;
 
   extern __shared__ __align__(1024) uint8_t smem[];
-  const Loop loop{smem};
+  const Loop loop = Loop::make(smem);
   uint64_t* const split_bar = reinterpret_cast<uint64_t*>(smem + Loop::Layout::split_bar);
   const int warpgroup = threadIdx.x / 128;
   const int warp_in_wg = (threadIdx.x / 32) % 4;

@@ -75,6 +75,25 @@ struct Mainloop {
   static constexpr uint32_t kTmaBytes = Layout::kABytes + Layout::kBBytes + kBlockM * 4;
 
   uint8_t* smem;
+  // kCluster > 1: empty[0] of the peer CTA as a shared::cluster address (peer_empty_base()), mapped once: a mapping
+  // per release cost every k-block a special-register read and its address arithmetic.
+  uint32_t peer_empty = 0;
+  // The wgmma descriptors of stage 0's A and B tiles, made once: a stage's are these moved by whole tiles
+  // (advance_desc), where making each from its address cost a shift and a mask per operand and wave every k-block.
+  uint64_t desc_a0 = 0, desc_b0 = 0;
+
+  // The Mainloop of this CTA's shared memory (every role; the math warps use the descriptors).
+  __device__ static Mainloop make(uint8_t* smem) {
+    return {smem, peer_empty_base(smem), kmajor_sw128_desc(smem + Layout::a), kmajor_sw128_desc(smem + Layout::b)};
+  }
+
+  __device__ static uint32_t peer_empty_base(uint8_t* smem) {
+    if constexpr (kCluster > 1) {
+      return cluster_smem_addr(smem + Layout::empty_bar, static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u);
+    } else {
+      return 0;
+    }
+  }
 
   // A tile's k-blocks: K's (compile-time), or a k-grouped tile's from ks, or a split's (t.num_k_blocks, from k-block
   // t.sfa_kb0 on). Every role writes the count inline as kRangedK ? t.num_k_blocks : kNumKBlocks: behind a helper
@@ -208,11 +227,24 @@ struct Mainloop {
   // in flight.
   static constexpr bool kPingPong = kBlockN <= 128;
 
+  // Descriptors moved from stage 0's (desc_a0/desc_b0) where that is shorter in SASS: the loops with 128x128 B scales
+  // of normal and contiguous GEMMs (-3 to -6 instructions per k-block). Elsewhere the stage index is not in uniform
+  // registers (masked and k-grouped walks) or registers are short (1x128 scales), and making each descriptor from the
+  // stage's address is 2-7 instructions shorter.
+  static constexpr bool kDescFromBase =
+      kRecipe == SfbRecipe::Block128x128 && (kType == GemmType::Normal || kType == GemmType::Contiguous);
+
   // Issues the 4 wgmmas of stage s's k-block for the tile's 64-row slice `slice` into p (p = the raw FP8 products) as
   // one committed batch.
   __device__ void issue_kblock(int s, int slice, float (&p)[kBlockN / 2]) const {
-    const uint64_t desc_a = kmajor_sw128_desc(a_tile(s) + slice * 64 * kBlockK);
-    const uint64_t desc_b = kmajor_sw128_desc(b_tile(s));
+    uint64_t desc_a, desc_b;
+    if constexpr (kDescFromBase) {
+      desc_a = advance_desc(desc_a0, static_cast<uint32_t>(s * Layout::kABytes + slice * 64 * kBlockK));
+      desc_b = advance_desc(desc_b0, static_cast<uint32_t>(s * Layout::kBBytes));
+    } else {
+      desc_a = kmajor_sw128_desc(a_tile(s) + slice * 64 * kBlockK);
+      desc_b = kmajor_sw128_desc(b_tile(s));
+    }
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) cute::warpgroup_fence_operand(p[i]);
     cute::warpgroup_arrive();
@@ -530,7 +562,7 @@ struct Mainloop {
   __device__ void release(int s, int lane) const {
     Barrier::arrive(empty(s));
     if constexpr (kCluster > 1) {
-      if (lane == 0) Barrier::arrive(empty(s), static_cast<uint32_t>(cute::block_rank_in_cluster()) ^ 1u, 1u);
+      if (lane == 0) arrive_cluster(peer_empty + static_cast<uint32_t>(s) * 8);
     }
   }
 };

@@ -38,6 +38,19 @@ __device__ __forceinline__ void wait_barrier(uint64_t* bar, uint32_t phase) {
   asm volatile("" ::: "memory");
 }
 
+// The shared::cluster address of `local` (a shared-memory address of this CTA) in CTA `cta` of the cluster (mapa).
+// Offsets are kept, so one mapping serves an array of barriers.
+__device__ __forceinline__ uint32_t cluster_smem_addr(const void* local, uint32_t cta) {
+  uint32_t addr;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(addr) : "r"(cute::cast_smem_ptr_to_uint(local)), "r"(cta));
+  return addr;
+}
+
+// One arrival on the mbarrier at shared::cluster address `addr` (cluster_smem_addr), possibly in another CTA.
+__device__ __forceinline__ void arrive_cluster(uint32_t addr) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(addr) : "memory");
+}
+
 // The address-independent fields fold to a constant. The start address is the same in every lane of the warp; reading
 // it through a shuffle lets the compiler know, so the descriptors stay in uniform registers (a per-lane value is
 // moved there, R2UR, before every wgmma).
