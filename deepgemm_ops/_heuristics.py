@@ -26,7 +26,7 @@ BLOCK_K = 128
 MK_ALIGNMENT_FOR_CONTIGUOUS_LAYOUT = 128
 # Opt-in dynamic shared memory per block on SM90 (227 KB).
 SM90_MAX_SMEM_BYTES = 232448
-MAX_STAGES = 8
+MAX_STAGES = 16
 BLOCK_M_CANDIDATES = (256, 128, 64)
 # Multiples of 16 up to 160, and 192 (two FP32 BLOCK_N/2 accumulators in the 232 math registers; 192 uses 214 of
 # them). 192 only for BLOCK_M=128 tiles of compute-bound problems (see _estimated_cycles).

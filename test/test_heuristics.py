@@ -25,18 +25,18 @@ class TestHeuristics(TestCase):
                                                has_c=False, gemm_type="normal")
                 lines.append(f"{m}x{n}x{k}: {_row(cfg)}")
         self.assertExpectedInline("\n".join(lines), """\
-64x2112x7168: bm=64 bn=32 st=8 cl=1 sk=2 smem=105608
-64x24576x1536: bm=64 bn=96 st=8 cl=1 smem=181376
+64x2112x7168: bm=64 bn=32 st=16 cl=1 sk=2 smem=207112
+64x24576x1536: bm=64 bn=96 st=10 cl=1 smem=223648
 64x32768x512: bm=64 bn=128 st=8 cl=1 smem=219264
-64x7168x16384: bm=64 bn=64 st=8 cl=1 smem=143488
-64x4096x7168: bm=64 bn=32 st=8 cl=1 smem=105600
-64x7168x2048: bm=64 bn=64 st=8 cl=1 smem=143488
-128x2112x7168: bm=64 bn=64 st=8 cl=1 sk=2 smem=143496
+64x7168x16384: bm=64 bn=64 st=13 cl=1 smem=228048
+64x4096x7168: bm=64 bn=32 st=16 cl=1 smem=207104
+64x7168x2048: bm=64 bn=64 st=13 cl=1 smem=228048
+128x2112x7168: bm=64 bn=64 st=13 cl=1 sk=2 smem=228056
 128x24576x1536: bm=128 bn=96 st=7 cl=1 smem=231664
 128x32768x512: bm=128 bn=128 st=5 cl=1 smem=201808
 128x7168x16384: bm=128 bn=112 st=6 cl=1 sk=2 smem=218856
 128x4096x7168: bm=128 bn=64 st=8 cl=1 sk=2 smem=219272
-128x7168x2048: bm=64 bn=112 st=8 cl=1 smem=200320
+128x7168x2048: bm=64 bn=112 st=9 cl=1 smem=223568
 4096x2112x7168: bm=128 bn=192 st=4 cl=2 smem=218176
 4096x24576x1536: bm=256 bn=128 st=3 cl=2 smem=217648
 4096x32768x512: bm=256 bn=128 st=3 cl=2 smem=217648
@@ -90,7 +90,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                                         has_c=False, gemm_type="normal")
         cfg = H.with_tile(base, block_m=64, block_n=112)
         self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
-                                  """bm=64 bn=112 st=8 cl=1 smem=200320 wg=1 threads=256""")
+                                  """bm=64 bn=112 st=9 cl=1 smem=223568 wg=1 threads=256""")
         cfg = H.with_tile(base, block_m=128, block_n=192, cluster_size=2)
         self.assertExpectedInline(_row(cfg) + f" wg={cfg.num_math_warpgroups} threads={cfg.num_threads}",
                                   """bm=128 bn=192 st=4 cl=2 smem=218176 wg=2 threads=384""")
@@ -171,8 +171,8 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
 7168x2048x4096 x8 +C: 128x128 s4
 4096x7168x2048 x16: 128x128 s4
 4096x7168x2048 x16 +C: 128x128 s4
-65x96x128 x3: 64x16 s8
-65x96x128 x3 +C: 64x16 s8""")
+65x96x128 x3: 64x16 s16
+65x96x128 x3 +C: 64x16 s16""")
 
 
     def test_bf16_seed_picks(self):

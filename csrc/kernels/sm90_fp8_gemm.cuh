@@ -78,7 +78,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     Sched sched(p);
     Tile t;
     if (warp_in_wg == 0) {
-      if (lane == 0) {
+      if (cute::elect_one_sync()) {
         while (sched.next(t)) {
           if constexpr (kType == GemmType::Contiguous) {
             if (t.group < 0) continue;  // padding rows only (Tile::group)
