@@ -60,7 +60,7 @@ class TestPlan(expecttest.TestCase):
         kernels = P.plan(calls, num_sms=132)
         self.assertExpectedInline("\n".join(k.name for k in kernels), """\
 dg_fp8_gemm_normal_n7168_k2048_bm256_bn128_s3_cl2_g8_sfb128x128_bf16
-dg_fp8_gemm_normal_n7168_k2048_bm64_bn64_s8_cl1_g8_sfb128x128_bf16""")
+dg_fp8_gemm_normal_n7168_k2048_bm64_bn64_s13_cl1_g8_sfb128x128_bf16""")
         self.assertEqual({k.family for k in kernels}, {"normal N=7168 K=2048 (bf16, sfb 128x128)"})
 
     def test_deepseek_v3(self):
