@@ -87,6 +87,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
           }
           loop.produce_tma(t, st, tma_a, tma_b, tma_sfa);
         }
+        if constexpr (kCluster > 1) loop.wait_last_releases(st);
       }
     } else if (warp_in_wg == 1) {
       while (sched.next(t)) {
@@ -127,11 +128,6 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     if constexpr (Epi::kStoresByTma) {
       if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
     }
-  }
-  if constexpr (kCluster > 1) {
-    // No CTA may exit while its peer can still arrive on its barriers (the last empty[s] releases).
-    __syncwarp();
-    cute::cluster_sync();
   }
 #endif
 }

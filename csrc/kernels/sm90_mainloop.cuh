@@ -165,6 +165,12 @@ struct Mainloop {
     }
   }
 
+  // kCluster > 1, after the producer's last tile: no CTA may exit while its peer can still arrive on its empty
+  // barriers, so the producer waits until every stage is released once more, the peer's arrivals included.
+  __device__ void wait_last_releases(PipelineState<kStages>& st) const {
+    for (int s = 0; s < kStages; ++s, st.advance()) wait_barrier(empty(st.stage), st.phase ^ 1);
+  }
+
   // 1x128 recipe: a stage's column scales in lane order. A lane promotes the columns 8j + 2q + {0, 1} (q = lane % 4)
   // of every 8-column group j; per 16 columns (groups j, j + 1, j even) they are stored as q's four scales side by
   // side: slot 8j + 4q + 2(j % 2) + {0, 1}. One 16-byte load serves two groups and the four lanes of a quad read 64
