@@ -523,6 +523,12 @@ class TestBf16KernelCompile(TestCase):
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
                 self.assertIsNone(pdl_problem(sass))
 
+    def test_tma_loads_issue_from_uniform_registers(self):
+        for name, (_, _, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                self.assertIn("UTMALDG", sass)
+                self.assertEqual(tma_loads_in_elect_loops(sass), 0)
+
     def test_register_split_completes(self):
         for name, (symbol, ptxas, sass) in self.results.items():
             with self.subTest(kernel=name):

@@ -56,7 +56,8 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
 
   if (warpgroup == Loop::kNumMathWarpgroups) {
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
-    if (warp_in_wg == 0 && lane == 0) {
+    // elect.sync, not lane == 0: the TMA issue loop stays in uniform registers (sm90_fp8_gemm.cuh).
+    if (warp_in_wg == 0 && cute::elect_one_sync()) {
       PipelineState<kStages> st;
       Sched sched(p);
       Tile t;
