@@ -41,8 +41,12 @@ _WIDE_TILE_EFFICIENCY = {128: 0.93, 144: 0.85, 160: 0.90, 192: 0.93}
 # 256-row tiles (normal GEMMs with 128x128 B scales, compute-bound problems; two 64-row waves per math warpgroup, a
 # 2-CTA cluster of n-block pairs sharing A): half the tiles of 128-row ones, less L2 traffic per FLOP. Same-run sweep
 # (docs/PERF.md, 2026-12-02, H200) against the 128-row pick: +4-16% at K <= 4096 (most at K = 512), level at
-# K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees.
-_WIDE_256_EFFICIENCY = {128: 0.97}
+# K >= 7168; slower only where pairing n-blocks adds a wave (N = 2112), which the wave count below sees. Per B-scale
+# recipe. With 1x128 B scales (the dense weight gradient) every accumulator takes its own scale product and the
+# 256x128 math warpgroups spill; 256x112 takes ~8% less time per FLOP (same-run sweeps, docs/PERF.md, 2026-12-03
+# session 17, H200: 7168x7168x8192 -5.5% with 14 waves against 12, 4096x7168x8192 -7.6% with 8 against 7,
+# 7168x4096x8192 +3% with 9 against 7), hence a value above 1: these numbers only rank tiles.
+_WIDE_256_EFFICIENCY = {"128x128": {128: 0.97}, "1x128": {128: 0.97, 112: 1.05}}
 SWIZZLE_GROUP_N = 8
 # Split-K (normal GEMMs, csrc/kernels/params.h): the splits of a tile are the CTAs of one cluster, at most the portable
 # cluster size (kMaxSplits).
@@ -184,10 +188,10 @@ def with_tile(
 
 
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
-                      wide: bool = False) -> float | None:
+                      wide: bool = False, sfb_recipe: str = "128x128") -> float | None:
     """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).
     wide: the problem has >= _WIDE_TILE_MIN_M_BLOCKS m-blocks of 128 rows; None = candidate not considered."""
-    if block_m == 256 and not (wide and block_n in _WIDE_256_EFFICIENCY):
+    if block_m == 256 and not (wide and block_n in _WIDE_256_EFFICIENCY[sfb_recipe]):
         return None
     if block_n > 160 and not (wide and block_m == 128):
         return None
@@ -195,7 +199,7 @@ def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: i
     # One math warpgroup cannot overlap its scale promotion with another warpgroup's wgmma; narrow tiles pay the
     # per-k-block promotion and barrier overhead over fewer FLOPs.
     if block_m == 256:
-        efficiency = _WIDE_256_EFFICIENCY[block_n]
+        efficiency = _WIDE_256_EFFICIENCY[sfb_recipe][block_n]
     elif wide and block_m == 128 and block_n in _WIDE_TILE_EFFICIENCY:
         efficiency = _WIDE_TILE_EFFICIENCY[block_n]
     else:
@@ -294,7 +298,7 @@ def choose_fp8_gemm_config(
             if block_m == 256 and gemm_type == "masked" and tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
                 continue  # its A-sharing cluster lost at two waves for 128-row tiles (the rule below)
             wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
-            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, out_bytes, wide)
+            cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, out_bytes, wide, sfb_recipe)
             if cost is not None and (best is None or cost < best[0]):
                 best = (cost, block_m, block_n)
     best_cost, block_m, block_n = best

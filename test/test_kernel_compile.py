@@ -53,8 +53,10 @@ CASES = {
     "masked_bn192_cl2": _cfg(256, 6144, 7168, gemm_type="masked", groups=32, force=(128, 192, 2)),
     "dense_bm256_cl2": _cfg(4096, 7168, 2048, force=(256, 128, 2)),  # two waves per warpgroup, A multicast
     "dense_bn192_n2112": _cfg(4096, 2112, 7168),  # single-buffer loop, one per start offset in the scale block
-    # the dense weight gradient (1x128 on both, bf16 out): 256-row tiles, the k-block's B scales held in registers
-    "dense_wgrad_bm256_1x128": _cfg(7168, 7168, 8192, recipe="1x128"),
+    # the dense weight gradient (1x128 on both, bf16 out): 256-row tiles, the k-block's B scales held in registers;
+    # 256x112 where its extra waves cost less than 256x128's spills, 256x128 at N = 4096
+    "dense_wgrad_bn112_1x128": _cfg(7168, 7168, 8192, recipe="1x128"),
+    "dense_wgrad_bm256_1x128": _cfg(7168, 4096, 8192, recipe="1x128"),
     # the weight gradient: run-time K per group (ks on the device), fp32 (+ C) into [G, M, N]; 128- and 64-row tiles
     "k_grouped_c": _cfg(4096, 7168, 8192, out="fp32", recipe="1x128", has_c=True, gemm_type="k_grouped", groups=4),
     "k_grouped_bm64": _cfg(256, 576, 2048, out="fp32", recipe="1x128", gemm_type="k_grouped", groups=8,
@@ -88,6 +90,7 @@ MAIN_LOOP_BOUND = {
     "dense_bm256_cl2": 203,
     "dense_bn192_n2112": 152,  # 236 with the B-scale block choice made at run time (DeepGEMM: 140)
     "dense_wgrad_bm256_1x128": 351,  # two waves of 64 FMUL + 64 FFMA each
+    "dense_wgrad_bn112_1x128": 306,  # two waves of 56 FMUL + 56 FFMA each
     "k_grouped_c": 421,  # a 128x128 tile since C left the registers (128x112: 392)
     "k_grouped_bm64": 392,
     "dense_split2": 149,  # a split's k-blocks counted at run time, as k-grouped kernels do (142 before the bias
@@ -95,10 +98,10 @@ MAIN_LOOP_BOUND = {
     "dense_split3_fp32_c_1x128": 275,
 }
 
-# Kernels allowed to spill this many bytes, never inside the main loop: the weight-gradient kernel's math warpgroups
-# keep a few tile coordinates in local memory across each tile's main loop (one store and one load each per tile of
-# 64 k-blocks) to hold the k-block's B scales in registers; as fast as the spill-free 256x112 tile (811-813 against
-# 810-814 µs at 7168 x 7168 x 8192, H200, docs/PERF.md) and without its extra waves at N = 4096.
+# Kernels allowed to spill this many bytes, never inside the main loop: the 256x128 weight-gradient kernel's math
+# warpgroups keep a few tile coordinates in local memory across each tile's main loop (one store and one load each per
+# tile of 64 k-blocks) to hold the k-block's B scales in registers. The heuristic takes the spill-free 256x112 tile
+# unless its extra waves cost more (N = 4096: 9 waves against 7; docs/PERF.md, session 17).
 TILE_SPILL_BYTES = {"dense_wgrad_bm256_1x128": 64}
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-9_.]*[^;]*);")

@@ -2,8 +2,11 @@
 
     python3 tools/sweep_configs.py "MxNxK:bm,bn,cl;bm,bn,cl,stages,splits|MxNxK:..."  # dense FP8 (stages 0: the most
                                                                                  # that fit; --sfb 1x128: per-row
-                                                                                 # B scales, as a weight gradient)
+                                                                                 # B scales, as a weight gradient;
+                                                                                 # --accumulate: fp32 D += into C,
+                                                                                 # in place, as a gradient buffer)
     python3 tools/sweep_configs.py --contiguous "GxMxNxK:bm,bn,cl;...|..."       # m-grouped contiguous, G groups of M
+    python3 tools/sweep_configs.py --masked "GxMxNxK:bm,bn,cl;...|..."           # m-grouped masked, G full groups
     python3 tools/sweep_configs.py --k-grouped "bm,bn,cl;..."                    # bench --wgrad's k-grouped cases
     python3 tools/sweep_configs.py --bf16 nt,tt "MxNxK:bm,bn;bm,bn,stages|..."   # BF16 GEMMs in those layouts
 
@@ -84,13 +87,14 @@ def _precompile(sources: set) -> None:
         list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
 
 
-def dense(spec: str, sfb_recipe: str) -> None:
+def dense(spec: str, sfb_recipe: str, accumulate: bool) -> None:
     jobs = []
     for item in spec.split("|"):
         shape, variants = item.split(":")
         m, n, k = map(int, shape.split("x"))
-        base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
-                                        sfb_recipe=sfb_recipe, has_c=False, gemm_type="normal")
+        base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(),
+                                        out_dtype="fp32" if accumulate else "bf16", sfb_recipe=sfb_recipe,
+                                        has_c=accumulate, gemm_type="normal")
         jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
     _precompile({_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs})
     for (m, n, k), cfgs in jobs:
@@ -100,9 +104,18 @@ def dense(spec: str, sfb_recipe: str) -> None:
         else:
             a, sfa, b, sfb = bench.quantized_inputs(bench.GemmShape(m, n, k), torch.device("cuda"))
         sfa = ops.get_mn_major_tma_aligned_tensor(sfa)
+        run, fresh = functools.partial(ops.fp8_gemm_nt, a, sfa, b, sfb), None
+        if accumulate:  # compared from C = 0, as the k-grouped cases
+            c = torch.zeros(m, n, device="cuda")
+            run = functools.partial(ops.fp8_gemm_nt_out, a, sfa, b, sfb, c, c)
+
+            def fresh(c=c, run=run):
+                c.zero_()
+                run()
+                return c
+
         _sweep(f"{m}x{n}x{k}", cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
-               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
-               functools.partial(ops.fp8_gemm_nt, a, sfa, b, sfb), 2 * m * n * k)
+               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k), run, 2 * m * n * k, fresh)
 
 
 def contiguous(spec: str) -> None:
@@ -125,6 +138,30 @@ def contiguous(spec: str) -> None:
                "choose_fp8_gemm_config", _cuda.clear_plans,
                lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
                functools.partial(ops.m_grouped_fp8_gemm_nt_contiguous, a, sfa, b, sfb, m_indices),
+               2 * groups * rows * n * k)
+
+
+def masked(spec: str) -> None:
+    jobs = []
+    for item in spec.split("|"):
+        shape, variants = item.split(":")
+        groups, rows, n, k = map(int, shape.split("x"))
+        base = H.choose_fp8_gemm_config(rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
+                                        sfb_recipe="128x128", has_c=False, gemm_type="masked", num_groups=groups,
+                                        expected_m=rows)
+        jobs.append(((groups, rows, n, k), _variants(base, variants, _fp8_force)))
+    _precompile({_codegen.fp8_gemm_source(c, s[2], s[3]) for s, cfgs in jobs for c in cfgs})
+    for (groups, rows, n, k), cfgs in jobs:
+        gen = torch.Generator().manual_seed(groups * rows)
+        a, sfa = ops.per_token_cast_to_fp8(torch.randn(groups * rows, k, generator=gen).cuda())
+        a, sfa = a.view(groups, rows, k), ops.get_mn_major_tma_aligned_tensor(sfa.view(groups, rows, -1))
+        b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
+        b, sfb = b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
+        masked_m = torch.full((groups,), rows, device="cuda", dtype=torch.int32)
+        _sweep(f"masked {groups}x{rows} {n}x{k}", cfgs, H,
+               "choose_fp8_gemm_config", _cuda.clear_plans,
+               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
+               functools.partial(ops.m_grouped_fp8_gemm_nt_masked, a, sfa, b, sfb, masked_m, rows),
                2 * groups * rows * n * k)
 
 
@@ -180,16 +217,21 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="the variants (see above)")
     parser.add_argument("--contiguous", action="store_true", help="m-grouped contiguous problems")
+    parser.add_argument("--masked", action="store_true", help="m-grouped masked problems (every group full)")
     parser.add_argument("--k-grouped", action="store_true", help="the k-grouped weight-gradient cases")
     parser.add_argument("--bf16", metavar="LAYOUTS", help="BF16 GEMMs in these layouts (comma-separated)")
     parser.add_argument("--sfb", choices=H.SFB_RECIPES, default="128x128",
                         help="dense mode: B's scale recipe (1x128: the weight gradient's per-row B scales)")
+    parser.add_argument("--accumulate", action="store_true",
+                        help="dense mode: fp32 output added into C in place (C is D), as a weight gradient's buffer")
     args = parser.parse_args()
     if args.contiguous:
         contiguous(args.spec)
+    elif args.masked:
+        masked(args.spec)
     elif args.k_grouped:
         k_grouped(args.spec)
     elif args.bf16:
         bf16(args.bf16, args.spec)
     else:
-        dense(args.spec, args.sfb)
+        dense(args.spec, args.sfb, args.accumulate)
