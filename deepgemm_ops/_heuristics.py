@@ -65,10 +65,10 @@ _DRAM_BYTES_PER_CYCLE = 3000
 # m-grouped GEMMs (contiguous, masked; 128x128 B scales, the measured recipe) in 2-CTA clusters of n-block pairs
 # sharing A, for problems of at least this many waves of full-height tiles. Same-run sweep beside DeepGEMM
 # (docs/PERF.md, 2026-12-03, H200): contiguous 4 x 8192 rows N 4096 K 7168 -9% time (8 x 4096: level), N 7168 K 2048
-# -3.5%; masked 32 x ~192 rows (128x192) -4%; masked 1 x 1024 (two waves) +3-6%, hence the threshold. Not for
-# 256-row tiles, which the cost model weighs like any other: masked 1 x 1024, 2 x 512 and 4 x 256 rows at N 4096 K 7168
-# ran 4-5% faster as one wave of 256x128 cl2 tiles than as two of 128x128 ones, +-2% at N 7168 K 2048 (docs/PERF.md,
-# 2026-12-03 session 17, H200).
+# -3.5%; masked 32 x ~192 rows (128x192) -4%; masked 1 x 1024 (two waves) +3-6%, hence the threshold. Masked
+# 256-row tiles (always clustered) take the same threshold, or one wave: masked 1 x 1024, 2 x 512 and 4 x 256 rows at
+# N 4096 K 7168 ran 4-7% faster as one wave of 256x128 cl2 tiles than as two of 128x128 ones; at N 7168 K 2048 (1.7
+# waves of 256x128 against 2.7 of 128x160) 0-4% slower (docs/PERF.md, 2026-12-03 session 17, H200).
 _GROUPED_CLUSTER_MIN_WAVES = 4
 # BLOCK_N that k_grouped kernels skip: their math warpgroups spill registers (per-column B scales, the run-time K loop;
 # ptxas 13.0, sm_90a, NVRTC: 8 bytes at 128-row 144/192 tiles). 128 and 160 stopped spilling when C left the registers
@@ -298,6 +298,8 @@ def choose_fp8_gemm_config(
             if block_m == 256:
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
+            if block_m == 256 and gemm_type == "masked" and num_sms < tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
+                continue  # a partial last wave of these tiles lost (the rule's measurements above)
             wide = ceil_div(rows_per_group, 128) * groups_with_tiles >= _WIDE_TILE_MIN_M_BLOCKS
             cost = _estimated_cycles(block_m, block_n, tiles, k, num_sms, out_bytes, wide, sfb_recipe)
             if cost is not None and (best is None or cost < best[0]):

@@ -63,7 +63,7 @@ contiguous 4x8192 7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648
 contiguous 8x4096 4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
 contiguous 8x4096 7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648
 masked 1x1024 4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
-masked 2x512 7168x2048: bm=256 bn=128 st=3 cl=2 smem=217648
+masked 2x512 7168x2048: bm=128 bn=160 st=5 cl=1 smem=231120
 masked 4x256 4096x7168: bm=256 bn=128 st=3 cl=2 smem=217648
 masked 32x192 6144x7168: bm=256 bn=128 st=3 cl=2 smem=217648
 masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
