@@ -12,7 +12,15 @@ import math
 
 from ._bf16_heuristics import BF16_BLOCK_K, Bf16GemmConfig, bf16_smem_bytes, operand_majors
 from ._constants import ceil_div
-from ._heuristics import BLOCK_K, MAX_SPLITS, GemmConfig, cluster_multicasts_a, math_warpgroups, smem_bytes
+from ._heuristics import (
+    BLOCK_K,
+    MAX_SPLITS,
+    GemmConfig,
+    cluster_multicasts_a,
+    math_warpgroups,
+    smem_bytes,
+    smem_problem,
+)
 
 _GEMM_TYPE_ENUM = {"normal": "Normal", "contiguous": "Contiguous", "masked": "Masked", "k_grouped": "KGrouped"}
 _RECIPE_ENUM = {"128x128": "Block128x128", "1x128": "Row1x128"}
@@ -31,7 +39,7 @@ def fp8_gemm_kernel_name(cfg: GemmConfig, n: int, k: int) -> str:
 
 def _shared_problems(cfg, expected_smem: int) -> list[str]:
     """The rules every kernel family's config shares: warpgroups and threads follow from block_m, shared memory from
-    the tile and stages, a C operand needs an fp32 output."""
+    the tile and stages (and fits the SM), a C operand needs an fp32 output."""
     problems = []
     wgs = math_warpgroups(cfg.block_m)
     if cfg.num_math_warpgroups != wgs or cfg.num_threads != (wgs + 1) * 128:
@@ -41,6 +49,9 @@ def _shared_problems(cfg, expected_smem: int) -> list[str]:
         )
     if cfg.smem_bytes != expected_smem:
         problems.append(f"smem_bytes must be {expected_smem}, got {cfg.smem_bytes}")
+    too_large = smem_problem(expected_smem, cfg.block_m, cfg.block_n, cfg.num_stages)
+    if too_large:
+        problems.append(too_large)
     if cfg.has_c and cfg.out_dtype != "fp32":
         problems.append(f"has_c needs out_dtype 'fp32', got {cfg.out_dtype!r}")
     return problems

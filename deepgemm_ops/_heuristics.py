@@ -168,14 +168,20 @@ def _tile_fields(block_m: int, block_n: int, num_stages: int | None, out_dtype: 
     )
 
 
+def smem_problem(smem: int, block_m: int, block_n: int, num_stages: int) -> str | None:
+    """Why a kernel needing ``smem`` bytes of dynamic shared memory cannot run on SM90, or None (both GEMM families).
+    Checked before a kernel is compiled: it would otherwise fail at load time with a bare CUDA error."""
+    if smem <= SM90_MAX_SMEM_BYTES:
+        return None
+    return (f"num_stages={num_stages} with a {block_m}x{block_n} tile needs {smem} bytes of shared memory; an SM90 "
+            f"block has at most {SM90_MAX_SMEM_BYTES}")
+
+
 def check_forced_smem(smem: int, block_m: int, block_n: int, num_stages: int, max_stages: int) -> None:
-    """A forced config must fit the SM's shared memory: the kernel would otherwise fail at load time with a bare
-    CUDA error (both GEMM families)."""
-    if smem > SM90_MAX_SMEM_BYTES:
-        raise ValueError(
-            f"num_stages={num_stages} with a {block_m}x{block_n} tile needs {smem} bytes of shared memory; an SM90 "
-            f"block has at most {SM90_MAX_SMEM_BYTES} (at most {max_stages} stages fit)"
-        )
+    """A forced config must fit the SM's shared memory (smem_problem); the message says how many stages do."""
+    problem = smem_problem(smem, block_m, block_n, num_stages)
+    if problem:
+        raise ValueError(f"{problem} (at most {max_stages} stages fit)")
 
 
 def with_tile(

@@ -419,6 +419,11 @@ dg_fp8_gemm_k_grouped_n576_bm64_bn112_s8_cl1_g8_sfb1x128_fp32(const __grid_const
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, block_m=96, smem_bytes=1), n, k)
         self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: block_m must be 64, 128 or 256, got 96; smem_bytes must be 113328, got 1""")
+        # a hand-built config whose stages overflow shared memory: caught before compiling (not at load time)
+        deep = dataclasses.replace(cfg, num_stages=4, smem_bytes=H.smem_bytes(256, 128, 4, "bf16"))
+        with self.assertRaises(ValueError) as e:
+            _codegen.fp8_gemm_source(deep, n, k)
+        self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: num_stages=4 with a 256x128 tile needs 268352 bytes of shared memory; an SM90 block has at most 232448""")
         with self.assertRaises(ValueError) as e:
             _codegen.fp8_gemm_source(dataclasses.replace(cfg, num_math_warpgroups=1), n, k)
         self.assertExpectedInline(str(e.exception), """invalid FP8 GEMM kernel config: num_math_warpgroups/num_threads must be 2/384 for block_m=256, got 1/384""")
@@ -586,6 +591,11 @@ dg_bf16_gemm_normal_tn_n576_k577_bm64_bn64_s8_g8_fp32_c(const __grid_constant__ 
         with self.assertRaises(ValueError) as e:
             _codegen.bf16_gemm_source(dataclasses.replace(cfg, block_n=80, gemm_type="masked", smem_bytes=1), n, k)
         self.assertExpectedInline(str(e.exception), """invalid BF16 GEMM kernel config: an N-major b (layout 'nn') needs block_n % 64 == 0, got 80; smem_bytes must be 127040, got 1; grouped BF16 GEMMs are NT only, got 'masked' with layout 'nn'""")
+        deep = dataclasses.replace(cfg, num_stages=16, smem_bytes=BH.bf16_smem_bytes(cfg.block_m, cfg.block_n, 16,
+                                                                                     cfg.out_dtype))
+        with self.assertRaises(ValueError) as e:
+            _codegen.bf16_gemm_source(deep, n, k)
+        self.assertExpectedInline(str(e.exception), """invalid BF16 GEMM kernel config: num_stages=16 with a 128x192 tile needs 704768 bytes of shared memory; an SM90 block has at most 232448""")
 
 
 if __name__ == "__main__":
