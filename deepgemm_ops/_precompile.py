@@ -256,7 +256,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="M values for --model: '64,128,4096', a range '1-8192' (default) or a mix")
     parser.add_argument("--out-dtype", choices=_heuristics.OUT_DTYPES, default="bf16")
     parser.add_argument("--sfb-recipe", choices=_heuristics.SFB_RECIPES, default="128x128")
-    parser.add_argument("--with-c", action="store_true", help="D = C + A B (fp32 output)")
+    parser.add_argument("--with-c", action="store_true",
+                        help="dense problems: D = C + A B (fp32 output); the m-grouped ops take no C (--out-dtype)")
     parser.add_argument("--num-sms", type=int, help="plan for this many SMs (default: the current GPU's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="compile in this many processes (default 1; each keeps ~0.4 GB of precompiled headers "
@@ -270,9 +271,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     if not problems:
         err.write("precompile: nothing to do: give --shapes and/or --model\n")
         return 2
-    overrides = {"out_dtype": "fp32" if args.with_c else args.out_dtype, "sfb_recipe": args.sfb_recipe,
-                 "with_c": args.with_c}
-    problems = [GemmCall(**{**asdict(p), **overrides}) for p in problems]
+    def options(p: GemmCall) -> dict:  # a C (and so an fp32 output) only where the op takes one
+        with_c = args.with_c and p.gemm_type == "normal"
+        return {"out_dtype": "fp32" if with_c else args.out_dtype, "sfb_recipe": args.sfb_recipe, "with_c": with_c}
+
+    problems = [GemmCall(**{**asdict(p), **options(p)}) for p in problems]
     num_sms = args.num_sms
     if num_sms is None:
         from ._sms import get_num_sms
