@@ -87,16 +87,44 @@ def _precompile(sources: set) -> None:
         list(pool.map(lambda src: _jit.compile_cubin(*src), sources))
 
 
-def dense(spec: str, sfb_recipe: str, accumulate: bool) -> None:
+def _fp8_jobs(spec: str, base_of) -> list:
+    """(dims, configs) per "|"-separated problem "...xNxK:variant;variant" of spec: base_of(*dims) is the heuristic's
+    config (the first and last variant). Every variant's kernel is compiled before any timing."""
     jobs = []
     for item in spec.split("|"):
         shape, variants = item.split(":")
-        m, n, k = map(int, shape.split("x"))
-        base = H.choose_fp8_gemm_config(m, n, k, num_sms=deepgemm_ops.get_num_sms(),
-                                        out_dtype="fp32" if accumulate else "bf16", sfb_recipe=sfb_recipe,
-                                        has_c=accumulate, gemm_type="normal")
-        jobs.append(((m, n, k), _variants(base, variants, _fp8_force)))
-    _precompile({_codegen.fp8_gemm_source(c, s[1], s[2]) for s, cfgs in jobs for c in cfgs})
+        dims = tuple(map(int, shape.split("x")))
+        jobs.append((dims, _variants(base_of(*dims), variants, _fp8_force)))
+    _precompile({_codegen.fp8_gemm_source(c, dims[-2], dims[-1]) for dims, cfgs in jobs for c in cfgs})
+    return jobs
+
+
+def _sweep_fp8(label: str, cfgs: list, n: int, kernel_k: int, run, flops: int, fresh=None) -> None:
+    """_sweep over FP8 GEMM configs (kernel_k: K, or 0 for k-grouped kernels)."""
+    _sweep(label, cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
+           lambda cfg: _codegen.fp8_gemm_kernel_name(cfg, n, kernel_k), run, flops, fresh)
+
+
+def _from_zero(c: torch.Tensor, run):
+    """The output of one accumulating call (C is D) from C = 0."""
+    def fresh():
+        c.zero_()
+        run()
+        return c
+
+    return fresh
+
+
+def _grouped_b(groups: int, n: int, k: int, gen: torch.Generator):
+    """The m-grouped B [G, N, K] and its 128x128 scales."""
+    b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
+    return b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
+
+
+def dense(spec: str, sfb_recipe: str, accumulate: bool) -> None:
+    jobs = _fp8_jobs(spec, lambda m, n, k: H.choose_fp8_gemm_config(
+        m, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="fp32" if accumulate else "bf16",
+        sfb_recipe=sfb_recipe, has_c=accumulate, gemm_type="normal"))
     for (m, n, k), cfgs in jobs:
         if sfb_recipe == "1x128":  # both operands cast per row, as the weight gradient's are
             a, sfa = ops.per_token_cast_to_fp8(torch.randn(m, k, device="cuda", dtype=torch.bfloat16))
@@ -108,61 +136,38 @@ def dense(spec: str, sfb_recipe: str, accumulate: bool) -> None:
         if accumulate:  # compared from C = 0, as the k-grouped cases
             c = torch.zeros(m, n, device="cuda")
             run = functools.partial(ops.fp8_gemm_nt_out, a, sfa, b, sfb, c, c)
-
-            def fresh(c=c, run=run):
-                c.zero_()
-                run()
-                return c
-
-        _sweep(f"{m}x{n}x{k}", cfgs, H, "choose_fp8_gemm_config", _cuda.clear_plans,
-               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k), run, 2 * m * n * k, fresh)
+            fresh = _from_zero(c, run)
+        _sweep_fp8(f"{m}x{n}x{k}", cfgs, n, k, run, 2 * m * n * k, fresh)
 
 
 def contiguous(spec: str) -> None:
-    jobs = []
-    for item in spec.split("|"):
-        shape, variants = item.split(":")
-        groups, rows, n, k = map(int, shape.split("x"))
-        base = H.choose_fp8_gemm_config(groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
-                                        sfb_recipe="128x128", has_c=False, gemm_type="contiguous", num_groups=groups)
-        jobs.append(((groups, rows, n, k), _variants(base, variants, _fp8_force)))
-    _precompile({_codegen.fp8_gemm_source(c, s[2], s[3]) for s, cfgs in jobs for c in cfgs})
+    jobs = _fp8_jobs(spec, lambda groups, rows, n, k: H.choose_fp8_gemm_config(
+        groups * rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16", sfb_recipe="128x128",
+        has_c=False, gemm_type="contiguous", num_groups=groups))
     for (groups, rows, n, k), cfgs in jobs:
         gen = torch.Generator().manual_seed(groups * rows)
         x = torch.randn(groups * rows, k, generator=gen).cuda()
         a, sfa = ops.per_token_cast_to_fp8(x, mn_major_scales=True)
-        b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
-        b, sfb = b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
+        b, sfb = _grouped_b(groups, n, k, gen)
         m_indices = torch.arange(groups, device="cuda", dtype=torch.int32).repeat_interleave(rows)
-        _sweep(f"contiguous {groups}x{rows} {n}x{k}", cfgs, H,
-               "choose_fp8_gemm_config", _cuda.clear_plans,
-               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
-               functools.partial(ops.m_grouped_fp8_gemm_nt_contiguous, a, sfa, b, sfb, m_indices),
-               2 * groups * rows * n * k)
+        _sweep_fp8(f"contiguous {groups}x{rows} {n}x{k}", cfgs, n, k,
+                   functools.partial(ops.m_grouped_fp8_gemm_nt_contiguous, a, sfa, b, sfb, m_indices),
+                   2 * groups * rows * n * k)
 
 
 def masked(spec: str) -> None:
-    jobs = []
-    for item in spec.split("|"):
-        shape, variants = item.split(":")
-        groups, rows, n, k = map(int, shape.split("x"))
-        base = H.choose_fp8_gemm_config(rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16",
-                                        sfb_recipe="128x128", has_c=False, gemm_type="masked", num_groups=groups,
-                                        expected_m=rows)
-        jobs.append(((groups, rows, n, k), _variants(base, variants, _fp8_force)))
-    _precompile({_codegen.fp8_gemm_source(c, s[2], s[3]) for s, cfgs in jobs for c in cfgs})
+    jobs = _fp8_jobs(spec, lambda groups, rows, n, k: H.choose_fp8_gemm_config(
+        rows, n, k, num_sms=deepgemm_ops.get_num_sms(), out_dtype="bf16", sfb_recipe="128x128", has_c=False,
+        gemm_type="masked", num_groups=groups, expected_m=rows))
     for (groups, rows, n, k), cfgs in jobs:
         gen = torch.Generator().manual_seed(groups * rows)
         a, sfa = ops.per_token_cast_to_fp8(torch.randn(groups * rows, k, generator=gen).cuda())
         a, sfa = a.view(groups, rows, k), ops.get_mn_major_tma_aligned_tensor(sfa.view(groups, rows, -1))
-        b, sfb = ops.per_block_cast_to_fp8(torch.randn(groups * n, k, generator=gen).cuda())
-        b, sfb = b.view(groups, n, k), sfb.view(groups, -1, sfb.shape[-1])
+        b, sfb = _grouped_b(groups, n, k, gen)
         masked_m = torch.full((groups,), rows, device="cuda", dtype=torch.int32)
-        _sweep(f"masked {groups}x{rows} {n}x{k}", cfgs, H,
-               "choose_fp8_gemm_config", _cuda.clear_plans,
-               lambda cfg, n=n, k=k: _codegen.fp8_gemm_kernel_name(cfg, n, k),
-               functools.partial(ops.m_grouped_fp8_gemm_nt_masked, a, sfa, b, sfb, masked_m, rows),
-               2 * groups * rows * n * k)
+        _sweep_fp8(f"masked {groups}x{rows} {n}x{k}", cfgs, n, k,
+                   functools.partial(ops.m_grouped_fp8_gemm_nt_masked, a, sfa, b, sfb, masked_m, rows),
+                   2 * groups * rows * n * k)
 
 
 def k_grouped(spec: str) -> None:
@@ -179,17 +184,8 @@ def k_grouped(spec: str) -> None:
         b, sfb = ops.per_token_cast_to_fp8(torch.randn(n, total, device="cuda", dtype=torch.bfloat16))
         ks_t = torch.tensor(ks, dtype=torch.int32, device="cuda")
         c = torch.zeros(groups, m, n, device="cuda")
-
         run = functools.partial(ops.k_grouped_fp8_gemm_nt_contiguous_out, a, sfa, b, sfb, ks_t, c, c)
-
-        def fresh(c=c, run=run):
-            c.zero_()
-            run()
-            return c
-
-        _sweep(f"{groups} x ({m}, {n}), sum K {total}", cfgs, H,
-               "choose_fp8_gemm_config", _cuda.clear_plans, lambda cfg, n=n: _codegen.fp8_gemm_kernel_name(cfg, n, 0),
-               run, 2 * m * n * total, fresh)
+        _sweep_fp8(f"{groups} x ({m}, {n}), sum K {total}", cfgs, n, 0, run, 2 * m * n * total, _from_zero(c, run))
 
 
 def _bf16_force(cfg, bm, bn, stages=None):
