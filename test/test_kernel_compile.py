@@ -183,7 +183,17 @@ def _compile(compiler, name, cfg, n, k, out_dir):
     return symbol, log, sass
 
 
-class _KernelCompile:
+class _TmaIssueCheck:
+    """The TMA-issue check of both GEMM families' compile tests (self.results: name -> (symbol, ptxas log, SASS))."""
+
+    def test_tma_loads_issue_from_uniform_registers(self):
+        for name, (_, _, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                self.assertIn("UTMALDG", sass)
+                self.assertEqual(tma_loads_in_elect_loops(sass), 0)
+
+
+class _KernelCompile(_TmaIssueCheck):
     """The checks, for one compiler (the subclasses below)."""
 
     NVRTC: bool
@@ -225,12 +235,6 @@ class _KernelCompile:
         for name, (_, _, sass) in self.results.items():
             with self.subTest(kernel=name):
                 self.assertLessEqual(main_loop_instructions(sass), MAIN_LOOP_BOUND[name])
-
-    def test_tma_loads_issue_from_uniform_registers(self):
-        for name, (_, _, sass) in self.results.items():
-            with self.subTest(kernel=name):
-                self.assertIn("UTMALDG", sass)
-                self.assertEqual(tma_loads_in_elect_loops(sass), 0)
 
     def test_bf16_epilogue_uses_stmatrix_and_tma_store(self):
         _, _, sass = self.results["dense_bf16_large"]
@@ -504,7 +508,7 @@ def _compile_bf16(compiler, name, cfg, n, k, out_dir):
 
 @requires_nvrtc
 @requires_cuobjdump
-class TestBf16KernelCompile(TestCase):
+class TestBf16KernelCompile(_TmaIssueCheck, TestCase):
     """Every BF16 kernel variant compiles for sm_90a (NVRTC) without stack, spills or serialised wgmmas; the SASS has
     bf16 HGMMA with the layout's transpose flags and no local-memory traffic."""
 
@@ -530,12 +534,6 @@ class TestBf16KernelCompile(TestCase):
                 self.assertEqual(hgmma, {(str(cfg.block_n), _BF16_TRANSPOSE[cfg.layout])})
                 self.assertIsNone(re.search(r"\b(LDL|STL)\b", sass), "local-memory traffic in SASS")
                 self.assertIsNone(pdl_problem(sass))
-
-    def test_tma_loads_issue_from_uniform_registers(self):
-        for name, (_, _, sass) in self.results.items():
-            with self.subTest(kernel=name):
-                self.assertIn("UTMALDG", sass)
-                self.assertEqual(tma_loads_in_elect_loops(sass), 0)
 
     def test_register_split_completes(self):
         for name, (symbol, ptxas, sass) in self.results.items():
