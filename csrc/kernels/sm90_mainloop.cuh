@@ -495,7 +495,11 @@ struct Mainloop {
     float part[kBlockN / 2];
     const int r0 = math_wg * kWaves * 64 + warp_in_wg * 16 + lane / 4;
     const int num_kb = kRangedK ? t.num_k_blocks : kNumKBlocks;
-#pragma unroll 1
+    // Two k-blocks per iteration with 128x128 B scales: ptxas then hoists every second k-block's full-barrier wait
+    // under the previous one's promotion (DeepGEMM's loop, unrolled x8, has it under the FFMAs in 7 of 8); one per
+    // iteration left the wait's round trip between the last promotion and the next wgmma every time. (1x128 scales:
+    // the weight gradient's 256x128 kernel then spilled 112 bytes instead of 48.)
+#pragma unroll(kBlockScales ? 2 : 1)
     for (int kb = 0; kb < num_kb; ++kb, st.advance()) {
       wait_barrier(full(st.stage), st.phase);
       const float* sfa = sfa_stage(st.stage);
