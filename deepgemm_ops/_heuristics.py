@@ -129,12 +129,12 @@ def config_ints(cfg, enums: dict[str, tuple[str, ...]]) -> tuple[int, ...]:
 
 
 def staging_bytes(block_m: int, block_n: int, out_dtype: str) -> int:
-    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the D tile of
-    the TMA epilogue (bf16; fp32 for tiles of at most 128 rows), which holds the C slots when D is stored directly
-    (both GEMM families)."""
+    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the D slices
+    the TMA epilogue stages at once (a 256-row tile's fp32 waves one at a time per warpgroup), which hold the C slots
+    when D is stored directly (both GEMM families)."""
     if out_dtype == "bf16":
         return block_m * block_n * 2
-    return block_m * block_n * 4 if block_m <= 128 else 0
+    return min(block_m, 128) * block_n * 4
 
 
 def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, num_splits: int = 1) -> int:
