@@ -129,12 +129,12 @@ def config_ints(cfg, enums: dict[str, tuple[str, ...]]) -> tuple[int, ...]:
 
 
 def staging_bytes(block_m: int, block_n: int, out_dtype: str) -> int:
-    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the D tile of
-    the TMA epilogue (bf16; fp32 for tiles of at most 128 rows), which holds the C slots when D is stored directly
-    (both GEMM families)."""
+    """Mirror of staging_bytes() in csrc/kernels/sm90_epilogue.cuh: the epilogue's shared-memory tile, the D slices
+    the TMA epilogue stages at once (a 256-row tile's fp32 waves one at a time per warpgroup), which hold the C slots
+    when D is stored directly (both GEMM families)."""
     if out_dtype == "bf16":
         return block_m * block_n * 2
-    return block_m * block_n * 4 if block_m <= 128 else 0
+    return min(block_m, 128) * block_n * 4
 
 
 def smem_bytes(block_m: int, block_n: int, num_stages: int, out_dtype: str, num_splits: int = 1) -> int:
@@ -289,13 +289,12 @@ def choose_fp8_gemm_config(
 
     best = None
     for block_m in BLOCK_M_CANDIDATES:
-        if block_m == 256 and not (
-                (gemm_type == "normal" and (sfb_recipe == "128x128" or out_dtype == "bf16"))
-                or (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128")):
-            # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones and bf16 out (the dense weight
-            # gradient: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192, docs/PERF.md); fp32 (+ C) out
-            # with 1x128 scales not yet. Contiguous (128x128 B scales): a tile whose halves hold two groups runs
-            # its k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
+        if block_m == 256 and not (gemm_type == "normal"
+                                   or (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128")):
+            # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones (the dense weight gradient, bf16
+            # out: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192; fp32 += C through the TMA
+            # epilogue: docs/PERF.md). Contiguous (128x128 B scales): a tile whose halves hold two groups runs its
+            # k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
             continue
         for block_n in BLOCK_N_CANDIDATES:
             if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:

@@ -66,10 +66,14 @@ def test_fp32_out_and_c(m, n, k):
 
 
 # fp32 D through the TMA epilogue: a TMA store (no C), a TMA reduce-add into D when C is D itself (N a multiple of
-# 4), and the direct epilogue where TMA cannot take the output (N = 577, a 256-row tile's fp32) or C is another tensor.
+# 4), and the direct epilogue where TMA cannot take the output (N = 577) or C is another tensor.
 @pytest.mark.parametrize("m,n,k", [(65, 576, 576), (300, 577, 1024), (4096, 7168, 2048), (1, 2112, 7168)])
 @pytest.mark.parametrize("recipe", ["128x128", "1x128"])
 def test_fp32_accumulates_into_c_in_place(m, n, k, recipe):
+    check_fp32_in_place(m, n, k, recipe)
+
+
+def check_fp32_in_place(m, n, k, recipe):
     a, sfa, b, sfb, c = gemm_inputs(m, n, k, recipe, device="cuda", with_c=True, seed=m + n)
     expected = reference(a, sfa, b, sfb, c)
     for _ in range(2):  # the second call runs through the installed plan
@@ -402,6 +406,16 @@ def force_tile(monkeypatch):
 def test_forced_tiles(force_tile, m, n, k, recipe, with_c, tile):
     force_tile(*tile)
     check_gemm(m, n, k, recipe, with_c=with_c, seed=m + k)
+
+
+# 256-row fp32 tiles stage one 64-row wave per math warpgroup at a time: in place (the weight gradient's tile, TMA
+# reduce-add) and a plain fp32 TMA store; a partial m-block, and clusters whose last n-block pair lies half past N.
+@pytest.mark.parametrize("m,n,k,recipe,tile", [(300, 2112, 1024, "1x128", (256, 112, 2)),
+                                                (513, 576, 2112, "128x128", (256, 128, 1)),
+                                                (257, 640, 7168, "1x128", (256, 128, 2))])
+def test_fp32_in_place_256_row_tiles(force_tile, m, n, k, recipe, tile):
+    force_tile(*tile)
+    check_fp32_in_place(m, n, k, recipe)
 
 
 BIAS_CASES = [  # both epilogues (TMA store: N % 8 == 0; direct stores: fp32, or N % 8 != 0), C, tails, 256-row tiles

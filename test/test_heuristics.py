@@ -74,6 +74,25 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
         self.assertExpectedInline(repr(cfg), """GemmConfig(block_m=128, block_n=144, block_k=128, num_stages=4, num_math_warpgroups=2, num_threads=384, cluster_size=1, swizzle_group_n=8, smem_bytes=217408, num_sms=132, gemm_type='normal', sfb_recipe='1x128', out_dtype='fp32', has_c=True, num_splits=1)""")
         self.assertEqual(len(cfg.as_ints()), len(dataclasses.fields(H.GemmConfig)))
 
+    def test_dense_weight_gradient_tiles(self):
+        # 1x128 on both operands, bf16 out or fp32 += C: 256-row tiles in A-sharing pairs where they add few waves
+        # (fp32 through the TMA epilogue: +8-16% over 128x128 tiles, docs/PERF.md session 18).
+        rows = []
+        for m, n, k in ((7168, 7168, 8192), (7168, 4096, 8192), (4096, 7168, 8192), (7168, 2048, 8192)):
+            for out in ("bf16", "fp32"):
+                cfg = H.choose_fp8_gemm_config(m, n, k, num_sms=132, out_dtype=out, sfb_recipe="1x128",
+                                               has_c=out == "fp32", gemm_type="normal")
+                rows.append(f"{m}x{n}x{k} {out}: {_row(cfg)}")
+        self.assertExpectedInline("\n".join(rows), """\
+7168x7168x8192 bf16: bm=256 bn=112 st=3 cl=2 smem=203120
+7168x7168x8192 fp32: bm=256 bn=112 st=3 cl=2 smem=203120
+7168x4096x8192 bf16: bm=256 bn=128 st=3 cl=2 smem=217648
+7168x4096x8192 fp32: bm=256 bn=128 st=3 cl=2 smem=217648
+4096x7168x8192 bf16: bm=256 bn=112 st=3 cl=2 smem=203120
+4096x7168x8192 fp32: bm=256 bn=112 st=3 cl=2 smem=203120
+7168x2048x8192 bf16: bm=128 bn=128 st=5 cl=2 smem=201808
+7168x2048x8192 fp32: bm=128 bn=128 st=4 cl=2 smem=200768""")
+
     def test_every_config_fits_and_is_deterministic(self):
         for m in (1, 65, 300, 4097):
             for n in (8, 576, 2112, 7168, 32768):

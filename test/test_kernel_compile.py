@@ -57,6 +57,8 @@ CASES = {
     # 256x112 where its extra waves cost less than 256x128's spills, 256x128 at N = 4096
     "dense_wgrad_bn112_1x128": _cfg(7168, 7168, 8192, recipe="1x128"),
     "dense_wgrad_bm256_1x128": _cfg(7168, 4096, 8192, recipe="1x128"),
+    # fp32 += C in place with 256-row tiles: the TMA epilogue stages each warpgroup's two waves one after the other
+    "dense_wgrad_bn112_fp32_c": _cfg(7168, 7168, 8192, out="fp32", recipe="1x128", has_c=True, force=(256, 112, 2)),
     # the weight gradient: run-time K per group (ks on the device), fp32 (+ C) into [G, M, N]; 128- and 64-row tiles
     "k_grouped_c": _cfg(4096, 7168, 8192, out="fp32", recipe="1x128", has_c=True, gemm_type="k_grouped", groups=4),
     "k_grouped_bm64": _cfg(256, 576, 2048, out="fp32", recipe="1x128", gemm_type="k_grouped", groups=8,
@@ -91,6 +93,7 @@ MAIN_LOOP_BOUND = {
     "dense_bn192_n2112": 152,  # 236 with the B-scale block choice made at run time (DeepGEMM: 140)
     "dense_wgrad_bm256_1x128": 351,  # two waves of 64 FMUL + 64 FFMA each
     "dense_wgrad_bn112_1x128": 306,  # two waves of 56 FMUL + 56 FFMA each
+    "dense_wgrad_bn112_fp32_c": 306,
     "k_grouped_c": 421,  # a 128x128 tile since C left the registers (128x112: 392)
     "k_grouped_bm64": 392,
     "dense_split2": 149,  # a split's k-blocks counted at run time, as k-grouped kernels do (142 before the bias

@@ -95,7 +95,7 @@ class TestCommandLine(expecttest.TestCase):
                                   "--dry-run")
         self.assertEqual(rc, 0)
         self.assertExpectedInline(out, """\
-dg_fp8_gemm_normal_n7168_k2048_bm256_bn128_s4_cl2_g8_sfb128x128_fp32_c	normal N=7168 K=2048 (fp32, sfb 128x128, +C)
+dg_fp8_gemm_normal_n7168_k2048_bm256_bn128_s3_cl2_g8_sfb128x128_fp32_c	normal N=7168 K=2048 (fp32, sfb 128x128, +C)
 dg_fp8_gemm_masked_n4096_k7168_bm256_bn128_s3_cl2_g8_sfb128x128_bf16	masked x4 N=4096 K=7168 (bf16, sfb 128x128)
 """)
 

@@ -111,6 +111,12 @@ for block_m in (256, 128):
         ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb, c)), torch.float32)
         d = ops.fp8_gemm_nt(a, sfa, b, sfb, c)
         print(f"dense {block_m}x128 cluster 2 {recipe} c={with_c}: {err(d.cpu(), ref):.1e}")
+        if with_c:  # fp32 through the TMA epilogue: reduce-add in place (C is D), then a plain store
+            ops.fp8_gemm_nt_out(a, sfa, b, sfb, c, c)
+            print(f"dense_out in place {block_m}x128 cluster 2 {recipe}: {err(c.cpu(), ref):.1e}")
+            ref = ops.fp8_gemm_nt(*map(cpu, (a, sfa, b, sfb)), None, torch.float32)
+            d = ops.fp8_gemm_nt(a, sfa, b, sfb, None, torch.float32)
+            print(f"dense fp32 {block_m}x128 cluster 2 {recipe}: {err(d.cpu(), ref):.1e}")
 # Split-K (forced): 3 splits of 17 k-blocks (6/5/6) over 3 m-blocks of 128-row tiles, bf16 out (TMA store) and fp32 +
 # C in place (TMA reduce-add), split 0 reading the others' partials from the workspace.
 H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=128, block_n=64, num_splits=3)

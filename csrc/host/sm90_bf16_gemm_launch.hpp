@@ -136,7 +136,7 @@ inline void launch_bf16_gemm(CUfunction fn, const Bf16GemmKernelConfig& cfg, con
   const CUtensorMap tma_b = detail::bf16_operand_map(x.b, bf16_b_mn_major(cfg.layout), b_rows, x.k, x.ldb, cfg.block_n,
                                                      "cuTensorMapEncodeTiled(B)");
   CUtensorMap tma_d{};
-  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_m, cfg.block_n, x.d,
+  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_n, x.d,
                                              cfg.has_c ? x.c : nullptr, x.ldc, x.m, x.n, x.num_groups, x.ldd, tma_d);
 
   Fp8GemmParams params{};  // the FP8 family's parameters (scheduler, epilogue); no scales

@@ -100,15 +100,14 @@ inline CUtensorMap make_tensor_map(const void* base, CUtensorMapDataType dtype, 
 }
 
 // How the epilogue writes D (DStore, sm90_epilogue.cuh), with the D tensor map of the TMA epilogue encoded into `map`
-// when the output allows it: bf16, or fp32 of tiles up to 128 rows (tma_stores_fp32); N and ldd multiples of 16 bytes
-// and a 16-byte-aligned d (a box that straddles N was seen writing the columns past N up to the 16-byte boundary).
+// when the output allows it: N and ldd multiples of 16 bytes and a 16-byte-aligned d (a box that straddles N was seen
+// writing the columns past N up to the 16-byte boundary).
 // Boxes of [64 rows][W columns], W = d_store_box_cols, with the matching swizzle; masked and k-grouped GEMMs use a
 // [G][M][N] map so that a tile is clipped at its group's last row. With C: a TMA reduce-add when C is D itself (same
 // address and row stride; D then already holds C), else the direct epilogue, which reads C.
-inline DStore d_store_map(GemmType type, bool out_fp32, int block_m, int block_n, void* d, const float* c,
+inline DStore d_store_map(GemmType type, bool out_fp32, int block_n, void* d, const float* c,
                           int64_t ldc, int m, int n, int num_groups, int64_t ldd, CUtensorMap& map) {
   const int elem = out_fp32 ? 4 : 2;
-  if (out_fp32 && !tma_stores_fp32(block_m)) return DStore::Direct;
   if (n * elem % 16 != 0 || ldd * elem % 16 != 0 || !aligned16(d)) return DStore::Direct;
   if (c != nullptr && (static_cast<const void*>(c) != d || ldc != ldd)) return DStore::Direct;
   const uint32_t box = static_cast<uint32_t>(d_store_box_cols(block_n, elem));  // same rule as the kernel's epilogue
@@ -251,7 +250,7 @@ inline void launch_fp8_gemm(CUfunction fn, const Fp8GemmKernelConfig& cfg, const
       x.sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {uint64_t(x.m), sfa_rows}, {uint64_t(x.ld_sfa) * 4},
       {uint32_t(cfg.block_m), 1u}, CU_TENSOR_MAP_SWIZZLE_NONE, "cuTensorMapEncodeTiled(sfa)");
   CUtensorMap tma_d{};
-  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_m, cfg.block_n, x.d,
+  const DStore d_store = detail::d_store_map(type, cfg.out_dtype == 1, cfg.block_n, x.d,
                                              cfg.has_c ? x.c : nullptr, x.ldc, x.m, x.n, x.num_groups, x.ldd, tma_d);
 
   Fp8GemmParams params{};

@@ -30,9 +30,10 @@ constexpr int d_store_box_cols(int block_n, int elem_bytes) {
   return block_n * elem_bytes % 128 == 0 ? 128 / elem_bytes : block_n * elem_bytes % 64 == 0 ? 64 / elem_bytes
                                                                                              : 32 / elem_bytes;
 }
-// fp32 D goes through the TMA for tiles of at most 128 rows: one 64-row slice per math warpgroup is staged (a 256-row
-// tile's 128 KB of fp32 would leave no room for the pipeline; those store directly).
-constexpr bool tma_stores_fp32(int block_m) { return block_m <= 128; }
+// 64-row slices a math warpgroup stages at once in the TMA epilogue: all of its slices for bf16; one for fp32, so a
+// 256-row tile's two fp32 waves go out one after the other through 64 x BLOCK_N x 4 bytes per warpgroup (its whole
+// 128 KB fp32 tile would leave no room for the pipeline).
+constexpr int staged_slices(int block_m, bool out_fp32) { return out_fp32 || block_m < 256 ? 1 : 2; }
 // How the epilogue writes D (Fp8GemmParams::d_store, chosen by the host's d_store_map): bounds-checked stores from
 // registers (adding C when there is one), a TMA store of the staged tile, or a TMA reduce-add of it into D, which
 // already holds C (C is D itself: gradient accumulation in place).

@@ -48,7 +48,7 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
   if (threadIdx.x == 0) {
     cute::prefetch_tma_descriptor(&tma_a);
     cute::prefetch_tma_descriptor(&tma_b);
-    if (Epi::kStoresByTma && p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
+    if (p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
     loop.init_barriers();
   }
   enter_dependent_grid();  // everything below reads or writes global memory (scheduler, TMA, C, D)
@@ -83,17 +83,13 @@ __device__ __forceinline__ void bf16_gemm_kernel(const Fp8GemmParams& p, const T
       }
       Epi::template prefetch_c<1>(p, t, math_wg, warp_in_wg, lane, staging);
       loop.consume(st, math_wg, lane, acc[0]);
-      if constexpr (Epi::kStoresByTma) {
-        if (p.d_store != static_cast<int>(DStore::Direct)) {
-          Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * Epi::kSliceBytes, tma_d);
-          continue;
-        }
+      if (p.d_store != static_cast<int>(DStore::Direct)) {
+        Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging, tma_d);
+        continue;
       }
       Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
-    if constexpr (Epi::kStoresByTma) {
-      if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
-    }
+    if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
   }
 #endif
 }

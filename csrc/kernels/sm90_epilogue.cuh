@@ -1,16 +1,17 @@
 // Epilogue: one math warpgroup's 64-row slices of the tile (one, or two for 256-row tiles), straight from the wgmma
 // accumulator layout.
 //
-// TMA epilogue (d_store Tma / TmaAdd; bf16 output, and fp32 output of tiles up to 128 rows): the slice is written
-// into a swizzled shared-memory staging tile of [64 rows][W columns] chunks (bf16 packed by stmatrix, fp32 as pairs;
-// W from d_store_box_cols: wide boxes keep the TMA store to few, full-line requests; the first version used 8-column
-// boxes, 16-byte rows, and its stores cost as much as the main loop at K = 512), then warp 0 TMA-stores one chunk per
-// lane and moves on; the TMA engine clips rows/columns outside the tensor map, and the next tile's main loop overlaps
-// the store. The staging tile is reused only after the previous stores have read it (bulk wait_group.read).
+// TMA epilogue (d_store Tma / TmaAdd): the slice is written into a swizzled shared-memory staging tile of [64 rows]
+// [W columns] chunks (bf16 packed by stmatrix, fp32 as pairs; W from d_store_box_cols: wide boxes keep the TMA store
+// to few, full-line requests; the first version used 8-column boxes, 16-byte rows, and its stores cost as much as the
+// main loop at K = 512), then warp 0 TMA-stores one chunk per lane and moves on; the TMA engine clips rows/columns
+// outside the tensor map, and the next tile's main loop overlaps the store. The staging tile is reused only after the
+// previous stores have read it (bulk wait_group.read). A 256-row fp32 tile stages one 64-row wave per warpgroup at a
+// time (staged_slices): the second waits for the first's read.
 // TmaAdd: D already holds C (C is D), and the TMA adds the tile into it in L2 (cp.reduce.async.bulk .add): the math
 // warps never read C, and the weight gradient's accumulation runs under the next tile's main loop as DeepGEMM's does.
-// Otherwise (direct: C distinct from D, a 256-row fp32 tile, or a row stride TMA cannot take): bounds-checked stores
-// of 2 adjacent columns per lane.
+// Otherwise (direct: C distinct from D, or a row stride TMA cannot take): bounds-checked stores of 2 adjacent columns
+// per lane.
 // A bias (normal GEMMs, p.bias in D's dtype) is added to the fp32 accumulator before the one rounding to D's dtype;
 // each thread reads the BLOCK_N / 4 values of its columns once per tile.
 //
@@ -19,6 +20,8 @@
 // under the main loop and the epilogue only waits for its own copies. Read in the epilogue, C stalled both math
 // warpgroups with the tensor cores idle: a third of the time of k-grouped GEMMs with many small groups
 // (docs/PERF.md). A 256-row tile's C (128 KB) would leave no room for the pipeline: it reads C in the epilogue.
+// (The direct epilogue of 256-row fp32 tiles, also without C, held the weight gradient's accumulation into C at
+// 0.95x the 128-row tiles' speed, where with bf16 output 256-row tiles were 1.18x faster: docs/PERF.md.)
 #pragma once
 #include <cuda_bf16.h>
 
@@ -28,11 +31,12 @@
 
 namespace deepgemm_ops::kernels {
 
-// Bytes of the staging tile at the start of shared memory (SmemLayout): the D tile of the TMA epilogue, which holds
-// the C slots in the direct one (so C is prefetched where an fp32 tile exists); _heuristics.staging_bytes() mirrors it.
-constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && tma_stores_fp32(block_m); }
+// Bytes of the staging tile at the start of shared memory (SmemLayout): the D slices the TMA epilogue stages at once,
+// which hold the C slots in the direct one where the whole fp32 tile fits (tiles up to 128 rows: C is prefetched);
+// _heuristics.staging_bytes() mirrors it.
+constexpr bool prefetches_c(int block_m, bool has_c) { return has_c && block_m <= 128; }
 constexpr int staging_bytes(int block_m, int block_n, bool out_fp32) {
-  return !out_fp32 ? block_m * block_n * 2 : tma_stores_fp32(block_m) ? block_m * block_n * 4 : 0;
+  return math_warpgroups(block_m) * staged_slices(block_m, out_fp32) * 64 * block_n * (out_fp32 ? 4 : 2);
 }
 
 template <int kN, int kBlockM, int kBlockN, GemmType kType, bool kOutFp32, bool kHasC>
@@ -41,7 +45,7 @@ struct Epilogue {
   static_assert(kOutFp32 || kBlockN % 16 == 0, "the bf16 epilogue stores pairs of 8-column chunks: BLOCK_N % 16 == 0");
   static constexpr int kStagingBytes = staging_bytes(kBlockM, kBlockN, kOutFp32);
   static constexpr bool kPrefetchC = prefetches_c(kBlockM, kHasC);
-  static constexpr bool kStoresByTma = !kOutFp32 || tma_stores_fp32(kBlockM);
+  static constexpr int kStagedSlices = staged_slices(kBlockM, kOutFp32);
 
   // This thread's element coordinates in 64-row slice `slice`: rows row and row + 8 (k-grouped: of D[g], row g * M +
   // row of the flattened [G * M, N]) and columns col0 + 8j + {0, 1}.
@@ -214,80 +218,86 @@ struct Epilogue {
     return static_cast<uint32_t>(chunk * kBoxBytes + row * kUnits * 16 + swizzled * 16);
   }
 
-  // The warpgroup's kWaves slices math_wg * kWaves + w, in one round of barriers (fp32: kWaves is 1). A bias is
-  // added into acc under a grid-uniform branch (adding zeros cost every thread one FADD per element of acc); its
-  // lines are prefetched into L1 before the barrier, so the loads after it hit L1 without holding registers across.
+  // The warpgroup's kWaves slices math_wg * kWaves + w, kStagedSlices at a time: each round waits until the staging
+  // tile has been read by the previous stores, stages its slices, and warp 0 issues their TMA stores. A bias is added
+  // into acc under a grid-uniform branch (adding zeros cost every thread one FADD per element of acc); its lines are
+  // prefetched into L1 before the first barrier, so the loads after it hit L1 without holding registers across.
+  // staging: the tile's staging area (this warpgroup's part starts kStagedSlices slices in per warpgroup).
   template <int kWaves>
   __device__ static void store_tma(const Fp8GemmParams& p, const Tile& t, int math_wg, int warp_in_wg, int lane,
-                                   float (&acc)[kWaves][kBlockN / 2], uint8_t* smem_d, const TmaDescriptor& tma_d) {
-    static_assert(kStoresByTma, "this tile's fp32 output is stored directly");
+                                   float (&acc)[kWaves][kBlockN / 2], uint8_t* staging, const TmaDescriptor& tma_d) {
+    static_assert(kWaves % kStagedSlices == 0, "a round stages whole slices");
+    uint8_t* const smem_d = staging + math_wg * kStagedSlices * kSliceBytes;
     const bool has_bias = kType == GemmType::Normal && p.bias != nullptr;
     if (has_bias) prefetch_bias(p, t, lane);
     const uint32_t barrier_id = static_cast<uint32_t>(math_wg);  // NamedBarrier skips CUTLASS's reserved ids
-    if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous tile's stores have read the staging tile
-    cutlass::arch::NamedBarrier::sync(128, barrier_id);
-    if (has_bias) {
-      const Bias bias = load_bias(p, t, lane);
+    const bool add = kHasC && p.d_store == static_cast<int>(DStore::TmaAdd);  // D holds C: add the tile to it
 #pragma unroll
-      for (int w = 0; w < kWaves; ++w) {
+    for (int first = 0; first < kWaves; first += kStagedSlices) {
+      if (warp_in_wg == 0) cute::tma_store_wait<0>();  // the previous stores have read the staging tile
+      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      if (has_bias && first == 0) {
+        const Bias bias = load_bias(p, t, lane);
 #pragma unroll
-        for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] += bias_of(bias, i);
-      }
-    }
+        for (int w = 0; w < kWaves; ++w) {
 #pragma unroll
-    for (int w = 0; w < kWaves; ++w) {
-      float a[kBlockN / 2];
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) a[i] = acc[w][i];
-      if constexpr (kOutFp32) {
-        // Lane pairs (2 columns, 8 bytes) of rows r and r + 8: 8-column group j is units 2j, 2j + 1.
-        const int row = warp_in_wg * 16 + lane / 4;
-        const int unit = (lane % 4) / 2, half = (lane % 2) * 8;
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) {
-          uint8_t* slice = smem_d + w * kSliceBytes + half;
-          const uint32_t lo = cute::cast_smem_ptr_to_uint(slice + staged_offset(row, 2 * j + unit));
-          const uint32_t hi = cute::cast_smem_ptr_to_uint(slice + staged_offset(row + 8, 2 * j + unit));
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(lo), "f"(a[4 * j + 0]), "f"(a[4 * j + 1]));
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(hi), "f"(a[4 * j + 2]), "f"(a[4 * j + 3]));
-        }
-      } else {
-        // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
-        const int q = lane / 8;
-        const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; j += 2) {
-          uint8_t* dst = smem_d + w * kSliceBytes + staged_offset(row, j + q / 2);
-          cute::SM90_U32x4_STSM_N::copy(pack_bf16(a[4 * j + 0], a[4 * j + 1]), pack_bf16(a[4 * j + 2], a[4 * j + 3]),
-                                        pack_bf16(a[4 * j + 4], a[4 * j + 5]), pack_bf16(a[4 * j + 6], a[4 * j + 7]),
-                                        *reinterpret_cast<cute::uint128_t*>(dst));
+          for (int i = 0; i < kBlockN / 2; ++i) acc[w][i] += bias_of(bias, i);
         }
       }
-    }
-    cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
-    cutlass::arch::NamedBarrier::sync(128, barrier_id);
-    if (warp_in_wg == 0) {
-      const bool add = kHasC && p.d_store == static_cast<int>(DStore::TmaAdd);  // D holds C: add the tile to it
-      for (int i = lane; i < kWaves * (kBlockN / kBoxCols); i += 32) {
-        const int w = i / (kBlockN / kBoxCols), c = i % (kBlockN / kBoxCols);
-        const int col = t.n_block * kBlockN + c * kBoxCols;
-        const int row = (math_wg * kWaves + w) * 64;
-        if (col >= kN) continue;
-        uint8_t* src = smem_d + w * kSliceBytes + c * kBoxBytes;
-        if constexpr (kType == GemmType::Masked || kType == GemmType::KGrouped) {  // [G][M][N]: rows inside the group
-          const int group_row = t.m_block * kBlockM + row;
-          if (add) {
-            cute::SM90_TMA_REDUCE_ADD_3D::copy(&tma_d, src, col, group_row, t.group);
+#pragma unroll
+      for (int s = 0; s < kStagedSlices; ++s) stage_slice(acc[first + s], smem_d + s * kSliceBytes, warp_in_wg, lane);
+      cute::tma_store_fence();  // make the generic-proxy smem writes visible to the TMA (async proxy)
+      cutlass::arch::NamedBarrier::sync(128, barrier_id);
+      if (warp_in_wg == 0) {
+        for (int i = lane; i < kStagedSlices * (kBlockN / kBoxCols); i += 32) {
+          const int s = i / (kBlockN / kBoxCols), c = i % (kBlockN / kBoxCols);
+          const int col = t.n_block * kBlockN + c * kBoxCols;
+          const int row = (math_wg * kWaves + first + s) * 64;
+          if (col >= kN) continue;
+          uint8_t* src = smem_d + s * kSliceBytes + c * kBoxBytes;
+          if constexpr (kType == GemmType::Masked || kType == GemmType::KGrouped) {  // [G][M][N]: rows inside the group
+            const int group_row = t.m_block * kBlockM + row;
+            if (add) {
+              cute::SM90_TMA_REDUCE_ADD_3D::copy(&tma_d, src, col, group_row, t.group);
+            } else {
+              cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, group_row, t.group);
+            }
+          } else if (add) {
+            cute::SM90_TMA_REDUCE_ADD_2D::copy(&tma_d, src, col, t.a_row + row);
           } else {
-            cute::SM90_TMA_STORE_3D::copy(&tma_d, src, col, group_row, t.group);
+            cute::SM90_TMA_STORE_2D::copy(&tma_d, src, col, t.a_row + row);
           }
-        } else if (add) {
-          cute::SM90_TMA_REDUCE_ADD_2D::copy(&tma_d, src, col, t.a_row + row);
-        } else {
-          cute::SM90_TMA_STORE_2D::copy(&tma_d, src, col, t.a_row + row);
         }
+        cute::tma_store_arrive();  // commits the group of stores
       }
-      cute::tma_store_arrive();  // commits the group of stores
+    }
+  }
+
+  // Writes one 64-row slice of accumulators (wgmma layout) into its swizzled staging tile dst.
+  __device__ static void stage_slice(const float (&acc)[kBlockN / 2], uint8_t* dst_slice, int warp_in_wg, int lane) {
+    if constexpr (kOutFp32) {
+      // Lane pairs (2 columns, 8 bytes) of rows r and r + 8: 8-column group j is units 2j, 2j + 1.
+      const int row = warp_in_wg * 16 + lane / 4;
+      const int unit = (lane % 4) / 2, half = (lane % 2) * 8;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+        const uint32_t lo = cute::cast_smem_ptr_to_uint(dst_slice + half + staged_offset(row, 2 * j + unit));
+        const uint32_t hi = cute::cast_smem_ptr_to_uint(dst_slice + half + staged_offset(row + 8, 2 * j + unit));
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(lo), "f"(acc[4 * j + 0]), "f"(acc[4 * j + 1]));
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(hi), "f"(acc[4 * j + 2]), "f"(acc[4 * j + 3]));
+      }
+    } else {
+      // stmatrix x4: lanes 8q..8q+7 address the rows of matrix q = (8-column group j + q / 2, rows (q % 2) * 8 + 0..7).
+      const int q = lane / 8;
+      const int row = warp_in_wg * 16 + (q % 2) * 8 + lane % 8;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; j += 2) {
+        uint8_t* dst = dst_slice + staged_offset(row, j + q / 2);
+        cute::SM90_U32x4_STSM_N::copy(
+            pack_bf16(acc[4 * j + 0], acc[4 * j + 1]), pack_bf16(acc[4 * j + 2], acc[4 * j + 3]),
+            pack_bf16(acc[4 * j + 4], acc[4 * j + 5]), pack_bf16(acc[4 * j + 6], acc[4 * j + 7]),
+            *reinterpret_cast<cute::uint128_t*>(dst));
+      }
     }
   }
 

@@ -61,7 +61,7 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
     cute::prefetch_tma_descriptor(&tma_a);
     cute::prefetch_tma_descriptor(&tma_b);
     cute::prefetch_tma_descriptor(&tma_sfa);
-    if (Epi::kStoresByTma && p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
+    if (p.d_store != static_cast<int>(DStore::Direct)) cute::prefetch_tma_descriptor(&tma_d);
     Split::init(split_bar);  // before init_barriers, whose fence makes every barrier's init visible to the cluster
     loop.init_barriers();
   }
@@ -117,17 +117,13 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
       if constexpr (kSplits > 1) {
         if (!Split::reduce(p, t, threadIdx.x, split_bar, acc[0])) continue;  // math threads come first: 0 .. 255
       }
-      if constexpr (Epi::kStoresByTma) {
-        if (p.d_store != static_cast<int>(DStore::Direct)) {
-          Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging + math_wg * kWaves * Epi::kSliceBytes, tma_d);
-          continue;
-        }
+      if (p.d_store != static_cast<int>(DStore::Direct)) {
+        Epi::store_tma(p, t, math_wg, warp_in_wg, lane, acc, staging, tma_d);
+        continue;
       }
       Epi::store_direct(p, t, math_wg, warp_in_wg, lane, acc, staging);
     }
-    if constexpr (Epi::kStoresByTma) {
-      if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
-    }
+    if (p.d_store != static_cast<int>(DStore::Direct)) Epi::drain(warp_in_wg);
   }
 #endif
 }
