@@ -289,7 +289,7 @@ def choose_fp8_gemm_config(
 
     best = None
     for block_m in BLOCK_M_CANDIDATES:
-        if block_m == 256 and not (gemm_type == "normal"
+        if block_m == 256 and not (gemm_type in ("normal", "k_grouped")
                                    or (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128")):
             # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones (the dense weight gradient, bf16
             # out: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192; fp32 += C through the TMA
@@ -300,7 +300,7 @@ def choose_fp8_gemm_config(
             if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:
                 continue
             n_blocks = ceil_div(n, block_n)
-            if block_m == 256:
+            if block_m == 256 and gemm_type != "k_grouped":
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
             if block_m == 256 and gemm_type == "masked" and num_sms < tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
@@ -320,7 +320,7 @@ def choose_fp8_gemm_config(
     cluster_size = 1
     m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
     tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
-    if block_m == 256:
+    if block_m == 256 and gemm_type != "k_grouped":  # (k-grouped tiles run without clusters)
         cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
             and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):
