@@ -75,6 +75,9 @@ _GROUPED_CLUSTER_MIN_WAVES = 4
 # (the TMA reduce-add epilogue), and 128x128 is the fastest k-grouped tile: 3-17% over 128x112 on all six bench cases
 # (docs/PERF.md, 2026-12-03, H200).
 _K_GROUPED_SPILLING_BLOCK_N = (144, 192)
+# The one width of k-grouped 256-row tiles (no cluster): 256x128 ran +0.1-2.9% over 128x128 on all six bench --wgrad
+# cases, 256x112 and 256x96 -5 to +2.4% (docs/PERF.md, 2026-12-04 session 19, H200).
+_K_GROUPED_256_BLOCK_N = 128
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
 _FLOPS_PER_CYCLE = 8192
@@ -297,7 +300,8 @@ def choose_fp8_gemm_config(
             # k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
             continue
         for block_n in BLOCK_N_CANDIDATES:
-            if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:
+            if gemm_type == "k_grouped" and (block_n in _K_GROUPED_SPILLING_BLOCK_N
+                                             or (block_m == 256 and block_n != _K_GROUPED_256_BLOCK_N)):
                 continue
             n_blocks = ceil_div(n, block_n)
             if block_m == 256 and gemm_type != "k_grouped":

@@ -97,7 +97,7 @@ MAIN_LOOP_BOUND = {
     "dense_wgrad_bm256_1x128": 351,  # two waves of 64 FMUL + 64 FFMA each
     "dense_wgrad_bn112_1x128": 306,  # two waves of 56 FMUL + 56 FFMA each
     "dense_wgrad_bn112_fp32_c": 306,
-    "k_grouped_bm256": 334,  # 256x112: two waves of 56 FMUL + 56 FFMA each, K counted at run time
+    "k_grouped_bm256": 390,  # 256x128: two waves of 64 FMUL + 64 FFMA each, B scales read per wave
     "k_grouped_c": 421,  # a 128x128 tile since C left the registers (128x112: 392)
     "k_grouped_bm64": 392,
     "dense_split2": 149,  # a split's k-blocks counted at run time, as k-grouped kernels do (142 before the bias
@@ -108,9 +108,8 @@ MAIN_LOOP_BOUND = {
 # Kernels allowed to spill this many bytes, never inside the main loop: the 256x128 weight-gradient kernel's math
 # warpgroups keep a few tile coordinates in local memory across each tile's main loop (one store and one load each per
 # tile of 64 k-blocks) to hold the k-block's B scales in registers. The heuristic takes the spill-free 256x112 tile
-# unless its extra waves cost more (N = 4096: 9 waves against 7; docs/PERF.md, session 17). The k-grouped 256x112
-# kernel (lane-ordered B scales) keeps the grid size in local memory across the scheduler's walk over ks, once per tile.
-TILE_SPILL_BYTES = {"dense_wgrad_bm256_1x128": 64, "k_grouped_bm256": 8}
+# unless its extra waves cost more (N = 4096: 9 waves against 7; docs/PERF.md, session 17).
+TILE_SPILL_BYTES = {"dense_wgrad_bm256_1x128": 64}
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P\w+\s+)?[A-Z][A-Z0-9_.]*[^;]*);")
 _BACK_BRANCH = re.compile(r"\bBRA(?:\.\S+)?\s+(?:!?U?P\w+,\s*)?(0x[0-9a-f]+)")

@@ -178,8 +178,7 @@ struct Mainloop {
   // every load, wgrad GEMM 1.5x slower, docs/PERF.md). BLOCK_N % 16 == 0 keeps the loads aligned; other widths keep
   // column order and 8-byte loads. Not for k-grouped kernels: with their run-time K, the four-register loads made
   // ptxas spill.
-  static constexpr bool kLaneOrderSfb =
-      kRecipe == SfbRecipe::Row1x128 && kBlockN % 16 == 0 && (!kKGrouped || (kBlockM == 256 && kBlockN <= 112));
+  static constexpr bool kLaneOrderSfb = kRecipe == SfbRecipe::Row1x128 && kBlockN % 16 == 0 && !kKGrouped;
   __device__ static int sfb_slot(int col) {
     return kLaneOrderSfb ? col / 16 * 16 + col % 8 / 2 * 4 + col / 8 % 2 * 2 + col % 2 : col;
   }
