@@ -65,8 +65,6 @@ def _check(cfg: GemmConfig, n: int, k: int) -> None:
         problems.append(f"block_m must be 64, 128 or 256, got {cfg.block_m}")
     elif cfg.block_m == 256 and cfg.block_n > 128:
         problems.append(f"block_m 256 needs block_n <= 128 (registers), got {cfg.block_n}")
-    elif cfg.block_m == 256 and cfg.gemm_type == "k_grouped":
-        problems.append("block_m 256 is not implemented for k_grouped GEMMs")
     if cfg.block_n % 8 != 0 or not 8 <= cfg.block_n <= 256:
         problems.append(f"block_n must be a multiple of 8 in [8, 256], got {cfg.block_n}")
     if cfg.cluster_size not in (1, 2):

@@ -75,6 +75,9 @@ _GROUPED_CLUSTER_MIN_WAVES = 4
 # (the TMA reduce-add epilogue), and 128x128 is the fastest k-grouped tile: 3-17% over 128x112 on all six bench cases
 # (docs/PERF.md, 2026-12-03, H200).
 _K_GROUPED_SPILLING_BLOCK_N = (144, 192)
+# The one width of k-grouped 256-row tiles (no cluster): 256x128 ran +0.1-2.9% over 128x128 on all six bench --wgrad
+# cases, 256x112 and 256x96 -5 to +2.4% (docs/PERF.md, 2026-12-04 session 19, H200).
+_K_GROUPED_256_BLOCK_N = 128
 
 # Cost model constants (per SM per cycle, H100/H200 class): FP8 tensor-core FLOPs and L2 -> SM bytes.
 _FLOPS_PER_CYCLE = 8192
@@ -289,7 +292,7 @@ def choose_fp8_gemm_config(
 
     best = None
     for block_m in BLOCK_M_CANDIDATES:
-        if block_m == 256 and not (gemm_type == "normal"
+        if block_m == 256 and not (gemm_type in ("normal", "k_grouped")
                                    or (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128")):
             # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones (the dense weight gradient, bf16
             # out: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192; fp32 += C through the TMA
@@ -297,10 +300,11 @@ def choose_fp8_gemm_config(
             # k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
             continue
         for block_n in BLOCK_N_CANDIDATES:
-            if gemm_type == "k_grouped" and block_n in _K_GROUPED_SPILLING_BLOCK_N:
+            if gemm_type == "k_grouped" and (block_n in _K_GROUPED_SPILLING_BLOCK_N
+                                             or (block_m == 256 and block_n != _K_GROUPED_256_BLOCK_N)):
                 continue
             n_blocks = ceil_div(n, block_n)
-            if block_m == 256:
+            if block_m == 256 and gemm_type != "k_grouped":
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
             if block_m == 256 and gemm_type == "masked" and num_sms < tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
@@ -320,7 +324,7 @@ def choose_fp8_gemm_config(
     cluster_size = 1
     m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
     tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
-    if block_m == 256:
+    if block_m == 256 and gemm_type != "k_grouped":  # (k-grouped tiles run without clusters)
         cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
             and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):

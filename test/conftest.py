@@ -44,3 +44,21 @@ requires_nvrtc = pytest.mark.skipif(not (HAVE_NVRTC and HAVE_CUTLASS), reason="n
 requires_cuobjdump = pytest.mark.skipif(CUOBJDUMP is None, reason="needs cuobjdump (nvidia-cuda-cuobjdump)")
 TWO_GPUS = SM90 and torch.cuda.device_count() >= 2
 requires_two_gpus = pytest.mark.skipif(not TWO_GPUS, reason="needs two SM90 GPUs")
+
+
+@pytest.fixture
+def force_tile(monkeypatch):
+    """Makes the FP8 planner use a given tile (and forget every plan made before and after)."""
+    from deepgemm_ops import _cuda
+    from deepgemm_ops import _heuristics as H
+
+    chosen = H.choose_fp8_gemm_config
+
+    def force(block_m, block_n, cluster_size, num_splits=1):
+        monkeypatch.setattr(H, "choose_fp8_gemm_config", lambda *a, **kw: H.with_tile(
+            chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size, num_splits=num_splits))
+        _cuda.clear_plans()
+
+    yield force
+    monkeypatch.undo()
+    _cuda.clear_plans()

@@ -384,24 +384,6 @@ FORCED = [  # (m, n, k, recipe, with_c, (block_m, block_n, cluster_size))
 ]
 
 
-@pytest.fixture
-def force_tile(monkeypatch):
-    """Makes the planner use a given tile (and forget every plan made before and after)."""
-    from deepgemm_ops import _cuda
-    from deepgemm_ops import _heuristics as H
-
-    chosen = H.choose_fp8_gemm_config
-
-    def force(block_m, block_n, cluster_size, num_splits=1):
-        monkeypatch.setattr(H, "choose_fp8_gemm_config", lambda *a, **kw: H.with_tile(
-            chosen(*a, **kw), block_m=block_m, block_n=block_n, cluster_size=cluster_size, num_splits=num_splits))
-        _cuda.clear_plans()
-
-    yield force
-    monkeypatch.undo()
-    _cuda.clear_plans()
-
-
 @pytest.mark.parametrize("m,n,k,recipe,with_c,tile", FORCED)
 def test_forced_tiles(force_tile, m, n, k, recipe, with_c, tile):
     force_tile(*tile)

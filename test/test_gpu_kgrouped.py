@@ -57,6 +57,23 @@ def test_matches_reference(ks, m, n, with_c):
     assert torch.equal(ops.k_grouped_fp8_gemm_nt_contiguous(a, sfa, b, sfb, ks_t, c), out)  # the functional op
 
 
+# 256-row tiles (two 64-row waves per math warpgroup), forced: a partial m-block, N tails, empty groups (first, middle,
+# last), C distinct from D and in place.
+@pytest.mark.parametrize("ks,m,n,tile", [([1024, 0, 2048, 512, 128], 300, 2112, (256, 112)),
+                                         ([0, 4096, 2048, 1024, 0], 513, 576, (256, 128)),
+                                         ([256, 0, 384, 128], 65, 96, (256, 96))])
+def test_256_row_tiles(force_tile, ks, m, n, tile):
+    force_tile(*tile, 1)
+    a, sfa, b, sfb, ks_t = k_grouped_inputs(ks, m, n, device="cuda", seed=m + n)
+    c = random_c(len(ks), m, n)
+    out = torch.full((len(ks), m, n), float("nan"), device="cuda")
+    ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks_t, out, c)
+    ref = reference(a, sfa, b, sfb, ks_t, c)
+    assert_matches(out, ref)
+    ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks_t, c, c)  # in place: the TMA reduce-add
+    assert_matches(c, ref)
+
+
 def test_accumulates_into_c_in_place():
     ks = [512, 0, 1024, 256]
     a, sfa, b, sfb, ks_t = k_grouped_inputs(ks, 200, 160, device="cuda", seed=3)

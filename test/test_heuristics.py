@@ -184,12 +184,12 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
                 picks.append(f"{m}x{n}x{group_k} x{g}{' +C' if has_c else ''}: {cfg.block_m}x{cfg.block_n} "
                              f"s{cfg.num_stages}")
         self.assertExpectedInline("\n".join(picks), """\
-4096x7168x8192 x4: 128x128 s4
-4096x7168x8192 x4 +C: 128x128 s4
-7168x2048x4096 x8: 128x128 s4
-7168x2048x4096 x8 +C: 128x128 s4
-4096x7168x2048 x16: 128x128 s4
-4096x7168x2048 x16 +C: 128x128 s4
+4096x7168x8192 x4: 256x128 s3
+4096x7168x8192 x4 +C: 256x128 s3
+7168x2048x4096 x8: 256x128 s3
+7168x2048x4096 x8 +C: 256x128 s3
+4096x7168x2048 x16: 256x128 s3
+4096x7168x2048 x16 +C: 256x128 s3
 65x96x128 x3: 64x16 s16
 65x96x128 x3 +C: 64x16 s16""")
 

@@ -143,6 +143,14 @@ _cuda.clear_plans()
 contiguous_case("contiguous 256x128 cluster 2", 1)
 # Masked 256-row tiles sharing A: counts 0, 300 (the second tile: one live wave in warpgroup 0, none in 1) and 17.
 masked_case("masked 256x128 cluster 2", [0, 300, 17], 512, 64, 1)
+# k-grouped 256x112 tiles (no cluster): 300 rows (a partial second m-block), an empty group, in place.
+H.choose_fp8_gemm_config = lambda *args, **kw: H.with_tile(chosen(*args, **kw), block_m=256, block_n=112)
+_cuda.clear_plans()
+a, sfa, b, sfb, ks = k_grouped_inputs([1280, 0, 1152], 300, 240, device="cuda")
+c = torch.randn(3, 300, 240, device="cuda")
+ref = ops.k_grouped_fp8_gemm_nt_contiguous(*map(cpu, (a, sfa, b, sfb, ks, c)))
+ops.k_grouped_fp8_gemm_nt_contiguous_out(a, sfa, b, sfb, ks, c, c)
+print(f"k_grouped_out in place 256x112: {err(c.cpu(), ref):.1e}")
 H.choose_fp8_gemm_config = chosen
 _cuda.clear_plans()
 

@@ -186,9 +186,7 @@ inline void check_fp8_gemm_config(const Fp8GemmKernelConfig& cfg) {
   expect(cfg.block_k == 128, "cfg.block_k must be 128, got " + s(cfg.block_k));
   expect(cfg.block_m == 64 || cfg.block_m == 128 || cfg.block_m == 256,
          "cfg.block_m must be 64, 128 or 256, got " + s(cfg.block_m));
-  expect(cfg.block_m < 256 || (cfg.block_n <= 128 && cfg.gemm_type != 3),
-         "cfg.block_m 256 needs block_n <= 128 and a GEMM that is not k-grouped, got block_n " + s(cfg.block_n) +
-             ", gemm_type " + s(cfg.gemm_type));
+  expect(cfg.block_m < 256 || cfg.block_n <= 128, "cfg.block_m 256 needs block_n <= 128, got " + s(cfg.block_n));
   expect(cfg.block_n % 8 == 0 && cfg.block_n >= 8 && cfg.block_n <= 256,
          "cfg.block_n must be a multiple of 8 in [8, 256], got " + s(cfg.block_n));
   expect(cfg.out_dtype == 1 || cfg.block_n % 16 == 0,

@@ -33,8 +33,8 @@ __device__ __forceinline__ void fp8_gemm_kernel(const Fp8GemmParams& p, const Tm
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
   static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M must be 64, 128 or 256");
   static_assert(kBlockM < 256 || kBlockN <= 128, "256-row tiles hold two accumulators and a partial: BLOCK_N <= 128");
-  static_assert(kType != GemmType::KGrouped || (kK == 0 && kBlockM < 256 && kRecipe == SfbRecipe::Row1x128 && kOutFp32),
-                "k-grouped kernels take K at run time (kK = 0), 64/128-row tiles, per-row B scales, an fp32 output");
+  static_assert(kType != GemmType::KGrouped || (kK == 0 && kRecipe == SfbRecipe::Row1x128 && kOutFp32),
+                "k-grouped kernels take K at run time (kK = 0), per-row B scales, an fp32 output");
   static_assert(kBlockN % 8 == 0 && kBlockN >= 8 && kBlockN <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
   static_assert(kK % 16 == 0, "K must be a multiple of 16 (TMA row stride)");
   static_assert(kCluster == 1 || kCluster == 2, "cluster size must be 1 or 2");
