@@ -199,6 +199,12 @@ def with_tile(
     return dataclasses.replace(cfg, cluster_size=cluster_size, **fields)
 
 
+def _pairs_n_blocks(block_m: int, gemm_type: str) -> bool:
+    """Whether the tile runs in a 2-CTA cluster of n-block pairs sharing A: 256-row tiles, but k-grouped ones (the
+    k-grouped scheduler has no clusters)."""
+    return block_m == 256 and gemm_type != "k_grouped"
+
+
 def _estimated_cycles(block_m: int, block_n: int, tiles: int, k: int, num_sms: int, out_bytes: int,
                       wide: bool = False, sfb_recipe: str = "128x128") -> float | None:
     """Rough time of the persistent kernel: waves x per-tile cost (tensor cores or L2 feed, whichever is slower).
@@ -297,14 +303,15 @@ def choose_fp8_gemm_config(
             # Measured for normal GEMMs with 128x128 B scales, and with 1x128 ones (the dense weight gradient, bf16
             # out: +4.5-5.7% over 128x128 tiles at 7168/4096 x 7168/4096 x 8192; fp32 += C through the TMA
             # epilogue: docs/PERF.md). Contiguous (128x128 B scales): a tile whose halves hold two groups runs its
-            # k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing.
+            # k-blocks once per half (Tile::second_group); masked: a 64-row wave past masked_m does nothing;
+            # k-grouped: 256x128 only (_K_GROUPED_256_BLOCK_N).
             continue
         for block_n in BLOCK_N_CANDIDATES:
             if gemm_type == "k_grouped" and (block_n in _K_GROUPED_SPILLING_BLOCK_N
                                              or (block_m == 256 and block_n != _K_GROUPED_256_BLOCK_N)):
                 continue
             n_blocks = ceil_div(n, block_n)
-            if block_m == 256 and gemm_type != "k_grouped":
+            if _pairs_n_blocks(block_m, gemm_type):
                 n_blocks = ceil_div(n_blocks, 2) * 2  # computed in pairs (the cluster below)
             tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
             if block_m == 256 and gemm_type == "masked" and num_sms < tiles < _GROUPED_CLUSTER_MIN_WAVES * num_sms:
@@ -324,7 +331,7 @@ def choose_fp8_gemm_config(
     cluster_size = 1
     m_blocks, n_blocks = ceil_div(m, block_m), ceil_div(n, block_n)
     tiles = ceil_div(rows_per_group, block_m) * n_blocks * groups_with_tiles
-    if block_m == 256 and gemm_type != "k_grouped":  # (k-grouped tiles run without clusters)
+    if _pairs_n_blocks(block_m, gemm_type):
         cluster_size = 2 if n_blocks >= 2 and num_sms >= 2 else 1  # n-block pairs share A
     elif (gemm_type in ("contiguous", "masked") and sfb_recipe == "128x128" and rows_per_group >= block_m
             and n_blocks >= 2 and num_sms >= 2 and tiles >= _GROUPED_CLUSTER_MIN_WAVES * num_sms):

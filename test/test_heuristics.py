@@ -76,7 +76,7 @@ masked 32x20 6144x7168: bm=64 bn=128 st=8 cl=1 smem=219264""")
 
     def test_dense_weight_gradient_tiles(self):
         # 1x128 on both operands, bf16 out or fp32 += C: 256-row tiles in A-sharing pairs where they add few waves
-        # (fp32 through the TMA epilogue: +8-16% over 128x128 tiles, docs/PERF.md session 18).
+        # (fp32 through the TMA epilogue: +8-16% over 128x128 tiles, docs/PERF.md session 19).
         rows = []
         for m, n, k in ((7168, 7168, 8192), (7168, 4096, 8192), (4096, 7168, 8192), (7168, 2048, 8192)):
             for out in ("bf16", "fp32"):

@@ -8,10 +8,10 @@ Covers M/N/K tails (65 x 576 x 2112, K not a multiple of 128), fp32 output with 
 contiguous layout with padding rows, the masked layout with counts 0 and Mmax and the k-grouped GEMM with an empty group
 and C, each GEMM twice (the planning path, then the C++ door) and as its _out form (k-grouped: in place into C); 256-row
 tiles in an A-sharing and 128-row tiles in a B-sharing 2-CTA cluster, contiguous (128- and 256-row tiles) and masked
-GEMMs in A-sharing clusters, split-K (forced); the BF16 GEMMs (four layouts, fp32 + C, grouped contiguous and
-masked); the fused casts (per-token with both scale layouts, of a transposed view, per-block, per-block and per-token
-with the transpose; partial groups and blocks; a shape of more 128 x 128 blocks than one wave of CTAs). Prints the
-max relative error per GEMM case and whether each cast matched the CPU.
+GEMMs in A-sharing clusters, fp32 256-row tiles in place, a k-grouped 256-row tile, split-K (forced); the BF16 GEMMs
+(four layouts, fp32 + C, grouped contiguous and masked); the fused casts (per-token with both scale layouts, of a
+transposed view, per-block, per-block and per-token with the transpose; partial groups and blocks; a shape of more 128 x
+128 blocks than one wave of CTAs). Prints the max relative error per GEMM case and whether each cast matched the CPU.
 """
 import sys
 
