@@ -4,8 +4,9 @@
 Checks per kernel and compiler: ptxas reports no stack frame and no spills (TILE_SPILL_BYTES: a bounded spill, never in
 the main loop) and does not serialise the wgmmas
 (C7510-C7519: an injected wait or a serialised pipeline), the SASS has FP8 wgmma (QGMMA) and no local-memory traffic
-(LDL/STL), and the main loop (the innermost loop around the QGMMAs) has no more instructions than MAIN_LOOP_BOUND
-allows. Skips a compiler that is not installed, and everything without cuobjdump.
+(LDL/STL), the main loop (the innermost loop around the QGMMAs) has no more instructions than MAIN_LOOP_BOUND
+allows, and in ping-pong loops at least PROMOTION_UNDER_NEXT_BATCH of a k-block's promotion FFMAs run while the next
+k-block's wgmmas are in flight. Skips a compiler that is not installed, and everything without cuobjdump.
 """
 
 import concurrent.futures
@@ -105,6 +106,22 @@ MAIN_LOOP_BOUND = {
     "dense_split3_fp32_c_1x128": 275,
 }
 
+# Ping-pong loops (two k-blocks per iteration, sm90_mainloop.cuh consume_pingpong): at least this many of the first
+# k-block's promotion FFMAs must sit between the wait for its wgmmas (wait_group 1) and the wait for the second
+# k-block's (wait_group 0), i.e. run while the second batch is on the tensor cores. ptxas places the rest after the
+# second wait; these are the counts it reaches (NVRTC / nvcc, ptxas 13.0, of BLOCK_N / 2 per thread). At 64x32 it
+# drains both batches before promoting (0 of 16).
+PROMOTION_UNDER_NEXT_BATCH = {
+    "dense_fp32_c_1x128_k576": 4,  # of 24
+    "dense_bm64_bn112_pingpong": 25,  # of 56
+    "masked_k576": 13,  # of 40
+    "contiguous_cl2": 56,  # of 64
+    "k_grouped_c": 46,  # of 64
+    "k_grouped_bm64": 39,  # of 56
+    "dense_split2": 0,  # of 16
+    "dense_split3_fp32_c_1x128": 18,  # of 32
+}
+
 # Kernels allowed to spill this many bytes, never inside the main loop: the 256x128 weight-gradient kernel's math
 # warpgroups keep a few tile coordinates in local memory across each tile's main loop (one store and one load each per
 # tile of 64 k-blocks) to hold the k-block's B scales in registers. The heuristic takes the spill-free 256x112 tile
@@ -180,6 +197,17 @@ def main_loop_sass(sass: str) -> str:
     return "\n".join(main_loop(sass))
 
 
+def promotion_ffmas_under_next_batch(sass: str) -> int | None:
+    """FFMAs of the main loop between its `wgmma.wait_group 1` and the next `wait_group 0` (None: no such wait, the
+    loop is not a ping-pong one)."""
+    body = main_loop(sass)
+    first = next((i for i, t in enumerate(body) if "DEPBAR.LE gsb0, 0x1" in t), None)
+    if first is None:
+        return None
+    end = next((i for i in range(first + 1, len(body)) if "DEPBAR.LE gsb0, 0x0" in body[i]), len(body))
+    return sum("FFMA" in t for t in body[first:end])
+
+
 def _compile(compiler, name, cfg, n, k, out_dir):
     src, symbol = _codegen.fp8_gemm_source(cfg, n, k)
     cu = Path(out_dir) / f"{name}.cu"
@@ -242,6 +270,14 @@ class _KernelCompile(_TmaIssueCheck):
         for name, (_, _, sass) in self.results.items():
             with self.subTest(kernel=name):
                 self.assertLessEqual(main_loop_instructions(sass), MAIN_LOOP_BOUND[name])
+
+    def test_promotion_runs_under_the_next_wgmma_batch(self):
+        for name, (_, _, sass) in self.results.items():
+            with self.subTest(kernel=name):
+                under = promotion_ffmas_under_next_batch(sass)
+                self.assertEqual(under is not None, name in PROMOTION_UNDER_NEXT_BATCH)
+                if under is not None:
+                    self.assertGreaterEqual(under, PROMOTION_UNDER_NEXT_BATCH[name])
 
     def test_bf16_epilogue_uses_stmatrix_and_tma_store(self):
         _, _, sass = self.results["dense_bf16_large"]
